@@ -1,0 +1,29 @@
+// Command tokenstore keeps people's OAuth2 / OpenID Connect refresh tokens and
+// hands out fresh access tokens to their apps and workloads.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tokenstore/tokenstore/server/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var cerr *config.Error
+		if errors.As(err, &cerr) {
+			fmt.Fprintln(os.Stderr, "tokenstore:", cerr.Error())
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "tokenstore:", err)
+		os.Exit(1)
+	}
+}

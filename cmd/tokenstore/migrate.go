@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokenstore/tokenstore/server/config"
+	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+)
+
+func newMigrateCmd() *cobra.Command {
+	m := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply, undo or list database schema migrations",
+		Long: `The schema migrations are embedded in this binary. 'migrate up' applies every
+pending one (safe to run from several replicas at once on PostgreSQL: an
+advisory lock serialises them); 'migrate down' undoes the latest one;
+'migrate status' lists them. The database is DATABASE_URL.`,
+	}
+	run := func(use, short string, f func(cmd *cobra.Command, mg *storeopen.Migrator) error) *cobra.Command {
+		c := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				s, _, err := loadSettings(cmd)
+				if err != nil {
+					return err
+				}
+				mg, err := storeopen.NewMigrator(s.DatabaseURL)
+				if err != nil {
+					return err
+				}
+				defer mg.Close()
+				return f(cmd, mg)
+			},
+		}
+		config.AddFlags(c.Flags())
+		return c
+	}
+	m.AddCommand(
+		run("up", "Apply every pending migration", func(cmd *cobra.Command, mg *storeopen.Migrator) error {
+			res, err := mg.Up(cmd.Context())
+			for _, r := range res {
+				fmt.Fprintf(cmd.OutOrStdout(), "applied %s in %s\n", r.Name, r.Duration.Round(time.Millisecond))
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "database schema is up to date")
+			return nil
+		}),
+		run("down", "Undo the most recent migration", func(cmd *cobra.Command, mg *storeopen.Migrator) error {
+			r, err := mg.Down(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "undid %s\n", r.Name)
+			return nil
+		}),
+		run("status", "List migrations and whether each is applied", func(cmd *cobra.Command, mg *storeopen.Migrator) error {
+			st, err := mg.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "VERSION\tNAME\tAPPLIED")
+			for _, m := range st {
+				applied := "pending"
+				if m.Applied {
+					applied = m.AppliedAt.Format("2006-01-02 15:04:05Z07:00")
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\n", m.Version, m.Name, applied)
+			}
+			return w.Flush()
+		}),
+	)
+	return m
+}

@@ -1,0 +1,512 @@
+// Package controllers turns TokenProvider objects (and the Secrets they
+// reference) into the in-memory provider registry and into their .status.
+//
+// Two reconcilers watch the same kind, because controller-runtime runs
+// leader-elected controllers on the leader only, while every replica must
+// serve from a complete registry:
+//
+//   - RegistryReconciler runs on every replica (NeedLeaderElection false)
+//     and writes nothing to the API server: it only fills the registry.
+//   - StatusReconciler runs on the elected leader only and writes .status and
+//     Events.
+//
+// Both interpret the spec through Resolve, which the file source uses too.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/server/providers"
+)
+
+// Field indexes on TokenProviders.
+const (
+	// SecretRefIndex maps a Secret name to the TokenProviders of the same
+	// namespace that reference it, so a Secret event finds them.
+	SecretRefIndex = "spec.clientSecretRef.name"
+	// NameIndex finds TokenProviders of one name across namespaces: the
+	// name is the provider id, so two of them compete for one entry.
+	NameIndex = "metadata.name"
+)
+
+// Options tune both reconcilers; zero values take the defaults.
+type Options struct {
+	// RefreshInterval is how often a discovered provider is checked again
+	// (default 10 minutes; give the Discoverer the same or a shorter TTL).
+	RefreshInterval time.Duration
+	// MinBackoff and MaxBackoff bound the retry delay while discovery fails
+	// (defaults 5 seconds and 5 minutes).
+	MinBackoff, MaxBackoff time.Duration
+	// MaxConcurrentReconciles of each reconciler (default 4: discovery is
+	// network-bound).
+	MaxConcurrentReconciles int
+	// FieldOwner of status patches (default "tokenstore").
+	FieldOwner string
+	// EventSource names the reporting controller of Events (default
+	// "tokenstore").
+	EventSource string
+	// NamePrefix prefixes the controller names, so that several managers
+	// can run in one process (tests); default none.
+	NamePrefix string
+}
+
+func (o Options) withDefaults() Options {
+	if o.RefreshInterval <= 0 {
+		o.RefreshInterval = 10 * time.Minute
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 5 * time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Minute
+	}
+	if o.MaxConcurrentReconciles <= 0 {
+		o.MaxConcurrentReconciles = 4
+	}
+	if o.FieldOwner == "" {
+		o.FieldOwner = "tokenstore"
+	}
+	if o.EventSource == "" {
+		o.EventSource = "tokenstore"
+	}
+	return o
+}
+
+// requeue adds up to 10% jitter so that providers created together do not
+// re-check together forever.
+func (o Options) requeue(res Result) ctrl.Result {
+	d := res.NextCheck(o.RefreshInterval, o.MinBackoff, o.MaxBackoff)
+	if d <= 0 {
+		return ctrl.Result{}
+	}
+	return ctrl.Result{RequeueAfter: d + rand.N(d/10+1)}
+}
+
+// Controllers is what SetupWithManager wired.
+type Controllers struct {
+	Registry *RegistryReconciler
+	Status   *StatusReconciler
+}
+
+// SetupWithManager registers the field indexes, both reconcilers and the
+// registry-readiness tracker with mgr. The registry is filled on every
+// replica; status and events are written by the leader only.
+func SetupWithManager(mgr ctrl.Manager, reg *providers.Registry, d *providers.Discoverer, opts Options) (*Controllers, error) {
+	if err := SetupIndexes(context.Background(), mgr); err != nil {
+		return nil, err
+	}
+	c := &Controllers{
+		Registry: &RegistryReconciler{
+			Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader(),
+			Registry: reg, Discoverer: d, Options: opts,
+		},
+		Status: &StatusReconciler{
+			Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader(),
+			Discoverer: d, Recorder: mgr.GetEventRecorder(opts.withDefaults().EventSource), Options: opts,
+		},
+	}
+	if err := c.Registry.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := c.Status.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// SetupIndexes registers the TokenProvider field indexes both reconcilers
+// use. Call it once per manager (SetupWithManager does).
+func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.TokenProvider{}, SecretRefIndex, func(o client.Object) []string {
+		tp := o.(*v1alpha1.TokenProvider)
+		if tp.Spec.ClientSecretRef == nil || tp.Spec.ClientSecretRef.Name == "" {
+			return nil
+		}
+		return []string{tp.Spec.ClientSecretRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing TokenProviders by %s: %w", SecretRefIndex, err)
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.TokenProvider{}, NameIndex, func(o client.Object) []string {
+		return []string{o.GetName()}
+	}); err != nil {
+		return fmt.Errorf("indexing TokenProviders by %s: %w", NameIndex, err)
+	}
+	return nil
+}
+
+// ReadyzCheck is a healthz.Checker for /readyz: it fails until the registry
+// has been filled once, so that no replica answers "no such provider" for a
+// provider it simply has not read yet.
+func ReadyzCheck(r providers.Reader) healthz.Checker {
+	return func(*http.Request) error {
+		if !r.Ready() {
+			return errors.New("provider registry not filled yet")
+		}
+		return nil
+	}
+}
+
+// secretLookup reads Secrets straight from the API server. Secrets are
+// watched as metadata only (a change event is all that is needed), so
+// reading them through the cache would start a second, full informer that
+// keeps every Secret's data in memory.
+func secretLookup(ctx context.Context, r client.Reader, namespace string) SecretLookup {
+	return func(name, key string) ([]byte, error) {
+		var s corev1.Secret
+		err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &s)
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("Secret %s/%s: %w", namespace, name, ErrSecretNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
+		}
+		return SecretValue(&s, name, key)
+	}
+}
+
+// providersForSecret maps a Secret event to the TokenProviders that
+// reference the Secret (through the field index).
+func providersForSecret(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list v1alpha1.TokenProviderList
+		if err := c.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{SecretRefIndex: o.GetName()}); err != nil {
+			logf.FromContext(ctx).Error(err, "listing TokenProviders that reference a Secret", "secret", client.ObjectKeyFromObject(o))
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for i := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+		return reqs
+	}
+}
+
+// owner picks which of the TokenProviders sharing a name provides the id:
+// the oldest, then the first namespace in order, so that every replica picks
+// the same one and a newcomer cannot take over an id in use. Objects being
+// deleted do not count. nil if none.
+func owner(items []v1alpha1.TokenProvider) *v1alpha1.TokenProvider {
+	var live []*v1alpha1.TokenProvider
+	for i := range items {
+		if items[i].DeletionTimestamp == nil {
+			live = append(live, &items[i])
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	sort.Slice(live, func(i, j int) bool {
+		a, b := live[i], live[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Namespace < b.Namespace
+	})
+	return live[0]
+}
+
+// othersOfSameName maps a deleted TokenProvider to the others of its name.
+func othersOfSameName(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		items, err := sameName(ctx, c, o.GetName())
+		if err != nil {
+			logf.FromContext(ctx).Error(err, "listing TokenProviders of the same name")
+			return nil
+		}
+		var reqs []reconcile.Request
+		for i := range items {
+			if items[i].Namespace != o.GetNamespace() {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&items[i])})
+			}
+		}
+		return reqs
+	}
+}
+
+func sameName(ctx context.Context, c client.Reader, name string) ([]v1alpha1.TokenProvider, error) {
+	var list v1alpha1.TokenProviderList
+	if err := c.List(ctx, &list, client.MatchingFields{NameIndex: name}); err != nil {
+		return nil, fmt.Errorf("listing TokenProviders named %q: %w", name, err)
+	}
+	return list.Items, nil
+}
+
+// RegistryReconciler keeps the registry equal to the TokenProviders in the
+// cache. It runs on every replica and never writes to the API server.
+type RegistryReconciler struct {
+	Client       client.Reader // the manager's cached client
+	SecretReader client.Reader // uncached, for Secret data
+	Registry     *providers.Registry
+	Discoverer   *providers.Discoverer
+	Options      Options
+
+	fill *fillTracker
+}
+
+// Reconcile recomputes the registry entry of the provider id req.Name from
+// every TokenProvider of that name, so that whichever object's event
+// arrives, the result is the same.
+func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if r.fill != nil {
+		defer r.fill.processed(req.NamespacedName)
+	}
+	opts := r.Options.withDefaults()
+	log := logf.FromContext(ctx)
+	items, err := sameName(ctx, r.Client, req.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	tp := owner(items)
+	if tp == nil {
+		if _, ok := r.Registry.Get(req.Name); ok {
+			r.Registry.Delete(req.Name)
+			log.Info("provider removed from the registry")
+		}
+		return ctrl.Result{}, nil
+	}
+	res, err := Resolve(ctx, tp, secretLookup(ctx, r.SecretReader, tp.Namespace), r.Discoverer)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	switch {
+	case res.Provider != nil:
+		before, had := r.Registry.Get(tp.Name)
+		r.Registry.Set(res.Provider)
+		if !had || before.Version != res.Provider.Version {
+			log.Info("provider published", "provider", res.Provider, "ready", res.Ready)
+		}
+	case res.Reason == v1alpha1.ReasonDiscoveryFailed:
+		// Keep serving the last good configuration of this very object;
+		// one left by another object of the same name is not ours to keep.
+		src := Source(tp)
+		if r.Registry.DeleteIf(tp.Name, func(p *providers.Provider) bool { return p.Source != src }) {
+			log.Info("provider removed from the registry", "reason", res.Reason)
+		}
+	default:
+		if _, ok := r.Registry.Get(tp.Name); ok {
+			r.Registry.Delete(tp.Name)
+			log.Info("provider removed from the registry", "reason", res.Reason, "message", res.Message)
+		}
+	}
+	return opts.requeue(res), nil
+}
+
+// SetupWithManager registers the reconciler (on every replica) and the
+// readiness tracker. The field indexes must be registered (SetupIndexes).
+func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	opts := r.Options.withDefaults()
+	r.fill = &fillTracker{reader: mgr.GetClient(), registry: r.Registry, seen: map[types.NamespacedName]struct{}{}}
+	if err := mgr.Add(r.fill); err != nil {
+		return fmt.Errorf("adding the registry fill tracker: %w", err)
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.TokenProvider{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(providersForSecret(mgr.GetClient()))).
+		Named(opts.NamePrefix + "tokenprovider-registry").
+		WithOptions(controller.Options{
+			// Every replica serves API requests from its own registry, so
+			// this reconciler must run whether or not it leads.
+			NeedLeaderElection:      ptr.To(false),
+			MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+		}).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("setting up the TokenProvider registry controller: %w", err)
+	}
+	return nil
+}
+
+// fillTracker marks the registry ready once every TokenProvider that existed
+// when the cache synced has been reconciled once. It runs on every replica.
+type fillTracker struct {
+	reader   client.Reader
+	registry *providers.Registry
+
+	mu      sync.Mutex
+	seen    map[types.NamespacedName]struct{} // reconciled before the listing
+	pending map[types.NamespacedName]struct{} // nil until listed
+}
+
+var _ manager.LeaderElectionRunnable = (*fillTracker)(nil)
+
+// NeedLeaderElection: readiness is per replica.
+func (f *fillTracker) NeedLeaderElection() bool { return false }
+
+// Start waits for the cache (a List on the cached client blocks until the
+// informer has synced) and records what must be reconciled before ready.
+func (f *fillTracker) Start(ctx context.Context) error {
+	var list v1alpha1.TokenProviderList
+	for {
+		err := f.reader.List(ctx, &list)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		logf.FromContext(ctx).Error(err, "listing TokenProviders for the registry readiness check; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending = make(map[types.NamespacedName]struct{}, len(list.Items))
+	for i := range list.Items {
+		k := client.ObjectKeyFromObject(&list.Items[i])
+		if _, done := f.seen[k]; !done {
+			f.pending[k] = struct{}{}
+		}
+	}
+	f.seen = nil
+	f.checkLocked()
+	return nil
+}
+
+func (f *fillTracker) processed(k types.NamespacedName) {
+	if f.registry.Ready() {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pending == nil {
+		if f.seen != nil {
+			f.seen[k] = struct{}{}
+		}
+		return
+	}
+	delete(f.pending, k)
+	f.checkLocked()
+}
+
+func (f *fillTracker) checkLocked() {
+	if f.pending != nil && len(f.pending) == 0 {
+		f.registry.MarkReady()
+	}
+}
+
+// StatusReconciler writes each TokenProvider's status and an Event on every
+// change of readiness. It runs on the elected leader only.
+type StatusReconciler struct {
+	Client       client.Client
+	SecretReader client.Reader
+	Discoverer   *providers.Discoverer
+	Recorder     events.EventRecorder
+	Options      Options
+
+	runs atomic.Int64
+}
+
+// Runs is how many times Reconcile ran; it stays 0 on a replica that never
+// led (tests use it to show that followers write nothing).
+func (r *StatusReconciler) Runs() int64 { return r.runs.Load() }
+
+// +kubebuilder:rbac:groups=tokenstore.io,resources=tokenproviders,verbs=get;list;watch
+// +kubebuilder:rbac:groups=tokenstore.io,resources=tokenproviders/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile resolves one TokenProvider and patches its status once.
+func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	r.runs.Add(1)
+	opts := r.Options.withDefaults()
+	var tp v1alpha1.TokenProvider
+	if err := r.Client.Get(ctx, req.NamespacedName, &tp); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if tp.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+	items, err := sameName(ctx, r.Client, tp.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var res Result
+	if o := owner(items); o != nil && o.Namespace != tp.Namespace {
+		res = Result{
+			Reason: v1alpha1.ReasonDuplicateName,
+			Message: fmt.Sprintf("provider id %q is already provided by TokenProvider %s/%s (created earlier); rename this one",
+				tp.Name, o.Namespace, o.Name),
+		}
+	} else if res, err = Resolve(ctx, &tp, secretLookup(ctx, r.SecretReader, tp.Namespace), r.Discoverer); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	orig := tp.DeepCopy()
+	changed := res.ApplyStatus(&tp.Status, tp.Generation, time.Now())
+	if !equality.Semantic.DeepEqual(orig.Status, tp.Status) {
+		// One merge patch of .status at the end; no optimistic lock, since
+		// this controller is the only writer of status.
+		if err := r.Client.Status().Patch(ctx, &tp, client.MergeFrom(orig), client.FieldOwner(opts.FieldOwner)); err != nil {
+			if apierrors.IsNotFound(err) {
+				return ctrl.Result{}, nil
+			}
+			return ctrl.Result{}, fmt.Errorf("patching status of TokenProvider %s: %w", req.NamespacedName, err)
+		}
+	}
+	if changed && r.Recorder != nil {
+		kind, action := corev1.EventTypeNormal, "Resolve"
+		if !res.Ready {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(&tp, nil, kind, res.Reason, action, "%s", truncate(res.Message, 1000))
+	}
+	return opts.requeue(res), nil
+}
+
+// SetupWithManager registers the reconciler (leader only). The field
+// indexes must be registered (SetupIndexes).
+func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	opts := r.Options.withDefaults()
+	err := ctrl.NewControllerManagedBy(mgr).
+		// Status patches do not change the generation, so this controller
+		// is not woken by its own writes.
+		For(&v1alpha1.TokenProvider{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(providersForSecret(mgr.GetClient()))).
+		// When the object that owns a provider id goes away, another of the
+		// same name takes over and its DuplicateName status must clear.
+		Watches(&v1alpha1.TokenProvider{}, handler.EnqueueRequestsFromMapFunc(othersOfSameName(mgr.GetClient())),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				UpdateFunc:  func(event.UpdateEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
+		Named(opts.NamePrefix + "tokenprovider-status").
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("setting up the TokenProvider status controller: %w", err)
+	}
+	return nil
+}

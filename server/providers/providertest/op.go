@@ -1,0 +1,232 @@
+// Package providertest runs a real OpenID Provider in-process for tests:
+// zitadel's op package with its example in-memory storage, served over
+// HTTP on 127.0.0.1. It can be stopped and started again on the same
+// address (so its issuer stays the same) to test outages, and it can log a
+// test user in without a browser to obtain real codes and ID tokens.
+//
+// Only tests import this package.
+package providertest
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zitadel/oidc/v3/example/server/storage"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"golang.org/x/text/language"
+)
+
+// Fixed credentials of the test client and user. The secret is a test
+// value, never a real one.
+const (
+	ClientID     = "tokenstore-test"
+	Username     = "test-user2"
+	UserPassword = "verysecure"
+)
+
+// OP is a running OpenID Provider.
+type OP struct {
+	// Issuer is http://127.0.0.1:PORT, stable across Stop/Start.
+	Issuer string
+	// ClientSecret of ClientID, random per OP.
+	ClientSecret string
+	// RedirectURL registered for ClientID.
+	RedirectURL string
+
+	storage  *storage.Storage
+	provider *op.Provider
+	handler  http.Handler
+	addr     string
+
+	mu  sync.Mutex
+	srv *httptest.Server
+
+	discoveryHits atomic.Int64
+}
+
+// Start starts an OP with one web client (ClientID, a random secret,
+// redirect URL redirectURL, or a default one if empty) and stops it when the
+// test ends.
+func Start(tb testing.TB, redirectURL string) *OP {
+	tb.Helper()
+	o, err := New(redirectURL)
+	if err != nil {
+		tb.Fatalf("starting the test OpenID Provider: %v", err)
+	}
+	tb.Cleanup(o.Stop)
+	return o
+}
+
+// New starts an OP; the caller must Stop it.
+func New(redirectURL string) (*OP, error) {
+	if redirectURL == "" {
+		redirectURL = "http://127.0.0.1/callback"
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listening for the test OP: %w", err)
+	}
+	o := &OP{
+		Issuer:       "http://" + ln.Addr().String(),
+		ClientSecret: rand.Text(),
+		RedirectURL:  redirectURL,
+		addr:         ln.Addr().String(),
+	}
+	// NewStorageWithClients, not RegisterClients: the latter writes a
+	// package-global map shared by every OP in the process.
+	o.storage = storage.NewStorageWithClients(storage.NewUserStore(o.Issuer), map[string]*storage.Client{
+		ClientID: storage.WebClient(ClientID, o.ClientSecret, redirectURL),
+	})
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("generating the OP's crypto key: %w", err)
+	}
+	// The same settings as zitadel's example server, without its
+	// SetupServer, which replaces the process-wide default logger.
+	o.provider, err = op.NewProvider(&op.Config{
+		CryptoKey:             key,
+		CryptoKeyId:           "key1",
+		CodeMethodS256:        true,
+		AuthMethodPost:        true,
+		GrantTypeRefreshToken: true,
+		SupportedUILocales:    []language.Tag{language.English},
+	}, o.storage, op.StaticIssuer(o.Issuer), op.WithAllowInsecure())
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("creating the test OP: %w", err)
+	}
+	// Count discovery requests so tests can see what a cache saved.
+	o.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration" {
+			o.discoveryHits.Add(1)
+		}
+		o.provider.ServeHTTP(w, r)
+	})
+	o.serve(ln)
+	return o, nil
+}
+
+func (o *OP) serve(ln net.Listener) {
+	srv := httptest.NewUnstartedServer(o.handler)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	o.srv = srv
+}
+
+// DiscoveryURL is the full .well-known/openid-configuration URL.
+func (o *OP) DiscoveryURL() string {
+	return o.Issuer + "/.well-known/openid-configuration"
+}
+
+// DiscoveryHits is how many times the discovery document was requested.
+func (o *OP) DiscoveryHits() int64 { return o.discoveryHits.Load() }
+
+// Running reports whether the OP is serving.
+func (o *OP) Running() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.srv != nil
+}
+
+// Stop stops serving; connections are refused until Restart. Safe to call
+// twice.
+func (o *OP) Stop() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.srv == nil {
+		return
+	}
+	// CloseClientConnections first: Close alone waits for idle keep-alive
+	// connections of clients that may never come back.
+	o.srv.CloseClientConnections()
+	o.srv.Close()
+	o.srv = nil
+}
+
+// Restart serves again on the same address, so the issuer is unchanged.
+// The port may have been taken meanwhile; it retries for a few seconds.
+func (o *OP) Restart() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.srv != nil {
+		return nil
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ {
+		if ln, err = net.Listen("tcp", o.addr); err == nil {
+			o.serve(ln)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("listening again on %s: %w", o.addr, err)
+}
+
+// Login plays the user's part of an authorization code flow without a
+// browser: it opens authURL (as built by oauth2.Config.AuthCodeURL for
+// ClientID), checks the test user's password the way the example login page
+// would, and returns the query of the final redirect to the client's
+// redirect URL (code and state, or error).
+func (o *OP) Login(ctx context.Context, authURL string) (url.Values, error) {
+	client := &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       10 * time.Second,
+	}
+	loc, err := redirectOf(ctx, client, authURL)
+	if err != nil {
+		return nil, fmt.Errorf("authorization request: %w", err)
+	}
+	if strings.HasPrefix(loc.String(), o.RedirectURL) {
+		return loc.Query(), nil // an error answer straight away
+	}
+	id := loc.Query().Get("authRequestID")
+	if id == "" {
+		return nil, fmt.Errorf("authorization request redirected to %s, not to the login page", loc)
+	}
+	if err := o.storage.CheckUsernamePassword(Username, UserPassword, id); err != nil {
+		return nil, fmt.Errorf("logging the test user in: %w", err)
+	}
+	cb := op.AuthCallbackURL(o.provider)(op.ContextWithIssuer(ctx, o.Issuer), id)
+	loc, err = redirectOf(ctx, client, cb)
+	if err != nil {
+		return nil, fmt.Errorf("login callback: %w", err)
+	}
+	if !strings.HasPrefix(loc.String(), o.RedirectURL) {
+		return nil, fmt.Errorf("login callback redirected to %s, not to %s", loc, o.RedirectURL)
+	}
+	return loc.Query(), nil
+}
+
+func redirectOf(ctx context.Context, client *http.Client, u string) (*url.URL, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther {
+		return nil, fmt.Errorf("expected a redirect, got %s", resp.Status)
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return nil, errors.New("redirect without a Location")
+	}
+	return loc, nil
+}

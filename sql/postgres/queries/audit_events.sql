@@ -1,0 +1,16 @@
+-- name: AuditEventInsert :one
+INSERT INTO audit_events (time, user_id, actor, action, provider, detail)
+VALUES (@time, @user_id, @actor, @action, @provider, @detail)
+RETURNING *;
+
+-- name: AuditEventListByUser :many
+-- before_id NULL pages from the newest event.
+SELECT * FROM audit_events
+WHERE user_id = @user_id
+  AND (sqlc.narg(before_id)::bigint IS NULL OR id < sqlc.narg(before_id)::bigint)
+ORDER BY id DESC
+LIMIT @max_rows;
+
+-- name: AuditEventDeleteBefore :execrows
+DELETE FROM audit_events
+WHERE time < @before;

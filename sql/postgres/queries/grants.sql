@@ -1,0 +1,35 @@
+-- name: GrantInsert :one
+INSERT INTO grants (
+    user_id, provider, service_account_namespace, service_account_name,
+    created_at, expires_at, revoked_at
+) VALUES (
+    @user_id, @provider, @service_account_namespace, @service_account_name,
+    @created_at, sqlc.narg(expires_at), sqlc.narg(revoked_at)
+)
+RETURNING *;
+
+-- name: GrantGet :one
+SELECT * FROM grants
+WHERE id = @id;
+
+-- name: GrantListByUser :many
+SELECT * FROM grants
+WHERE user_id = @user_id
+ORDER BY id DESC;
+
+-- name: GrantFindUsable :one
+SELECT * FROM grants
+WHERE provider = @provider
+  AND service_account_namespace = @service_account_namespace
+  AND service_account_name = @service_account_name
+  AND user_id = @user_id
+  AND revoked_at IS NULL
+  AND (expires_at IS NULL OR expires_at > @now::timestamptz)
+ORDER BY id DESC
+LIMIT 1;
+
+-- name: GrantRevoke :execrows
+-- Revoking twice keeps the first revocation time.
+UPDATE grants SET
+    revoked_at = COALESCE(revoked_at, @now::timestamptz)
+WHERE id = @id AND user_id = @user_id;
