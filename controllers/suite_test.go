@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,7 +32,6 @@ import (
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
 	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
 )
 
 // kubeVersion is the control plane hack/build-envtest.sh builds.
@@ -68,6 +68,7 @@ func (b *syncBuffer) String() string {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse() // for testing.Verbose
 	os.Exit(run(m))
 }
 
@@ -284,12 +285,18 @@ func newNamespace(tb testing.TB, prefix string) string {
 // newSecretValue returns a fresh client secret and remembers it for the
 // log check.
 func newSecretValue() string {
-	s := "s3cr3t-" + rand.Text()
+	return rememberSecret("s3cr3t-" + rand.Text())
+}
+
+// rememberSecret adds s to the values that must never be logged.
+func rememberSecret(s string) string {
 	secretsMu.Lock()
 	secretsUsed = append(secretsUsed, s)
 	secretsMu.Unlock()
 	return s
 }
+
+func metaNamed(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
 
 func clientSecret(ns, name, key, value string) *corev1.Secret {
 	return &corev1.Secret{

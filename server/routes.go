@@ -8,13 +8,32 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// routes lists every route of the API.
+// routes lists every route of the API. The OpenAPI document
+// (openapi/openapi.yaml) describes exactly these; a test keeps them in step.
 func (s *Server) routes() {
 	r := s.engine
-	r.Use(gin.Recovery(), s.renderErrors)
+	r.Use(gin.Recovery(), s.logRequests, s.renderErrors, s.corsHeaders, s.csrf)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-	r.GET("/api/_health", s.readyz)
+
+	api := r.Group("/api")
+	api.GET("/_health", s.readyz)
+	api.GET("/openapi.yaml", s.openapiYAML)
+	api.GET("/openapi.json", s.openapiJSON)
+	api.GET("/whoami", s.authenticated, s.whoami)
+
+	login := api.Group("/oidc")
+	login.GET("/login", s.login)
+	login.GET("/callback", s.loginCallback)
+	login.POST("/logout", s.logout)
+
+	v1 := api.Group("/v1.0", s.authenticated)
+	v1.GET("/authorizations", s.authorizations)
+	v1.GET("/:provider/authorize", s.authorize)
+	v1.GET("/:provider/redirect_uri", s.linkCallback)
+	v1.GET("/:provider/token", s.token)
+	v1.POST("/:provider/revoke", s.revoke)
+
 	r.NoRoute(func(c *gin.Context) {
 		_ = c.Error(&apiError{Status: http.StatusNotFound, Code: "not_found", Message: "No such endpoint."})
 	})

@@ -5,13 +5,18 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tokenstore/tokenstore/server/auth"
+	"github.com/tokenstore/tokenstore/server/broker"
 	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/store"
 )
 
@@ -19,17 +24,38 @@ import (
 type Options struct {
 	Settings *config.Settings
 	Store    store.Store
-	Logger   *slog.Logger
+	// Keys encrypts tokens and PKCE verifiers; nil means parse
+	// Settings.CryptoKey.
+	Keys *crypto.KeyRing
+	// Providers is the token provider registry (read-only view); nil means
+	// an empty one.
+	Providers providers.Reader
+	// HTTPClient calls the login issuer and token providers; nil means a
+	// client with a 20 s timeout.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
 	// Ready reports whether the provider registry is complete; nil means
-	// there is no registry yet and readiness depends on the store alone.
+	// Providers.Ready (or, without Providers, the store alone decides).
 	Ready func() bool
+	// Now is the clock; nil means time.Now. Tests move it.
+	Now func() time.Time
+	// UnknownTokenLifetime is how long an access token without expires_in
+	// is served before it is refreshed; 0 means broker.DefaultUnknownLifetime.
+	UnknownTokenLifetime time.Duration
 }
 
 // Server holds the HTTP API's dependencies.
 type Server struct {
-	opt    Options
-	log    *slog.Logger
-	engine *gin.Engine
+	opt     Options
+	log     *slog.Logger
+	engine  *gin.Engine
+	auth    *auth.Authenticator
+	broker  *broker.Broker
+	returns *auth.ReturnURLs
+	// origins are allowed to make cookie-carried state-changing requests
+	// (EXTERNAL_URL, ALLOWED_RETURN_URLS and CORS_ORIGINS).
+	origins map[string]bool
+	cors    map[string]bool
 }
 
 // New builds the server and its routes.
@@ -40,8 +66,49 @@ func New(opt Options) (*Server, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.HTTPClient == nil {
+		opt.HTTPClient = &http.Client{Timeout: 20 * time.Second}
+	}
+	if opt.Keys == nil {
+		k, err := crypto.ParseKeyRing(opt.Settings.CryptoKey)
+		if err != nil {
+			return nil, fmt.Errorf("server: CRYPTOKEY: %w", err)
+		}
+		opt.Keys = k
+	}
+	if opt.Providers == nil {
+		opt.Providers = providers.NewRegistry()
+	} else if opt.Ready == nil {
+		opt.Ready = opt.Providers.Ready
+	}
+	returns, err := auth.NewReturnURLs(opt.Settings.ExternalURL, opt.Settings.AllowedReturnURLs)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	a, err := auth.New(auth.Options{Settings: opt.Settings, Store: opt.Store, Keys: opt.Keys, HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	b, err := broker.New(broker.Options{Store: opt.Store, Keys: opt.Keys, Providers: opt.Providers, HTTPClient: opt.HTTPClient,
+		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{opt: opt, log: opt.Logger, engine: gin.New()}
+	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
+		origins: map[string]bool{}, cors: map[string]bool{}}
+	for _, o := range opt.Settings.CORSOrigins {
+		s.cors[normOrigin(o)] = true
+		s.origins[normOrigin(o)] = true
+	}
+	// X-Forwarded-For is believed only from TRUSTED_PROXIES (the seed's
+	// ProxyFix); with none, the peer address is the client.
+	if err := s.engine.SetTrustedProxies(opt.Settings.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("server: TRUSTED_PROXIES: %w", err)
+	}
 	s.routes()
 	return s, nil
 }
@@ -70,11 +137,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	return srv.Shutdown(shutdownCtx)
 }
 
-// apiError is the one JSON shape of every error: a stable code and a sentence.
+// apiError is the one JSON shape of every error: a stable code and a sentence,
+// plus, for some codes, where to go next.
 type apiError struct {
 	Status  int    `json:"-"`
 	Code    string `json:"error"`
 	Message string `json:"message"`
+	// Provider and AuthorizeURL accompany reauthorization_required.
+	Provider     string `json:"provider,omitempty"`
+	AuthorizeURL string `json:"authorize_url,omitempty"`
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -93,5 +164,6 @@ func (s *Server) renderErrors(c *gin.Context) {
 		s.log.Error("request failed", "method", c.Request.Method, "route", c.FullPath(), "error", err)
 		ae = &apiError{Status: http.StatusInternalServerError, Code: "internal_error", Message: "Something went wrong on our side; the error was logged."}
 	}
+	c.Header("Cache-Control", "no-store")
 	c.JSON(ae.Status, ae)
 }

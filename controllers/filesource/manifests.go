@@ -350,6 +350,9 @@ func parseDocument(ctx context.Context, v *Validator, loc Location, data []byte,
 	case kind == kindTokenProvider && apiVersion == v1alpha1.GroupVersion.String():
 		o := Object{Location: loc, Kind: kind, Namespace: ns, Name: name}
 		tp, errs := v.ValidateTokenProvider(ctx, obj, ns)
+		if len(errs) == 0 && tp.Name == "" {
+			errs = field.ErrorList{needName()}
+		}
 		if len(errs) > 0 {
 			o.Err = &ManifestError{Location: loc, Kind: kind, Name: name, Errs: errs}
 		} else {
@@ -359,6 +362,9 @@ func parseDocument(ctx context.Context, v *Validator, loc Location, data []byte,
 	case kind == kindSecret && apiVersion == "v1":
 		o := Object{Location: loc, Kind: kind, Namespace: ns, Name: name}
 		s, errs := decodeSecret(js, ns)
+		if len(errs) == 0 && s.Name == "" {
+			errs = field.ErrorList{needName()}
+		}
 		if len(errs) > 0 {
 			o.Err = &ManifestError{Location: loc, Kind: kind, Name: name, Errs: errs}
 		} else {
@@ -376,6 +382,12 @@ func parseDocument(ctx context.Context, v *Validator, loc Location, data []byte,
 	default:
 		return fail(kind, name, fmt.Errorf("%s %s is not read here; a providers file holds TokenProvider (%s) and Secret (v1) manifests", apiVersion, kind, v1alpha1.GroupVersion))
 	}
+}
+
+// needName refuses generateName alone: nothing generates names here, and a
+// TokenProvider's name is its provider id.
+func needName() *field.Error {
+	return field.Required(field.NewPath("metadata", "name"), "a manifest in a providers file needs a name (generateName is not used here)")
 }
 
 // parseList expands `kind: List` (what `kubectl get -o yaml` writes).

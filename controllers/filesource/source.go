@@ -271,10 +271,11 @@ func (s *Source) Run(ctx context.Context) error {
 
 	s.reload(ctx, log)
 	s.readyOnce.Do(func() {
-		close(s.readyCh)
+		// The registry first: whoever waits on ReadyC may check it next.
 		if s.opts.MarkRegistryReady {
 			s.opts.Registry.MarkReady()
 		}
+		close(s.readyCh)
 	})
 
 	timer := time.NewTimer(time.Hour)

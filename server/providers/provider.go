@@ -162,6 +162,17 @@ func (p *Provider) String() string {
 // GoString covers %#v, which would otherwise print every field.
 func (p *Provider) GoString() string { return p.String() }
 
+// MarshalLog keeps the secret out of logr loggers (zapr, funcr), which
+// would otherwise encode the struct field by field.
+func (p *Provider) MarshalLog() any {
+	if p == nil {
+		return nil
+	}
+	return struct {
+		ID, Source, ClientID, Issuer, Version string
+	}{p.ID, p.Source, p.ClientID, p.Issuer, p.Version}
+}
+
 // LogValue keeps the secret out of structured logs.
 func (p *Provider) LogValue() slog.Value {
 	if p == nil {

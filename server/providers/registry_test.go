@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -156,7 +157,9 @@ func TestProviderNeverPrintsSecret(t *testing.T) {
 	p := provider("a", secret)
 	var logged strings.Builder
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("provider", "p", p)
-	for _, out := range []string{fmt.Sprint(p), fmt.Sprintf("%+v", p), fmt.Sprintf("%#v", p), fmt.Sprintf("%s", p), logged.String()} {
+	marshalled, _ := json.Marshal(p.MarshalLog())
+	whole, _ := json.Marshal(p)
+	for _, out := range []string{string(marshalled), string(whole), fmt.Sprint(p), fmt.Sprintf("%+v", p), fmt.Sprintf("%#v", p), fmt.Sprintf("%s", p), logged.String()} {
 		if strings.Contains(out, secret) {
 			t.Fatalf("secret printed: %s", out)
 		}

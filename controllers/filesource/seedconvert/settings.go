@@ -35,9 +35,31 @@ type Settings struct {
 	// unread are names whose line could not be read, by name, so that a
 	// missing required setting can be explained.
 	unread map[string]string
-	// Problems are lines or values that could not be read. They name lines
-	// and settings, never values.
-	Problems []string
+	// problems are lines or values that could not be read.
+	problems []problem
+}
+
+// problem is an unreadable line; name is the setting it assigned, if known,
+// so that a later source setting that name can retire the warning.
+type problem struct {
+	name, msg string
+}
+
+// Problems lists the lines or values that could not be read and that no
+// later source made up for. They name lines and settings, never values.
+func (s *Settings) Problems() []string {
+	out := make([]string, 0, len(s.problems))
+	for _, p := range s.problems {
+		if _, set := s.values[p.name]; p.name != "" && set {
+			continue
+		}
+		out = append(out, p.msg)
+	}
+	return out
+}
+
+func (s *Settings) problem(name, format string, args ...any) {
+	s.problems = append(s.problems, problem{name: name, msg: fmt.Sprintf(format, args...)})
 }
 
 type value struct {
@@ -92,13 +114,14 @@ func (s *Settings) Merge(over *Settings) {
 			s.unread[n] = o
 		}
 	}
-	s.Problems = append(s.Problems, over.Problems...)
+	s.problems = append(s.problems, over.problems...)
 }
 
 // FromEnviron reads settings from environment entries (os.Environ's form).
 // NAME and TOKENSTORE_NAME are both read; the prefixed form wins, since it is
-// the one the old service read. Only names the converter uses are kept, so
-// that unrelated variables (PATH, HOME) never reach a message. A value that
+// the one the old service read. Unprefixed names are kept only when shaped
+// like the converter's settings, so that unrelated variables (PATH,
+// GITHUB_TOKEN) never reach a message. A value that
 // is a JSON list (the old service's Flask accepted JSON in the environment)
 // is read as a list.
 func FromEnviron(environ []string) *Settings {
@@ -118,7 +141,11 @@ func FromEnviron(environ []string) *Settings {
 	}
 	set := func(src map[string]string, prefix string) {
 		for name, v := range src {
-			if !relevant(name) {
+			// Unprefixed variables are kept only if they are shaped like a
+			// provider setting, so that GITHUB_TOKEN and friends never show
+			// up in warnings; prefixed ones were meant for tokenstore, and
+			// an unknown one is worth a warning.
+			if prefix == "" && !relevant(name) {
 				continue
 			}
 			origin := "environment variable " + prefix + name
@@ -204,7 +231,7 @@ func parseYAMLSettings(name string, data []byte) (*Settings, bool) {
 			}
 			if !ok {
 				s.unread[k] = origin
-				s.Problems = append(s.Problems, fmt.Sprintf("%s: only a list of strings can be read; ignored", origin))
+				s.problem(k, "%s: only a list of strings can be read; ignored", origin)
 				continue
 			}
 			s.SetList(k, list, origin)
@@ -212,7 +239,7 @@ func parseYAMLSettings(name string, data []byte) (*Settings, bool) {
 			// An empty value is the same as not setting it.
 		default:
 			s.unread[k] = origin
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: only strings and lists of strings can be read; ignored", origin))
+			s.problem(k, "%s: only strings and lists of strings can be read; ignored", origin)
 		}
 	}
 	return s, true
@@ -243,7 +270,7 @@ func ParsePythonSettings(name string, data []byte) *Settings {
 		loc := fmt.Sprintf("%s:%d", name, lineNo)
 		m := assignment.FindStringSubmatch(trimmed)
 		if m == nil {
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: not a NAME = \"string\" assignment; ignored", loc))
+			s.problem("", "%s: not a NAME = \"string\" assignment; ignored", loc)
 			continue
 		}
 		key, rhs := m[1], m[2]
@@ -259,7 +286,7 @@ func ParsePythonSettings(name string, data []byte) *Settings {
 			continue
 		}
 		s.unread[key] = loc
-		s.Problems = append(s.Problems, fmt.Sprintf("%s: %s is not a plain string (or a one-line list of strings); ignored", loc, key))
+		s.problem(key, "%s: %s is not a plain string (or a one-line list of strings); ignored", loc, key)
 	}
 	return s
 }

@@ -68,7 +68,7 @@ func Parse(databaseURL string) (Target, error) {
 		}
 		path, ok := strings.CutPrefix(rest, "//")
 		if !ok || path == "" {
-			return Target{}, errors.New("storeopen: a SQLite URL is sqlite:///absolute/path, sqlite://relative/path or sqlite::memory:")
+			return Target{}, errors.New("storeopen: a SQLite URL is sqlite:///absolute/path, sqlite://relative/path or sqlite::memory: (in memory)")
 		}
 		if strings.ContainsAny(path, "?#") {
 			return Target{}, errors.New("storeopen: a SQLite URL takes no query or fragment: tokenstore sets the connection options itself")

@@ -1,0 +1,180 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/server/providers/providertest"
+	"github.com/tokenstore/tokenstore/server/store"
+	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
+)
+
+// fixture: a real OP as provider "p", a migrated PostgreSQL database, a
+// broker with a movable clock.
+type fixture struct {
+	ctx   context.Context
+	op    *providertest.OP
+	prov  *providers.Provider
+	st    store.Store
+	b     *Broker
+	now   atomic.Pointer[time.Time]
+	tick  func(d time.Duration)
+	codes func() *oauth2.Token
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	f := &fixture{ctx: ctx}
+	f.op = providertest.Start(t, "http://127.0.0.1/cb")
+	p, err := oidc.NewProvider(ctx, f.op.Issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := p.Endpoint()
+	ep.AuthStyle = oauth2.AuthStyleInHeader
+	f.prov = &providers.Provider{ID: "p", ClientID: providertest.ClientID, ClientSecret: f.op.ClientSecret,
+		AuthMethod: providers.AuthMethodClientSecretBasic, Endpoint: ep, Issuer: f.op.Issuer,
+		Scopes: []string{"openid", "offline_access"}, PKCE: providers.PKCES256, Version: "1"}
+	reg := providers.NewRegistry()
+	reg.Set(f.prov)
+	reg.MarkReady()
+	dbURL := pgtest.NewDatabase(t)
+	m, err := storeopen.NewMigrator(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if f.st, err = storeopen.Open(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.st.Close() })
+	key, _ := crypto.GenerateKey()
+	keys, _ := crypto.ParseKeyRing(key)
+	start := time.Now()
+	f.now.Store(&start)
+	f.tick = func(d time.Duration) { n := f.now.Load().Add(d); f.now.Store(&n) }
+	if f.b, err = New(Options{Store: f.st, Keys: keys, Providers: reg, Now: func() time.Time { return *f.now.Load() }}); err != nil {
+		t.Fatal(err)
+	}
+	// codes runs a real authorization code flow at the OP.
+	f.codes = func() *oauth2.Token {
+		cfg := f.prov.OAuth2Config(f.op.RedirectURL)
+		v := oauth2.GenerateVerifier()
+		q, err := f.op.Login(ctx, cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := cfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok.RefreshToken == "" {
+			t.Fatal("the OP gave no refresh token")
+		}
+		return tok
+	}
+	return f
+}
+
+// A provider that gave no expires_in: the token is served for
+// UnknownLifetime after it was obtained, then refreshed.
+func TestUnknownExpiry(t *testing.T) {
+	f := newFixture(t)
+	tok := f.codes()
+	noExpiry := &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: "Bearer"}
+	if err := f.b.Link(f.ctx, "u", "p", "", "test", noExpiry); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p"})
+	if err != nil || got.AccessToken != tok.AccessToken || got.ExpiryKnown || got.Expiry.IsZero() {
+		t.Fatalf("token without expiry: %+v %v", got.ExpiryKnown, err)
+	}
+	f.tick(DefaultUnknownLifetime)
+	got2, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p"})
+	if err != nil || got2.AccessToken == tok.AccessToken || !got2.ExpiryKnown {
+		t.Fatalf("after the assumed lifetime: %v", err)
+	}
+}
+
+// A token without expiry and without refresh token (GitHub-style) is
+// served as long as it is stored, forced or not.
+func TestNonExpiringWithoutRefreshToken(t *testing.T) {
+	f := newFixture(t)
+	if err := f.b.Link(f.ctx, "u", "p", "", "test", &oauth2.Token{AccessToken: "static-token-value", TokenType: "bearer"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, force := range []bool{false, true} {
+		got, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p", Force: force})
+		if err != nil || got.AccessToken != "static-token-value" || !got.Expiry.IsZero() {
+			t.Fatalf("force=%v: %+v %v", force, got.Expiry, err)
+		}
+	}
+	// An expiring one without refresh token needs re-authorization once expired.
+	exp := time.Now().Add(time.Minute)
+	if err := f.b.Link(f.ctx, "u", "p", "", "test", &oauth2.Token{AccessToken: "short", Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	f.tick(2 * time.Minute)
+	var re *ReauthError
+	if _, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p"}); !errors.As(err, &re) || re.Reason != "no_refresh_token" {
+		t.Fatalf("expired without refresh token: %v", err)
+	}
+}
+
+func TestUnknownProviderAndNotLinked(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "nope"}); !errors.Is(err, ErrUnknownProvider) {
+		t.Fatal(err)
+	}
+	if _, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p"}); !errors.Is(err, ErrNotLinked) {
+		t.Fatal(err)
+	}
+	res, err := f.b.Revoke(f.ctx, "u", "p", "test")
+	if err != nil || res.Existed {
+		t.Fatalf("revoking nothing: %+v %v", res, err)
+	}
+}
+
+// The classification of provider answers that decides between
+// needs_reauth and provider_unavailable.
+func TestClassify(t *testing.T) {
+	resp := func(code int) *http.Response { return &http.Response{StatusCode: code} }
+	for _, c := range []struct {
+		err    error
+		reauth bool
+	}{
+		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_grant"}, true},
+		// One widely used provider answers a replayed rotated token so.
+		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_request"}, true},
+		{&oauth2.RetrieveError{Response: resp(401), ErrorCode: "invalid_client"}, false},
+		{&oauth2.RetrieveError{Response: resp(503)}, false},
+		{&oauth2.RetrieveError{Response: resp(500), ErrorCode: "invalid_grant"}, false},
+		{&url.Error{Op: "Post", URL: "http://x/token?secret=1", Err: errors.New("connection refused")}, false},
+	} {
+		err := classify("p", c.err)
+		var gr *grantRefused
+		var ue *UnavailableError
+		if c.reauth != errors.As(err, &gr) || (!c.reauth && !errors.As(err, &ue)) {
+			t.Errorf("%v classified as %T", c.err, err)
+		}
+		if ue != nil && strings.Contains(ue.Error(), "secret=1") {
+			t.Errorf("the query string leaked into %q", ue.Error())
+		}
+	}
+}

@@ -1,0 +1,390 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/gin-gonic/gin"
+	"golang.org/x/oauth2"
+
+	"github.com/tokenstore/tokenstore/server/auth"
+	"github.com/tokenstore/tokenstore/server/broker"
+	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/server/store"
+)
+
+// loginCookie ties a login callback to the browser that started it. It is
+// Lax whatever SESSION_COOKIE_SAMESITE says: the callback is a cross-site
+// top-level navigation, on which Strict cookies are not sent.
+const loginCookie = "tokenstore_login"
+
+func (s *Server) base() string { return strings.TrimSuffix(s.opt.Settings.ExternalURL, "/") }
+
+func (s *Server) sameSite() http.SameSite {
+	switch strings.ToLower(s.opt.Settings.SessionCookieSameSite) {
+	case "strict":
+		return http.SameSiteStrictMode
+	case "none":
+		return http.SameSiteNoneMode
+	}
+	return http.SameSiteLaxMode
+}
+
+func (s *Server) setCookie(c *gin.Context, name, value, path string, maxAge int, site http.SameSite) {
+	http.SetCookie(c.Writer, &http.Cookie{Name: name, Value: value, Path: path, MaxAge: maxAge,
+		HttpOnly: true, Secure: s.opt.Settings.CookieSecure(), SameSite: site})
+}
+
+func (s *Server) redirect(c *gin.Context, to string) {
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusFound, to)
+}
+
+// login starts an OIDC login at the login issuer.
+func (s *Server) login(c *gin.Context) {
+	ret, err := s.returns.Check(c.Query("return_url"))
+	if err != nil {
+		_ = c.Error(s.authError(err))
+		return
+	}
+	authURL, browser, err := s.auth.StartLogin(c.Request.Context(), ret)
+	if err != nil {
+		_ = c.Error(s.authError(err))
+		return
+	}
+	s.setCookie(c, loginCookie, browser, "/api/oidc", 600, http.SameSiteLaxMode)
+	s.redirect(c, authURL)
+}
+
+// loginCallback finishes the login and starts the session.
+func (s *Server) loginCallback(c *gin.Context) {
+	browser, _ := c.Cookie(loginCookie)
+	ctx := c.Request.Context()
+	if e := c.Query("error"); e != "" {
+		ret, err := s.auth.AbortLogin(ctx, browser, c.Query("state"))
+		if err != nil {
+			_ = c.Error(s.authError(err))
+			return
+		}
+		s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
+		s.redirect(c, auth.WithParams(ret, "error", safeCode(e)))
+		return
+	}
+	cookie, ret, err := s.auth.FinishLogin(ctx, browser, c.Query("state"), c.Query("code"))
+	if err != nil {
+		_ = c.Error(s.authError(err))
+		return
+	}
+	// A login replaces the browser's previous session rather than leaving it
+	// alive in the database.
+	if old, _ := c.Cookie(s.opt.Settings.SessionCookieName); old != "" {
+		if err := s.auth.Logout(ctx, old); err != nil {
+			s.log.Warn("ending the previous session failed", "error", err)
+		}
+	}
+	s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
+	s.setCookie(c, s.opt.Settings.SessionCookieName, cookie, "/", int(s.opt.Settings.SessionLifetime.Seconds()), s.sameSite())
+	s.redirect(c, ret)
+}
+
+// logout ends the session (if any) and clears the cookie.
+func (s *Server) logout(c *gin.Context) {
+	cookie, _ := c.Cookie(s.opt.Settings.SessionCookieName)
+	if err := s.auth.Logout(c.Request.Context(), cookie); err != nil {
+		_ = c.Error(err)
+		return
+	}
+	s.setCookie(c, s.opt.Settings.SessionCookieName, "", "/", -1, s.sameSite())
+	c.JSON(http.StatusOK, gin.H{"status": "logged_out"})
+}
+
+// safeCode keeps an OAuth2 error code as a short token of safe characters,
+// so a provider (or an attacker) cannot inject into the return URL or logs.
+func safeCode(e string) string {
+	var b strings.Builder
+	for _, r := range e {
+		if b.Len() >= 64 {
+			break
+		}
+		if r == '_' || r == '-' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "error"
+	}
+	return b.String()
+}
+
+func (s *Server) whoami(c *gin.Context) { c.JSON(http.StatusOK, identity(c)) }
+
+// provider looks up the path's provider or records unknown_provider.
+func (s *Server) provider(c *gin.Context) (*providers.Provider, bool) {
+	id := c.Param("provider")
+	p, ok := s.opt.Providers.Get(id)
+	if !ok {
+		_ = c.Error(&apiError{Status: http.StatusNotFound, Code: "unknown_provider", Message: "There is no provider with this id."})
+	}
+	return p, ok
+}
+
+func (s *Server) actionURL(provider, action string) string {
+	return s.base() + "/api/v1.0/" + url.PathEscape(provider) + "/" + action
+}
+
+func (s *Server) redirectURI(provider string) string { return s.actionURL(provider, "redirect_uri") }
+
+func nullable(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return &v
+}
+
+type authorization struct {
+	Provider string             `json:"provider"`
+	Active   bool               `json:"active"`
+	State    string             `json:"state"`
+	Actions  map[string]string  `json:"actions"`
+	Metadata map[string]*string `json:"metadata"`
+	// ExpiresAt is the cached access token's expiry (unix seconds), when known.
+	ExpiresAt *int64 `json:"expires_at"`
+}
+
+// authorizations lists every provider with the caller's link state, in the
+// seed's shape (provider, active, actions, metadata) plus state and expiry.
+func (s *Server) authorizations(c *gin.Context) {
+	id := identity(c)
+	creds, err := s.opt.Store.ListCredentials(c.Request.Context(), id.UserID)
+	if err != nil {
+		_ = c.Error(err)
+		return
+	}
+	byProvider := make(map[string]*store.Credential, len(creds))
+	for i := range creds {
+		byProvider[creds[i].Provider] = &creds[i]
+	}
+	out := []authorization{}
+	for _, p := range s.opt.Providers.List() {
+		a := authorization{
+			Provider: p.ID, State: "not_linked",
+			Actions: map[string]string{"authorize": s.actionURL(p.ID, "authorize"), "token": s.actionURL(p.ID, "token"), "revoke": s.actionURL(p.ID, "revoke")},
+			Metadata: map[string]*string{"name": nullable(p.Metadata.Name), "description": nullable(p.Metadata.Description),
+				"url": nullable(p.Metadata.URL), "icon": nullable(p.Metadata.Icon), "logo": nullable(p.Metadata.Logo)},
+		}
+		if cr, ok := byProvider[p.ID]; ok {
+			a.State = string(cr.State)
+			a.Active = cr.State == store.StateActive
+			if exp, known := s.broker.Expiry(cr); known {
+				u := exp.Unix()
+				a.ExpiresAt = &u
+			}
+		}
+		out = append(out, a)
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// requireSession: linking is bound to a browser session (its state is), so a
+// bearer token cannot start or finish one.
+func requireSession(c *gin.Context) (*auth.Identity, bool) {
+	id := identity(c)
+	if id.Method != "session" {
+		_ = c.Error(&apiError{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "Linking an account needs a browser session; sign in at /api/oidc/login."})
+		return nil, false
+	}
+	return id, true
+}
+
+// authorize starts linking the caller's account at a provider.
+func (s *Server) authorize(c *gin.Context) {
+	p, ok := s.provider(c)
+	if !ok {
+		return
+	}
+	id, ok := requireSession(c)
+	if !ok {
+		return
+	}
+	ret, err := s.returns.Check(c.Query("return_url"))
+	if err != nil {
+		_ = c.Error(s.authError(err))
+		return
+	}
+	state, pend, err := s.auth.Begin(c.Request.Context(), id.SessionID, p.ID, ret)
+	if err != nil {
+		_ = c.Error(err)
+		return
+	}
+	opts := p.AuthCodeOptions()
+	switch p.PKCE {
+	case providers.PKCENone:
+	case providers.PKCEPlain:
+		opts = append(opts, oauth2.SetAuthURLParam("code_challenge", pend.Verifier), oauth2.SetAuthURLParam("code_challenge_method", "plain"))
+	default:
+		opts = append(opts, oauth2.S256ChallengeOption(pend.Verifier))
+	}
+	if p.IsOIDC() {
+		opts = append(opts, oidc.Nonce(pend.Nonce))
+	}
+	s.redirect(c, p.OAuth2Config(s.redirectURI(p.ID)).AuthCodeURL(state, opts...))
+}
+
+// linkCallback is the provider's redirect back: state, code exchange, ID
+// token checks for OIDC providers, then the credential is stored.
+func (s *Server) linkCallback(c *gin.Context) {
+	p, ok := s.provider(c)
+	if !ok {
+		return
+	}
+	id, ok := requireSession(c)
+	if !ok {
+		return
+	}
+	ctx := c.Request.Context()
+	pend, err := s.auth.Consume(ctx, c.Query("state"), id.SessionID, p.ID)
+	if err != nil {
+		_ = c.Error(s.authError(err))
+		return
+	}
+	if e := c.Query("error"); e != "" {
+		s.redirect(c, auth.WithParams(pend.ReturnURL, "error", safeCode(e), "provider", p.ID))
+		return
+	}
+	code := c.Query("code")
+	if code == "" {
+		s.redirect(c, auth.WithParams(pend.ReturnURL, "error", "invalid_response", "provider", p.ID))
+		return
+	}
+	var opts []oauth2.AuthCodeOption
+	if p.PKCE != providers.PKCENone {
+		opts = append(opts, oauth2.VerifierOption(pend.Verifier))
+	}
+	xctx := oidc.ClientContext(ctx, s.opt.HTTPClient)
+	tok, err := p.OAuth2Config(s.redirectURI(p.ID)).Exchange(xctx, code, opts...)
+	if err != nil {
+		var re *oauth2.RetrieveError
+		reason := "provider_unavailable"
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+			reason = safeCode(re.ErrorCode)
+		}
+		s.log.Warn("code exchange failed", "provider", p.ID, "user", id.UserID, "reason", reason)
+		s.redirect(c, auth.WithParams(pend.ReturnURL, "error", reason, "provider", p.ID))
+		return
+	}
+	subject := ""
+	if raw, _ := tok.Extra("id_token").(string); raw != "" && p.IsOIDC() {
+		idt, err := p.Verifier.Verify(xctx, raw)
+		if err != nil {
+			_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_id_token", Message: "The provider's ID token did not verify."})
+			return
+		}
+		if idt.Nonce != pend.Nonce {
+			_ = c.Error(s.authError(auth.ErrNonceMismatch))
+			return
+		}
+		subject = idt.Subject
+	}
+	if err := s.broker.Link(ctx, id.UserID, p.ID, subject, "user:"+id.UserID, tok); err != nil {
+		_ = c.Error(err)
+		return
+	}
+	s.log.Info("account linked", "provider", p.ID, "user", id.UserID)
+	s.redirect(c, pend.ReturnURL)
+}
+
+// tokenResponse is the seed's token answer. The refresh token is never in it.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	// ExpiresIn and ExpiresAt are null for a token that never expires.
+	ExpiresIn *int64  `json:"expires_in"`
+	ExpiresAt *int64  `json:"expires_at"`
+	Scope     *string `json:"scope,omitempty"`
+}
+
+// token returns an access token valid for at least min_valid seconds.
+func (s *Server) token(c *gin.Context) {
+	if _, ok := s.provider(c); !ok {
+		return
+	}
+	id := identity(c)
+	req := broker.Request{UserID: id.UserID, Provider: c.Param("provider"), Actor: "user:" + id.UserID}
+	if v := c.Query("min_valid"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 86400 {
+			_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "min_valid must be a number of seconds between 0 and 86400."})
+			return
+		}
+		req.MinValid = time.Duration(n) * time.Second
+	}
+	if v := c.Query("force_refresh"); v != "" {
+		f, err := strconv.ParseBool(v)
+		if err != nil {
+			_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "force_refresh must be true or false."})
+			return
+		}
+		req.Force = f
+	}
+	t, err := s.broker.Token(c.Request.Context(), req)
+	if err != nil {
+		_ = c.Error(s.brokerError(req.Provider, err))
+		return
+	}
+	resp := tokenResponse{AccessToken: t.AccessToken, TokenType: t.TokenType}
+	if !t.Expiry.IsZero() {
+		at := t.Expiry.Unix()
+		in := int64(t.Expiry.Sub(s.opt.Now()).Seconds())
+		resp.ExpiresAt, resp.ExpiresIn = &at, &in
+	}
+	if len(t.Scopes) > 0 {
+		sc := strings.Join(t.Scopes, " ")
+		resp.Scope = &sc
+	}
+	c.Header("Cache-Control", "no-store")
+	c.Header("Pragma", "no-cache")
+	c.JSON(http.StatusOK, resp)
+}
+
+// revoke revokes at the provider where it can and forgets the credential.
+func (s *Server) revoke(c *gin.Context) {
+	if _, ok := s.provider(c); !ok {
+		return
+	}
+	id := identity(c)
+	res, err := s.broker.Revoke(c.Request.Context(), id.UserID, c.Param("provider"), "user:"+id.UserID)
+	if err != nil {
+		_ = c.Error(err)
+		return
+	}
+	body := gin.H{"provider": c.Param("provider"), "revoked": res.Existed, "revoked_at_provider": res.AtProvider}
+	if res.ProviderError != "" {
+		body["provider_error"] = res.ProviderError
+	}
+	c.JSON(http.StatusOK, body)
+}
+
+// brokerError maps the broker's errors to API errors.
+func (s *Server) brokerError(provider string, err error) error {
+	var re *broker.ReauthError
+	var ue *broker.UnavailableError
+	switch {
+	case errors.Is(err, broker.ErrUnknownProvider):
+		return &apiError{Status: http.StatusNotFound, Code: "unknown_provider", Message: "There is no provider with this id."}
+	case errors.Is(err, broker.ErrNotLinked):
+		return &apiError{Status: http.StatusNotFound, Code: "not_linked", Message: "No account is linked at this provider; link one at its authorize URL.", Provider: provider, AuthorizeURL: s.actionURL(provider, "authorize")}
+	case errors.As(err, &re):
+		return &apiError{Status: http.StatusConflict, Code: "reauthorization_required",
+			Message:  "The provider no longer accepts the stored authorization (" + safeCode(re.Reason) + "); link the account again.",
+			Provider: provider, AuthorizeURL: s.actionURL(provider, "authorize")}
+	case errors.As(err, &ue):
+		s.log.Warn("provider unavailable", "provider", provider, "error", ue.Err)
+		return &apiError{Status: http.StatusBadGateway, Code: "provider_unavailable", Message: "The provider could not be reached or failed; the stored authorization is intact, try again shortly.", Provider: provider}
+	}
+	return err
+}

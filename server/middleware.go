@@ -1,0 +1,163 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tokenstore/tokenstore/server/auth"
+)
+
+// identityKey is where authenticated puts the *auth.Identity.
+const identityKey = "tokenstore.identity"
+
+// logRequests writes one line per request. It logs the route pattern, never
+// the URL: query strings carry codes and states, and nothing here may carry
+// a token into a log.
+func (s *Server) logRequests(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "(no route)"
+	}
+	attrs := []any{"method", c.Request.Method, "route", route, "status", c.Writer.Status(),
+		"duration_ms", time.Since(start).Milliseconds(), "client_ip", c.ClientIP()}
+	if p := c.Param("provider"); p != "" {
+		attrs = append(attrs, "provider", p)
+	}
+	if len(c.Errors) > 0 {
+		// The stable code only: messages of wrapped errors are logged by
+		// renderErrors, once, for 500s.
+		var ae *apiError
+		if errors.As(c.Errors[0].Err, &ae) {
+			attrs = append(attrs, "error", ae.Code)
+		}
+	}
+	if v, ok := c.Get(identityKey); ok {
+		attrs = append(attrs, "user", v.(*auth.Identity).UserID)
+	}
+	lvl := slog.LevelInfo
+	if c.Writer.Status() >= 500 {
+		lvl = slog.LevelError
+	}
+	s.log.Log(c.Request.Context(), lvl, "request", attrs...)
+}
+
+func normOrigin(o string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(o), "/"))
+}
+
+// corsHeaders answers CORS for CORS_ORIGINS only (the seed's Flask-Cors),
+// with credentials when CORS_SUPPORTS_CREDENTIALS, and ends preflights here.
+func (s *Server) corsHeaders(c *gin.Context) {
+	origin := c.GetHeader("Origin")
+	if origin == "" || !s.cors[normOrigin(origin)] {
+		c.Next()
+		return
+	}
+	h := c.Writer.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	if s.opt.Settings.CORSSupportsCredentials {
+		h.Set("Access-Control-Allow-Credentials", "true")
+	}
+	if c.Request.Method == http.MethodOptions && c.GetHeader("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", strings.Join(s.opt.Settings.CORSAllowHeaders, ", "))
+		if age := s.opt.Settings.CORSMaxAge; age > 0 {
+			h.Set("Access-Control-Max-Age", strconv.Itoa(int(age.Seconds())))
+		}
+		c.AbortWithStatus(http.StatusNoContent)
+		return
+	}
+	c.Next()
+}
+
+// csrf refuses a state-changing request carried by the session cookie alone
+// unless it comes from one of our origins. Browsers send Origin on every
+// cross-origin POST, and Sec-Fetch-Site where Origin is absent; a request
+// with neither is not from a browser, so not a forgery. Requests with an
+// Authorization header are exempt: a foreign page cannot make a browser add
+// one.
+func (s *Server) csrf(c *gin.Context) {
+	switch c.Request.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		c.Next()
+		return
+	}
+	if c.GetHeader("Authorization") != "" {
+		c.Next()
+		return
+	}
+	allowed := true
+	if o := c.GetHeader("Origin"); o != "" {
+		allowed = s.returns.AllowsOrigin(normOrigin(o)) || s.origins[normOrigin(o)]
+	} else if site := c.GetHeader("Sec-Fetch-Site"); site != "" {
+		allowed = site == "same-origin" || site == "none"
+	}
+	if !allowed {
+		c.Abort()
+		_ = c.Error(&apiError{Status: http.StatusForbidden, Code: "csrf_refused",
+			Message: "This request came from a page of another origin; it was refused."})
+		return
+	}
+	c.Next()
+}
+
+// authenticated requires a session cookie or a bearer token from the login
+// issuer and records the identity.
+func (s *Server) authenticated(c *gin.Context) {
+	id, err := s.identify(c)
+	if err != nil {
+		c.Abort()
+		_ = c.Error(s.authError(err))
+		return
+	}
+	c.Set(identityKey, id)
+	c.Next()
+}
+
+func (s *Server) identify(c *gin.Context) (*auth.Identity, error) {
+	if h := c.GetHeader("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return nil, auth.ErrInvalidToken
+		}
+		return s.auth.Bearer(c.Request.Context(), strings.TrimSpace(tok))
+	}
+	cookie, _ := c.Cookie(s.opt.Settings.SessionCookieName)
+	return s.auth.Session(c.Request.Context(), cookie)
+}
+
+func identity(c *gin.Context) *auth.Identity { return c.MustGet(identityKey).(*auth.Identity) }
+
+// authError maps the auth package's errors to API errors.
+func (s *Server) authError(err error) error {
+	var ue *auth.UnavailableError
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return &apiError{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "Sign in first (session cookie or bearer token)."}
+	case errors.Is(err, auth.ErrInvalidToken):
+		return &apiError{Status: http.StatusUnauthorized, Code: "invalid_token", Message: "The bearer token was not accepted."}
+	case errors.Is(err, auth.ErrInvalidState):
+		return &apiError{Status: http.StatusBadRequest, Code: "invalid_state", Message: "This authorization response is unknown, expired, already used, or was started by another session."}
+	case errors.Is(err, auth.ErrNonceMismatch):
+		return &apiError{Status: http.StatusBadRequest, Code: "nonce_mismatch", Message: "The ID token does not belong to this authorization request."}
+	case errors.Is(err, auth.ErrLoginFailed):
+		return &apiError{Status: http.StatusBadRequest, Code: "login_failed", Message: "The provider's answer was not accepted."}
+	case errors.Is(err, auth.ErrLoginNotConfig):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "login_not_configured", Message: "Login is not configured on this server."}
+	case errors.Is(err, auth.ErrBadReturnURL):
+		return &apiError{Status: http.StatusBadRequest, Code: "invalid_return_url", Message: "return_url must be a path on this service or an allowed origin."}
+	case errors.As(err, &ue):
+		s.log.Warn("login provider unavailable", "error", err)
+		return &apiError{Status: http.StatusBadGateway, Code: "login_provider_unavailable", Message: "The login provider could not be reached; try again shortly."}
+	}
+	return err
+}
