@@ -60,7 +60,7 @@ func StaticSecrets(secrets ...*corev1.Secret) SecretLookup {
 // errors of SecretLookup.
 func SecretValue(s *corev1.Secret, name, key string) ([]byte, error) {
 	if s == nil {
-		return nil, fmt.Errorf("Secret %q: %w", name, ErrSecretNotFound)
+		return nil, fmt.Errorf("secret %q: %w", name, ErrSecretNotFound)
 	}
 	if v, ok := s.StringData[key]; ok {
 		return []byte(v), nil
@@ -68,7 +68,7 @@ func SecretValue(s *corev1.Secret, name, key string) ([]byte, error) {
 	if v, ok := s.Data[key]; ok {
 		return v, nil
 	}
-	return nil, fmt.Errorf("Secret %q has no key %q: %w", name, key, ErrSecretKeyMissing)
+	return nil, fmt.Errorf("secret %q has no key %q: %w", name, key, ErrSecretKeyMissing)
 }
 
 // Result is what Resolve made of a TokenProvider.

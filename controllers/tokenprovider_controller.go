@@ -183,7 +183,7 @@ func secretLookup(ctx context.Context, r client.Reader, namespace string) Secret
 		var s corev1.Secret
 		err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &s)
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("Secret %s/%s: %w", namespace, name, ErrSecretNotFound)
+			return nil, fmt.Errorf("secret %s/%s: %w", namespace, name, ErrSecretNotFound)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)

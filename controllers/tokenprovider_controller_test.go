@@ -169,6 +169,7 @@ func TestAdmissionRejectsMalformed(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("message %q does not contain %q", err.Error(), c.want)
 			}
+			t.Log(err)
 		})
 	}
 	// The shortest valid one is accepted and defaulted.
@@ -277,13 +278,13 @@ func TestSecretLifecycle(t *testing.T) {
 	if err := k8sClient.Update(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	tp := waitCondition(t, ns, "secret-life", metav1.ConditionFalse, v1alpha1.ReasonSecretKeyMissing)
+	waitCondition(t, ns, "secret-life", metav1.ConditionFalse, v1alpha1.ReasonSecretKeyMissing)
 	waitRegistry(t, rep.registry, "secret-life", absent)
 
 	if err := k8sClient.Delete(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	tp = waitCondition(t, ns, "secret-life", metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound)
+	tp := waitCondition(t, ns, "secret-life", metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound)
 
 	// Nothing the API shows carries a client secret.
 	var evs eventsv1.EventList

@@ -10,10 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server"
 	"github.com/tokenstore/tokenstore/server/config"
 	"github.com/tokenstore/tokenstore/server/crypto"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 )
 
 func newDevCmd() *cobra.Command {
@@ -60,30 +58,13 @@ defaults.`,
 			if err := requireLoopback(s.ListenAddress); err != nil {
 				return err
 			}
-			if _, err := crypto.ParseKeyRing(s.CryptoKey); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			mg, err := storeopen.NewMigrator(s.DatabaseURL)
+			svc, err := newService(cmd.Context(), s, log, true)
 			if err != nil {
 				return err
 			}
-			_, err = mg.Up(ctx)
-			mg.Close()
-			if err != nil {
-				return err
-			}
-			st, err := storeopen.Open(ctx, s.DatabaseURL)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			srv, err := server.New(server.Options{Settings: s, Store: st, Logger: log})
-			if err != nil {
-				return err
-			}
+			defer svc.Close()
 			fmt.Fprintf(cmd.OutOrStdout(), "tokenstore dev: open %s (data in %s)\n  health: curl %s/readyz\n", s.ExternalURL, dataDir, s.ExternalURL)
-			return srv.Serve(ctx)
+			return svc.Run(cmd.Context())
 		},
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", ".tokenstore-dev", "folder for the SQLite database and the generated key")

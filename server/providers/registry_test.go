@@ -159,7 +159,7 @@ func TestProviderNeverPrintsSecret(t *testing.T) {
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("provider", "p", p)
 	marshalled, _ := json.Marshal(p.MarshalLog())
 	whole, _ := json.Marshal(p)
-	for _, out := range []string{string(marshalled), string(whole), fmt.Sprint(p), fmt.Sprintf("%+v", p), fmt.Sprintf("%#v", p), fmt.Sprintf("%s", p), logged.String()} {
+	for _, out := range []string{string(marshalled), string(whole), fmt.Sprint(p), fmt.Sprintf("%+v", p), fmt.Sprintf("%#v", p), p.String(), logged.String()} {
 		if strings.Contains(out, secret) {
 			t.Fatalf("secret printed: %s", out)
 		}
