@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/tokenstore/tokenstore/server/ui"
 )
 
 // routes lists every route of the API. The OpenAPI document
@@ -33,8 +35,23 @@ func (s *Server) routes() {
 	v1.GET("/:provider/redirect_uri", s.linkCallback)
 	v1.GET("/:provider/token", s.token)
 	v1.POST("/:provider/revoke", s.revoke)
+	v1.POST("/:provider/grants", s.createGrant)
+	v1.GET("/grants", s.listGrants)
+	v1.DELETE("/grants/:id", s.revokeGrant)
+	v1.GET("/audit", s.listAudit)
 
+	// RFC 8693 token exchange: workloads and people present their own token
+	// (no session, no cookie); its answers use the OAuth error format.
+	api.POST("/oauth2/token", s.tokenExchange)
+
+	// The web page (/ and /ui/...) is mounted outside the API's routes, so
+	// the OpenAPI document describes the API alone.
+	page := ui.Handler(ui.Options{})
 	r.NoRoute(func(c *gin.Context) {
+		if ui.Serves(c.Request) {
+			page.ServeHTTP(c.Writer, c.Request)
+			return
+		}
 		_ = c.Error(&apiError{Status: http.StatusNotFound, Code: "not_found", Message: "No such endpoint."})
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/crypto"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/server/workload"
 )
 
 // Options are what the server is built from; cmd wires them.
@@ -42,6 +43,17 @@ type Options struct {
 	// UnknownTokenLifetime is how long an access token without expires_in
 	// is served before it is refreshed; 0 means broker.DefaultUnknownLifetime.
 	UnknownTokenLifetime time.Duration
+
+	// Workloads verifies ServiceAccount tokens at the token-exchange
+	// endpoint (kubeauth.Authenticator in a cluster); nil means workloads
+	// cannot authenticate (people's own access tokens still can).
+	Workloads workload.Authenticator
+	// ServiceAccounts confirms a grant's ServiceAccount exists; nil means
+	// grants cannot be made (they would name accounts nobody can check).
+	ServiceAccounts workload.Directory
+	// ServiceTokens caches client-credentials tokens; nil means a cache built
+	// from HTTPClient, Logger and Now.
+	ServiceTokens *workload.ServiceTokens
 }
 
 // Server holds the HTTP API's dependencies.
@@ -96,6 +108,9 @@ func New(opt Options) (*Server, error) {
 		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	if opt.ServiceTokens == nil {
+		opt.ServiceTokens = workload.NewServiceTokens(workload.ServiceTokenOptions{HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now})
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,

@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tokenstore/tokenstore/server/auth"
+	"github.com/tokenstore/tokenstore/server/broker"
+	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/server/workload"
+)
+
+// oauthError is an answer of the token-exchange endpoint in the RFC 6749
+// §5.2 shape ({error, error_description}), not the rest of the API's
+// {error, message}: OAuth client libraries parse this one. Reason is an
+// extension member with tokenstore's finer, stable code (token_expired,
+// no_grant, ...), so that programs can tell refusals apart without parsing
+// the description.
+type oauthError struct {
+	Status      int    `json:"-"`
+	Code        string `json:"error"`
+	Description string `json:"error_description"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
+
+// issued is a token the exchange hands out, whichever way it was obtained.
+type issued struct {
+	AccessToken string
+	TokenType   string
+	Expiry      time.Time
+	Scopes      []string
+}
+
+// authenticateWorkload verifies a ServiceAccount token and maps refusals
+// to 401s with a reason code.
+func (s *Server) authenticateWorkload(ctx context.Context, token string) (workload.Identity, *oauthError) {
+	if s.opt.Workloads == nil {
+		return workload.Identity{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_request", Reason: "workloads_not_configured",
+			Description: "This server does not accept ServiceAccount tokens (it is not connected to Kubernetes)."}
+	}
+	id, err := s.opt.Workloads.Authenticate(ctx, token)
+	if err == nil {
+		return id, nil
+	}
+	var ae *workload.AuthError
+	if errors.As(err, &ae) {
+		// RFC 8693 §2.2.2 names invalid_request for an unacceptable
+		// subject_token; the status says what it is: not authenticated.
+		return workload.Identity{}, &oauthError{Status: http.StatusUnauthorized, Code: "invalid_request", Reason: ae.Reason,
+			Description: "The ServiceAccount token was refused: " + ae.Detail + "."}
+	}
+	s.log.Warn("token review failed", "error", err)
+	return workload.Identity{}, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "kubernetes_unavailable",
+		Description: "The ServiceAccount token could not be checked with the Kubernetes API; try again shortly."}
+}
+
+// serviceToken answers a workload asking for the provider's own
+// (client-credentials) token: only ServiceAccounts the provider lists in
+// workloadAccess get one.
+func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *providers.Provider) (issued, *oauthError) {
+	if !p.AllowsServiceAccount(wid.Namespace, wid.ServiceAccount) {
+		s.log.Info("service token refused", "provider", p.ID, "service_account", wid.String())
+		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "service_account_not_allowed",
+			Description: "ServiceAccount " + wid.String() + " is not allowed service tokens from provider " + p.ID + " (TokenProvider spec.workloadAccess.serviceAccounts)."}
+	}
+	t, err := s.opt.ServiceTokens.Token(ctx, p)
+	if err != nil {
+		s.log.Warn("service token failed", "provider", p.ID, "service_account", wid.String(), "error", err)
+		return issued{}, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "provider_unavailable",
+			Description: "Provider " + p.ID + " did not issue a client-credentials token; try again shortly."}
+	}
+	return issued{AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, Scopes: t.Scopes}, nil
+}
+
+// delegatedToken answers a workload asking for a person's token: the
+// person must have granted this ServiceAccount access at this provider. The
+// grant is read from the database on every request — it is the source of
+// truth, so a revocation or expiry holds at once on every replica.
+func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *providers.Provider, userID string) (issued, *oauthError) {
+	g, err := s.opt.Store.FindUsableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount, s.opt.Now())
+	if errors.Is(err, store.ErrNotFound) {
+		s.log.Info("delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())
+		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "no_grant",
+			Description: "No active grant lets ServiceAccount " + wid.String() + " use this person's account at provider " + p.ID + "."}
+	}
+	if err != nil {
+		s.log.Error("reading grants failed", "provider", p.ID, "user", userID, "error", err)
+		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
+	}
+	actor := "serviceaccount:" + wid.String()
+	t, oe := s.personToken(ctx, userID, p.ID, actor)
+	if oe != nil {
+		return issued{}, oe
+	}
+	detail := map[string]any{"grant_id": g.ID, "service_account": wid.String()}
+	if wid.Pod != "" {
+		detail["pod"] = wid.Pod
+	}
+	s.auditCtx(ctx, userID, actor, ActionGrantUse, p.ID, detail)
+	return t, nil
+}
+
+// personToken is a person's access token through the broker: the same
+// cache, single refresh and rotation as GET /{provider}/token.
+func (s *Server) personToken(ctx context.Context, userID, provider, actor string) (issued, *oauthError) {
+	t, err := s.broker.Token(ctx, broker.Request{UserID: userID, Provider: provider, Actor: actor})
+	if err == nil {
+		return issued{AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, Scopes: t.Scopes}, nil
+	}
+	var re *broker.ReauthError
+	var ue *broker.UnavailableError
+	switch {
+	case errors.Is(err, broker.ErrUnknownProvider):
+		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Reason: "unknown_provider", Description: "There is no provider with this id."}
+	case errors.Is(err, broker.ErrNotLinked):
+		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Reason: "not_linked",
+			Description: "The person has no account linked at provider " + provider + "; they must link one at " + s.actionURL(provider, "authorize") + "."}
+	case errors.As(err, &re):
+		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Reason: "reauthorization_required",
+			Description: "Provider " + provider + " no longer accepts the stored authorization (" + safeCode(re.Reason) + "); the person must link the account again."}
+	case errors.As(err, &ue):
+		s.log.Warn("provider unavailable", "provider", provider, "error", ue.Err)
+		return issued{}, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "provider_unavailable",
+			Description: "Provider " + provider + " could not be reached or failed; try again shortly."}
+	}
+	s.log.Error("token exchange failed", "provider", provider, "user", userID, "error", err)
+	return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
+}
+
+// authenticatePerson verifies a person's access token from the login
+// issuer (as the API's bearer authentication does).
+func (s *Server) authenticatePerson(ctx context.Context, token string) (*auth.Identity, *oauthError) {
+	id, err := s.auth.Bearer(ctx, token)
+	if err == nil {
+		return id, nil
+	}
+	var ue *auth.UnavailableError
+	if errors.As(err, &ue) || errors.Is(err, auth.ErrLoginNotConfig) {
+		s.log.Warn("login provider unavailable", "error", err)
+		return nil, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "login_provider_unavailable",
+			Description: "The login provider could not be asked about the access token; try again shortly."}
+	}
+	return nil, &oauthError{Status: http.StatusUnauthorized, Code: "invalid_request", Reason: "invalid_token",
+		Description: "The access token was not accepted by the login issuer."}
+}
+
+// auditCtx appends an event; a failure is logged, not answered, since what
+// it records has already happened (and the caller may have gone).
+func (s *Server) auditCtx(ctx context.Context, userID, actor, action, provider string, detail map[string]any) {
+	d, _ := json.Marshal(detail)
+	if _, err := s.opt.Store.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{
+		Time: s.opt.Now().UTC(), UserID: userID, Actor: actor, Action: action, Provider: provider, Detail: d,
+	}); err != nil {
+		s.log.Error("writing an audit event failed", "action", action, "provider", provider, "user", userID, "error", err)
+	}
+}
+
+func scopeString(sc []string) string { return strings.Join(sc, " ") }

@@ -1,0 +1,572 @@
+package server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/server/providers/providertest"
+	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
+)
+
+// testAudience is the audience workloads' tokens are projected with.
+const testAudience = "tokenstore.test"
+
+// The zitadel example storage's client-credentials client.
+const (
+	serviceClientID     = "sid1"
+	serviceClientSecret = "verysecret"
+)
+
+// wlEnv is env plus a cluster and one tokenstore instance that accepts
+// workloads, with a provider "svc" that issues client-credentials tokens.
+type wlEnv struct {
+	*env
+	kube    *cluster
+	in      *instance
+	ka      *kubeauth.Authenticator
+	reviews atomic.Int64 // TokenReviews sent
+	cc      atomic.Int64 // client_credentials requests that reached the OP
+	// skew moves kubeauth's clock (nanoseconds).
+	skew atomic.Int64
+	vt   *validatingTransport
+	http *http.Client
+}
+
+// newWorkloadEnv starts everything. ServiceAccounts "allowed", "other" and
+// "app" exist in the cluster namespace; "allowed" may get svc's service
+// tokens.
+func newWorkloadEnv(t testing.TB, ko kubeauth.Options) *wlEnv {
+	t.Helper()
+	w := &wlEnv{env: newEnv(t)}
+	w.kube = newCluster(t)
+	for _, n := range []string{"allowed", "other", "app"} {
+		w.kube.serviceAccount(n)
+	}
+	ko.Audience = testAudience
+	ko.Now = func() time.Time { return time.Now().Add(time.Duration(w.skew.Load())) }
+	ka, err := kubeauth.New(countingConfig(t, &w.reviews), ko)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.ka = ka
+
+	// svc: the alpha OP's client-credentials client, behind a proxy that
+	// counts client_credentials requests.
+	alpha := w.providers["alpha"]
+	target, _ := url.Parse(alpha.op.Issuer)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token") {
+			body, _ := io.ReadAll(r.Body)
+			if f, err := url.ParseQuery(string(body)); err == nil && f.Get("grant_type") == "client_credentials" {
+				w.cc.Add(1)
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		rp.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(proxy.Close)
+	svc := *alpha.provider
+	svc.ID, svc.ClientID, svc.ClientSecret, svc.Version = "svc", serviceClientID, serviceClientSecret, "1"
+	tu, _ := url.Parse(svc.Endpoint.TokenURL)
+	svc.Endpoint.TokenURL = proxy.URL + tu.Path
+	svc.ServiceAccounts = []providers.ServiceAccount{{Namespace: w.kube.ns, Name: "allowed"}}
+
+	st, err := storeopen.Open(w.ctx, w.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := providers.NewRegistry()
+	for _, tp := range w.providers {
+		reg.Set(tp.provider)
+	}
+	reg.Set(&svc)
+	reg.MarkReady()
+	logger := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(Options{Settings: w.settings, Store: st, Keys: w.keys, Providers: reg, Logger: logger,
+		Workloads: ka, ServiceAccounts: ka})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	w.in = &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
+	w.instances = append(w.instances, w.in)
+	// Every answer of this instance is checked against openapi.yaml.
+	w.vt = &validatingTransport{t: t, doc: loadSpec(t), server: hs.URL, seen: map[string]bool{}}
+	w.http = &http.Client{Transport: w.vt, Timeout: 30 * time.Second}
+	return w
+}
+
+// saToken issues a token for a ServiceAccount of the test namespace and
+// records it as a secret for the log check.
+func (w *wlEnv) saToken(name, audience string) string {
+	tok := w.kube.token(name, audience)
+	w.see("service_account_token", tok)
+	return tok
+}
+
+type exchangeAnswer struct {
+	status int
+	body   []byte
+	// success
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       *int64 `json:"expires_in"`
+	// error
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+	Reason      string `json:"reason"`
+}
+
+func (w *wlEnv) exchangeForm(form url.Values) exchangeAnswer {
+	w.t.Helper()
+	resp, err := w.http.Post(w.in.url+"/api/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	a := exchangeAnswer{status: resp.StatusCode, body: body}
+	if err := json.Unmarshal(body, &a); err != nil {
+		w.t.Fatalf("token exchange answer %d is not JSON: %s", resp.StatusCode, body)
+	}
+	if a.status != http.StatusOK && (a.Error == "" || a.Description == "") {
+		w.t.Errorf("error answer without error/error_description: %s", body)
+	}
+	w.see("access_token", a.AccessToken)
+	return a
+}
+
+// exchange asks for provider's token with a ServiceAccount token, on
+// behalf of subject if not empty.
+func (w *wlEnv) exchange(saToken, provider, subject string) exchangeAnswer {
+	w.t.Helper()
+	f := url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {saToken},
+		"subject_token_type": {TokenTypeJWT}, "audience": {provider}}
+	if subject != "" {
+		f.Set("requested_subject", subject)
+	}
+	return w.exchangeForm(f)
+}
+
+func (a exchangeAnswer) want(t testing.TB, status int, code, reason string) {
+	t.Helper()
+	if a.status != status || a.Error != code || a.Reason != reason {
+		t.Fatalf("want %d %s/%s, got %d %s", status, code, reason, a.status, a.body)
+	}
+}
+
+// forged builds a JWT shaped like a ServiceAccount token for our audience,
+// with a signature no API server made.
+func forged(exp time.Time) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	claims, _ := json.Marshal(map[string]any{"aud": []string{testAudience}, "exp": exp.Unix(), "iss": "https://kubernetes.default.svc",
+		"sub": "system:serviceaccount:default:default"})
+	return enc([]byte(`{"alg":"RS256","kid":"x"}`)) + "." + enc(claims) + "." + enc([]byte("not a signature"))
+}
+
+// TestWorkloadServiceTokens: an allowed ServiceAccount gets the provider's
+// client-credentials token, shared and cached; every kind of bad token is
+// refused with its own code.
+func TestWorkloadServiceTokens(t *testing.T) {
+	w := newWorkloadEnv(t, kubeauth.Options{})
+	good := w.saToken("allowed", testAudience)
+
+	a := w.exchange(good, "svc", "")
+	if a.status != http.StatusOK || a.AccessToken == "" || a.IssuedTokenType != TokenTypeAccessToken || a.ExpiresIn == nil || *a.ExpiresIn <= 0 {
+		t.Fatalf("service token: %d %s", a.status, a.body)
+	}
+	first := a.AccessToken
+	// N requests: one TokenReview, one client-credentials request.
+	for i := 0; i < 20; i++ {
+		if b := w.exchange(good, "svc", ""); b.status != http.StatusOK || b.AccessToken != first {
+			t.Fatalf("request %d: %d %s (same token expected)", i, b.status, b.body)
+		}
+	}
+	if n := w.reviews.Load(); n != 1 {
+		t.Errorf("21 requests with one token made %d TokenReviews, want 1", n)
+	}
+	if n := w.cc.Load(); n != 1 {
+		t.Errorf("21 requests made %d client-credentials requests, want 1", n)
+	}
+	// resource works as well as audience, also as the provider's URL.
+	if b := w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {good}, "subject_token_type": {TokenTypeJWT},
+		"resource": {w.ext + "/api/v1.0/svc"}}); b.status != http.StatusOK {
+		t.Fatalf("resource as URL: %d %s", b.status, b.body)
+	}
+
+	// Another ServiceAccount of the same namespace is not on the list.
+	w.exchange(w.saToken("other", testAudience), "svc", "").want(t, http.StatusForbidden, "unauthorized_client", "service_account_not_allowed")
+	// A token for another audience (say, the API server's).
+	w.exchange(w.saToken("allowed", "https://kubernetes.default.svc"), "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "wrong_audience")
+	// Not JWTs.
+	w.exchange("not-a-token", "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "malformed_token")
+	w.exchange("a.b.c", "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "malformed_token")
+	// Expired (the claims say so; nothing to ask the API server).
+	w.exchange(forged(time.Now().Add(-time.Minute)), "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_expired")
+	// Well-formed, right audience, not signed by the cluster: TokenReview
+	// refuses it.
+	before := w.reviews.Load()
+	w.exchange(forged(time.Now().Add(time.Hour)), "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_rejected")
+	if w.reviews.Load() != before+1 {
+		t.Errorf("a forged token should be reviewed once")
+	}
+	// Refusals are cached briefly too.
+	w.exchange(forged(time.Now().Add(time.Hour)), "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_rejected")
+	if w.reviews.Load() != before+1 {
+		t.Errorf("a refused token should not be reviewed again at once")
+	}
+	// Unknown provider, bad requests.
+	w.exchange(good, "nope", "").want(t, http.StatusBadRequest, "invalid_target", "unknown_provider")
+	w.exchangeForm(url.Values{"grant_type": {"client_credentials"}}).want(t, http.StatusBadRequest, "unsupported_grant_type", "")
+	w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "audience": {"svc"}}).want(t, http.StatusBadRequest, "invalid_request", "")
+	w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {good}, "subject_token_type": {"urn:x"}, "audience": {"svc"}}).
+		want(t, http.StatusBadRequest, "invalid_request", "unsupported_token_type")
+	w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {good}, "subject_token_type": {TokenTypeJWT}, "audience": {"svc"}, "resource": {"alpha"}}).
+		want(t, http.StatusBadRequest, "invalid_target", "")
+	// Parameters in the URL are refused (they would reach access logs).
+	resp, err := w.http.Post(w.in.url+"/api/oauth2/token?subject_token=x", "application/x-www-form-urlencoded", strings.NewReader("grant_type="+url.QueryEscape(GrantTypeTokenExchange)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("query parameters: %d", resp.StatusCode)
+	}
+	w.checkLogs()
+}
+
+// TestWorkloadConcurrentRequests: many workloads asking at once cause one
+// TokenReview per token and one client-credentials request in all.
+func TestWorkloadConcurrentRequests(t *testing.T) {
+	w := newWorkloadEnv(t, kubeauth.Options{})
+	tok := w.saToken("allowed", testAudience)
+	const n = 40
+	var wg sync.WaitGroup
+	got := make([]exchangeAnswer, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			got[i] = w.exchange(tok, "svc", "")
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, a := range got {
+		if a.status != http.StatusOK || a.AccessToken != got[0].AccessToken {
+			t.Fatalf("request %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if c := w.cc.Load(); c != 1 {
+		t.Errorf("%d concurrent requests made %d client-credentials requests, want 1", n, c)
+	}
+	if r := w.reviews.Load(); r != 1 {
+		t.Errorf("%d concurrent requests made %d TokenReviews, want 1", n, r)
+	}
+}
+
+// TestWorkloadTokenExpiryAndRevocation: a token past its exp is refused
+// whatever the cache holds; a token whose ServiceAccount was deleted is
+// refused once the cached verdict lapses (CacheTTL).
+func TestWorkloadTokenExpiryAndRevocation(t *testing.T) {
+	ttl := 300 * time.Millisecond
+	w := newWorkloadEnv(t, kubeauth.Options{CacheTTL: ttl, NegativeTTL: ttl})
+	tok := w.saToken("allowed", testAudience)
+	if a := w.exchange(tok, "svc", ""); a.status != http.StatusOK {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	// Eleven minutes later the ten-minute token has expired.
+	w.skew.Store(int64(11 * time.Minute))
+	w.exchange(tok, "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_expired")
+	w.skew.Store(0)
+	if a := w.exchange(tok, "svc", ""); a.status != http.StatusOK {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+
+	// Deleting the ServiceAccount revokes its tokens at the API server.
+	w.kube.deleteServiceAccount("allowed")
+	time.Sleep(ttl + 100*time.Millisecond)
+	w.exchange(tok, "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_rejected")
+	w.checkLogs()
+}
+
+// TestGrantsAndDelegatedTokens is the authorization matrix: person /
+// workload, with and without grant, other ServiceAccount, other provider,
+// revoked, expired.
+func TestGrantsAndDelegatedTokens(t *testing.T) {
+	w := newWorkloadEnv(t, kubeauth.Options{})
+	in := w.in
+	br := w.browser()
+	br.client.Transport = w.vt
+	br.loginAt(in, "")
+	user := br.whoami(in)
+	br.link(in, "alpha")
+	br.link(in, "beta")
+	origin := map[string]string{"Origin": w.ext, "Content-Type": "application/json"}
+	post := func(b *browser, provider, body string) response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(w.ctx, http.MethodPost, in.url+"/api/v1.0/"+provider+"/grants", strings.NewReader(body))
+		for k, v := range origin {
+			req.Header.Set(k, v)
+		}
+		resp, err := b.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		rb, _ := io.ReadAll(resp.Body)
+		return response{status: resp.StatusCode, header: resp.Header, body: rb}
+	}
+	ns := w.kube.ns
+
+	// Refused grants.
+	for _, c := range []struct{ provider, body, code string }{
+		{"nope", `{"service_account":"` + ns + `/app"}`, "unknown_provider"},
+		{"alpha", `{"service_account":"` + ns + `/ghost"}`, "unknown_service_account"},
+		{"alpha", `{"service_account":"nonsense"}`, "invalid_service_account"},
+		{"alpha", `{"service_account":{"namespace":"Bad_NS","name":"app"}}`, "invalid_service_account"},
+		{"alpha", `{}`, "invalid_service_account"},
+		{"alpha", `{"service_account":"` + ns + `/app","expires_at":"2001-01-01T00:00:00Z"}`, "invalid_expires_at"},
+		{"alpha", `not json`, "invalid_request"},
+	} {
+		r := post(br, c.provider, c.body)
+		if r.status != http.StatusBadRequest || r.errorCode(t) != c.code {
+			t.Errorf("grant %s %s: want 400 %s, got %d %s", c.provider, c.body, c.code, r.status, r.body)
+		}
+	}
+	// A cross-origin page cannot make grants with the cookie.
+	if r := br.do(http.MethodPost, in.url+"/api/v1.0/alpha/grants", map[string]string{"Origin": "https://evil.example"}); r.status != http.StatusForbidden {
+		t.Errorf("cross-origin grant: %d %s", r.status, r.body)
+	}
+
+	// Without a grant: refused.
+	app := w.saToken("app", testAudience)
+	w.exchange(app, "alpha", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
+
+	// Grant app access to alpha (object form; camelCase accepted).
+	r := post(br, "alpha", `{"serviceAccount":{"namespace":"`+ns+`","name":"app"}}`)
+	if r.status != http.StatusCreated {
+		t.Fatalf("grant: %d %s", r.status, r.body)
+	}
+	var g grantJSON
+	r.json(t, &g)
+	if g.State != "active" || g.Provider != "alpha" || g.ServiceAccount.Namespace != ns || g.ServiceAccount.Name != "app" || g.ExpiresAt != nil || g.ID == 0 {
+		t.Fatalf("grant: %s", r.body)
+	}
+
+	// With the grant: the person's token, the same one the person gets.
+	a := w.exchange(app, "alpha", user)
+	if a.status != http.StatusOK {
+		t.Fatalf("delegated: %d %s", a.status, a.body)
+	}
+	mine, _ := br.token(in, "alpha", "")
+	if a.AccessToken != mine.AccessToken {
+		t.Errorf("the delegated token differs from the person's cached one")
+	}
+	// Refresh semantics are the broker's: an expired token is refreshed once.
+	refreshes := w.providers["alpha"].refresh.Load()
+	w.expire(user, "alpha")
+	a2 := w.exchange(app, "alpha", user)
+	if a2.status != http.StatusOK || a2.AccessToken == a.AccessToken {
+		t.Fatalf("delegated after expiry: %d %s", a2.status, a2.body)
+	}
+	if w.providers["alpha"].refresh.Load() != refreshes+1 {
+		t.Errorf("want one refresh")
+	}
+	w.credential(user, "alpha")
+	// The matrix around the grant.
+	w.exchange(w.saToken("other", testAudience), "alpha", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
+	w.exchange(app, "beta", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
+	w.exchange(app, "alpha", "someone-else").want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
+	// A service token for app is not implied by a grant.
+	w.exchange(app, "svc", "").want(t, http.StatusForbidden, "unauthorized_client", "service_account_not_allowed")
+
+	// Another person cannot see or revoke the grant.
+	mallory := w.browser()
+	mallory.client.Transport = w.vt
+	mallory.sessionFor(in, "mallory")
+	if r := mallory.get(in.url + "/api/v1.0/grants"); r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != "[]" {
+		t.Errorf("mallory's grants: %d %s", r.status, r.body)
+	}
+	del := func(b *browser, id int64) response {
+		return b.do(http.MethodDelete, in.url+"/api/v1.0/grants/"+jsonNumber(id), map[string]string{"Origin": w.ext})
+	}
+	if r := del(mallory, g.ID); r.status != http.StatusNotFound || r.errorCode(t) != "grant_not_found" {
+		t.Errorf("mallory revoking: %d %s", r.status, r.body)
+	}
+
+	// Revoked: refused at once.
+	if r := del(br, g.ID); r.status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	} else {
+		var rg grantJSON
+		r.json(t, &rg)
+		if rg.State != "revoked" || rg.RevokedAt == nil {
+			t.Errorf("revoked grant: %s", r.body)
+		}
+	}
+	w.exchange(app, "alpha", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
+	if r := del(br, g.ID); r.status != http.StatusOK {
+		t.Errorf("revoking twice: %d %s", r.status, r.body)
+	}
+
+	// Expiring: works until expires_at, refused right after.
+	until := time.Now().Add(1500 * time.Millisecond).UTC()
+	r = post(br, "beta", `{"service_account":"`+ns+`/app","expires_at":"`+until.Format(time.RFC3339Nano)+`"}`)
+	if r.status != http.StatusCreated {
+		t.Fatalf("expiring grant: %d %s", r.status, r.body)
+	}
+	if a := w.exchange(app, "beta", user); a.status != http.StatusOK {
+		t.Fatalf("delegated before expiry: %d %s", a.status, a.body)
+	}
+	time.Sleep(time.Until(until) + 50*time.Millisecond)
+	w.exchange(app, "beta", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
+
+	// The list shows every grant with its state.
+	var list []grantJSON
+	lr := br.get(in.url + "/api/v1.0/grants")
+	lr.json(t, &list)
+	states := map[string]string{}
+	for _, x := range list {
+		states[x.Provider] = x.State
+	}
+	if len(list) != 2 || states["alpha"] != "revoked" || states["beta"] != "expired" {
+		t.Errorf("grants: %s", lr.body)
+	}
+
+	// The audit trail: who, which provider, when — never a token.
+	var page auditPage
+	ar := br.get(in.url + "/api/v1.0/audit?limit=500")
+	if ar.status != http.StatusOK {
+		t.Fatalf("audit: %d %s", ar.status, ar.body)
+	}
+	ar.json(t, &page)
+	count := map[string]int{}
+	for _, e := range page.Events {
+		count[e.Action]++
+		if e.Action == ActionGrantUse && e.Actor != "serviceaccount:"+ns+"/app" {
+			t.Errorf("grant.use by %s", e.Actor)
+		}
+	}
+	if count[ActionGrantCreate] != 2 || count[ActionGrantRevoke] != 1 || count[ActionGrantUse] != 3 {
+		t.Errorf("audit counts %v: %s", count, ar.body)
+	}
+	w.seenMu.Lock()
+	for v := range w.seen {
+		if len(v) >= 8 && bytes.Contains(ar.body, []byte(v)) {
+			t.Errorf("a secret appears in the audit listing")
+		}
+	}
+	w.seenMu.Unlock()
+	// Paging.
+	if r := br.get(in.url + "/api/v1.0/audit?limit=2"); r.status == http.StatusOK {
+		var p auditPage
+		r.json(t, &p)
+		if len(p.Events) != 2 || p.Next == nil {
+			t.Errorf("first page: %s", r.body)
+		} else if r2 := br.get(in.url + "/api/v1.0/audit?limit=2&before=" + jsonNumber(*p.Next)); r2.status != http.StatusOK {
+			t.Errorf("second page: %d", r2.status)
+		}
+	}
+	if r := br.get(in.url + "/api/v1.0/audit?limit=0"); r.status != http.StatusBadRequest {
+		t.Errorf("limit=0: %d", r.status)
+	}
+
+	for _, want := range []string{
+		"POST /api/v1.0/{provider}/grants 201", "POST /api/v1.0/{provider}/grants 400", "POST /api/v1.0/{provider}/grants 403",
+		"GET /api/v1.0/grants 200", "DELETE /api/v1.0/grants/{id} 200", "DELETE /api/v1.0/grants/{id} 404",
+		"GET /api/v1.0/audit 200", "GET /api/v1.0/audit 400",
+		"POST /api/oauth2/token 200", "POST /api/oauth2/token 403",
+	} {
+		if !w.vt.seen[want] {
+			t.Errorf("the flow did not exercise %s", want)
+		}
+	}
+	w.checkLogs()
+}
+
+func jsonNumber(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestTokenExchangeWithPersonsToken: a person's own access token from the
+// login issuer is exchanged for their own credential, nobody else's.
+func TestTokenExchangeWithPersonsToken(t *testing.T) {
+	w := newWorkloadEnv(t, kubeauth.Options{})
+	in := w.in
+	br := w.browser()
+	br.loginAt(in, "")
+	user := br.whoami(in)
+	br.link(in, "alpha")
+	at := w.loginAccessToken()
+	ask := func(subject string) exchangeAnswer {
+		f := url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {at}, "subject_token_type": {TokenTypeAccessToken}, "resource": {"alpha"}}
+		if subject != "" {
+			f.Set("requested_subject", subject)
+		}
+		return w.exchangeForm(f)
+	}
+	a := ask("")
+	if a.status != http.StatusOK || a.IssuedTokenType != TokenTypeAccessToken {
+		t.Fatalf("own token: %d %s", a.status, a.body)
+	}
+	if mine, _ := br.token(in, "alpha", ""); mine.AccessToken != a.AccessToken {
+		t.Errorf("not the person's token")
+	}
+	if a := ask(user); a.status != http.StatusOK {
+		t.Fatalf("own token, naming oneself: %d %s", a.status, a.body)
+	}
+	ask("someone-else").want(t, http.StatusForbidden, "unauthorized_client", "not_own_credential")
+	w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {at}, "subject_token_type": {TokenTypeAccessToken}, "resource": {"beta"}}).
+		want(t, http.StatusBadRequest, "invalid_grant", "not_linked")
+	w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {"garbage"}, "subject_token_type": {TokenTypeAccessToken}, "resource": {"alpha"}}).
+		want(t, http.StatusUnauthorized, "invalid_request", "invalid_token")
+	// A ServiceAccount token is not a login token, whatever its type says.
+	w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {w.saToken("app", testAudience)}, "subject_token_type": {TokenTypeAccessToken}, "resource": {"alpha"}}).
+		want(t, http.StatusUnauthorized, "invalid_request", "invalid_token")
+	w.checkLogs()
+}
+
+// loginAccessToken obtains an access token for the test user from the login
+// issuer, as a person's program would.
+func (e *env) loginAccessToken() string {
+	t := e.t
+	t.Helper()
+	cfg := oauth2Config(e)
+	q, err := e.login.Login(e.ctx, cfg.AuthCodeURL("state-"+time.Now().Format("150405.000000")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.seeQuery(q)
+	tok, err := cfg.Exchange(e.ctx, q.Get("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.see("access_token", tok.AccessToken)
+	e.see("refresh_token", tok.RefreshToken)
+	return tok.AccessToken
+}
+
+func oauth2Config(e *env) *oauth2.Config {
+	return &oauth2.Config{ClientID: providertest.ClientID, ClientSecret: e.login.ClientSecret,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.login.Issuer + "/authorize", TokenURL: e.login.Issuer + "/oauth/token", AuthStyle: oauth2.AuthStyleInHeader},
+		RedirectURL: e.ext + "/api/oidc/callback", Scopes: []string{"openid"}}
+}
