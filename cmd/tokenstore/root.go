@@ -28,17 +28,11 @@ flags. Run 'tokenstore serve --help' for the full list.`,
 		newDevCmd(),
 		newMigrateCmd(),
 		newKeysCmd(),
+		newProvidersCmd(),
 		newVersionCmd(),
 	)
-	for _, extra := range extraCommands {
-		root.AddCommand(extra())
-	}
 	return root
 }
-
-// extraCommands are registered by other files of this package (init), so
-// each command lives in its own file.
-var extraCommands []func() *cobra.Command
 
 // loadSettings reads the settings for cmd, whose flags were added with
 // config.AddFlags, and logs any warnings about them.
