@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -11,10 +13,52 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tokenstore/tokenstore/server/auth"
+	"github.com/tokenstore/tokenstore/server/logctx"
 )
 
 // identityKey is where authenticated puts the *auth.Identity.
 const identityKey = "tokenstore.identity"
+
+// requestIDHeader carries the request id in and out.
+const requestIDHeader = "X-Request-Id"
+
+// requestID takes the caller's X-Request-Id when it looks like an id (so a
+// proxy's or client's id joins their logs to ours) and makes one otherwise;
+// it is echoed in the answer and put in the request's context, where the
+// logger (logctx.Handler) adds it to every line logged with that context.
+func (s *Server) requestID(c *gin.Context) {
+	id := c.GetHeader(requestIDHeader)
+	if !saneRequestID(id) {
+		id = newRequestID()
+	}
+	c.Header(requestIDHeader, id)
+	c.Request = c.Request.WithContext(logctx.WithRequestID(c.Request.Context(), id))
+	c.Next()
+}
+
+// saneRequestID accepts up to 128 characters of [A-Za-z0-9._:-]: enough for
+// UUIDs, trace ids and most proxies' ids, and nothing that could forge a log
+// field or smuggle a header.
+func saneRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.', r == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// newRequestID returns 16 random bytes in hex.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
 
 // logRequests writes one line per request. It logs the route pattern, never
 // the URL: query strings carry codes and states, and nothing here may carry

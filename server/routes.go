@@ -14,9 +14,14 @@ import (
 // (openapi/openapi.yaml) describes exactly these; a test keeps them in step.
 func (s *Server) routes() {
 	r := s.engine
-	r.Use(gin.Recovery(), s.logRequests, s.renderErrors, s.corsHeaders, s.csrf)
+	r.Use(gin.Recovery(), s.requestID, s.opt.Metrics.Gin, s.logRequests, s.renderErrors, s.corsHeaders, s.csrf)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	if s.opt.Metrics != nil {
+		// Unauthenticated, as Prometheus scrapes it; it holds no user ids or
+		// tokens. docs/operations.md says to keep it off public ingress.
+		r.GET("/metrics", gin.WrapH(s.opt.Metrics.Handler()))
+	}
 
 	api := r.Group("/api")
 	api.GET("/_health", s.readyz)

@@ -16,6 +16,8 @@ import (
 	"github.com/tokenstore/tokenstore/server/broker"
 	"github.com/tokenstore/tokenstore/server/config"
 	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/logctx"
+	"github.com/tokenstore/tokenstore/server/metrics"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/store"
 	"github.com/tokenstore/tokenstore/server/workload"
@@ -54,6 +56,13 @@ type Options struct {
 	// ServiceTokens caches client-credentials tokens; nil means a cache built
 	// from HTTPClient, Logger and Now.
 	ServiceTokens *workload.ServiceTokens
+
+	// Metrics records HTTP, refresh and cache metrics and serves /metrics;
+	// nil means no metrics and no /metrics route.
+	Metrics *metrics.Metrics
+	// Notifier hears of credentials needing re-authorization and
+	// recovering (webhooks); nil tells no one.
+	Notifier broker.Notifier
 }
 
 // Server holds the HTTP API's dependencies.
@@ -78,6 +87,8 @@ func New(opt Options) (*Server, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	// Every line logged with a request's context carries its request id.
+	opt.Logger = logctx.Logger(opt.Logger)
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
@@ -96,6 +107,15 @@ func New(opt Options) (*Server, error) {
 	} else if opt.Ready == nil {
 		opt.Ready = opt.Providers.Ready
 	}
+	if opt.Metrics == nil {
+		// A private registry: /metrics always answers, and tests see what
+		// a deployment would. cmd passes one on controller-runtime's registry.
+		m, err := metrics.New(metrics.Options{Store: opt.Store, Providers: opt.Providers, GoCollectors: true})
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		opt.Metrics = m
+	}
 	returns, err := auth.NewReturnURLs(opt.Settings.ExternalURL, opt.Settings.AllowedReturnURLs)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -105,7 +125,7 @@ func New(opt Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	b, err := broker.New(broker.Options{Store: opt.Store, Keys: opt.Keys, Providers: opt.Providers, HTTPClient: opt.HTTPClient,
-		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime})
+		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime, Observer: observer(opt.Metrics), Notifier: opt.Notifier})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -127,6 +147,20 @@ func New(opt Options) (*Server, error) {
 	s.routes()
 	return s, nil
 }
+
+// observer keeps a nil *metrics.Metrics out of the broker's interface, so
+// the broker's nil check means what it says.
+func observer(m *metrics.Metrics) broker.Observer {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// Broker is the server's token broker, for the background refresher to
+// share (its refreshes then meet the requests' at the same row locks and
+// are counted in the same metrics).
+func (s *Server) Broker() *broker.Broker { return s.broker }
 
 // Handler is the whole HTTP API.
 func (s *Server) Handler() http.Handler { return s.engine }
@@ -176,7 +210,7 @@ func (s *Server) renderErrors(c *gin.Context) {
 	err := c.Errors[0].Err
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		s.log.Error("request failed", "method", c.Request.Method, "route", c.FullPath(), "error", err)
+		s.log.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "route", c.FullPath(), "error", err)
 		ae = &apiError{Status: http.StatusInternalServerError, Code: "internal_error", Message: "Something went wrong on our side; the error was logged."}
 	}
 	c.Header("Cache-Control", "no-store")

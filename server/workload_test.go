@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
+	"github.com/tokenstore/tokenstore/server/store"
 	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
 )
@@ -46,6 +47,35 @@ type wlEnv struct {
 	skew atomic.Int64
 	vt   *validatingTransport
 	http *http.Client
+	svc  *providers.Provider
+}
+
+// startWorkloadInstance starts a tokenstore replica that accepts workloads
+// (through ka) on the shared database.
+func (w *wlEnv) startWorkloadInstance(ka *kubeauth.Authenticator) *instance {
+	t := w.t
+	st, err := storeopen.Open(w.ctx, w.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := providers.NewRegistry()
+	for _, tp := range w.providers {
+		reg.Set(tp.provider)
+	}
+	reg.Set(w.svc)
+	reg.MarkReady()
+	logger := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(Options{Settings: w.settings, Store: st, Keys: w.keys, Providers: reg, Logger: logger,
+		Workloads: ka, ServiceAccounts: ka})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	in := &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
+	w.instances = append(w.instances, in)
+	return in
 }
 
 // newWorkloadEnv starts everything. ServiceAccounts "allowed", "other" and
@@ -88,29 +118,10 @@ func newWorkloadEnv(t testing.TB, ko kubeauth.Options) *wlEnv {
 	svc.Endpoint.TokenURL = proxy.URL + tu.Path
 	svc.ServiceAccounts = []providers.ServiceAccount{{Namespace: w.kube.ns, Name: "allowed"}}
 
-	st, err := storeopen.Open(w.ctx, w.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg := providers.NewRegistry()
-	for _, tp := range w.providers {
-		reg.Set(tp.provider)
-	}
-	reg.Set(&svc)
-	reg.MarkReady()
-	logger := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(Options{Settings: w.settings, Store: st, Keys: w.keys, Providers: reg, Logger: logger,
-		Workloads: ka, ServiceAccounts: ka})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	w.in = &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
-	w.instances = append(w.instances, w.in)
+	w.svc = &svc
+	w.in = w.startWorkloadInstance(ka)
 	// Every answer of this instance is checked against openapi.yaml.
-	w.vt = &validatingTransport{t: t, doc: loadSpec(t), server: hs.URL, seen: map[string]bool{}}
+	w.vt = &validatingTransport{t: t, doc: loadSpec(t), server: w.in.url, seen: map[string]bool{}}
 	w.http = &http.Client{Transport: w.vt, Timeout: 30 * time.Second}
 	return w
 }
@@ -139,7 +150,12 @@ type exchangeAnswer struct {
 
 func (w *wlEnv) exchangeForm(form url.Values) exchangeAnswer {
 	w.t.Helper()
-	resp, err := w.http.Post(w.in.url+"/api/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	return w.exchangeFormAt(w.in, form)
+}
+
+func (w *wlEnv) exchangeFormAt(in *instance, form url.Values) exchangeAnswer {
+	w.t.Helper()
+	resp, err := w.http.Post(in.url+"/api/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -160,12 +176,17 @@ func (w *wlEnv) exchangeForm(form url.Values) exchangeAnswer {
 // behalf of subject if not empty.
 func (w *wlEnv) exchange(saToken, provider, subject string) exchangeAnswer {
 	w.t.Helper()
+	return w.exchangeAt(w.in, saToken, provider, subject)
+}
+
+func (w *wlEnv) exchangeAt(in *instance, saToken, provider, subject string) exchangeAnswer {
+	w.t.Helper()
 	f := url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {saToken},
 		"subject_token_type": {TokenTypeJWT}, "audience": {provider}}
 	if subject != "" {
 		f.Set("requested_subject", subject)
 	}
-	return w.exchangeForm(f)
+	return w.exchangeFormAt(in, f)
 }
 
 // redacted is the answer without its access token, for failure messages.
@@ -423,6 +444,16 @@ func TestGrantsAndDelegatedTokens(t *testing.T) {
 	// A service token for app is not implied by a grant.
 	w.exchange(app, "svc", "").want(t, http.StatusForbidden, "unauthorized_client", "service_account_not_allowed")
 
+	// A second replica (its own TokenReview cache) serves the grant too...
+	ka2, err := kubeauth.New(kubeConfig(t), kubeauth.Options{Audience: testAudience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := w.startWorkloadInstance(ka2)
+	if a := w.exchangeAt(replica, app, "alpha", user); a.status != http.StatusOK {
+		t.Fatalf("delegated at the second replica: %d %s", a.status, a.redacted())
+	}
+
 	// Another person cannot see or revoke the grant.
 	mallory := w.browser()
 	mallory.client.Transport = w.vt
@@ -448,6 +479,8 @@ func TestGrantsAndDelegatedTokens(t *testing.T) {
 		}
 	}
 	w.exchange(app, "alpha", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
+	// ...and stops at once there as well: grants are not cached.
+	w.exchangeAt(replica, app, "alpha", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
 	if r := del(br, g.ID); r.status != http.StatusOK {
 		t.Errorf("revoking twice: %d %s", r.status, r.body)
 	}
@@ -490,7 +523,7 @@ func TestGrantsAndDelegatedTokens(t *testing.T) {
 			t.Errorf("grant.use by %s", e.Actor)
 		}
 	}
-	if count[ActionGrantCreate] != 2 || count[ActionGrantRevoke] != 1 || count[ActionGrantUse] != 3 {
+	if count[ActionGrantCreate] != 2 || count[ActionGrantRevoke] != 1 || count[ActionGrantUse] != 4 {
 		t.Errorf("audit counts %v: %s", count, ar.body)
 	}
 	w.seenMu.Lock()
@@ -591,4 +624,92 @@ func oauth2Config(e *env) *oauth2.Config {
 	return &oauth2.Config{ClientID: providertest.ClientID, ClientSecret: e.login.ClientSecret,
 		Endpoint:    oauth2.Endpoint{AuthURL: e.login.Issuer + "/authorize", TokenURL: e.login.Issuer + "/oauth/token", AuthStyle: oauth2.AuthStyleInHeader},
 		RedirectURL: e.ext + "/api/oidc/callback", Scopes: []string{"openid"}}
+}
+
+// TestAuthorizationMatrix: who gets which token, as one table. The person
+// has linked alpha and beta; app holds a grant at alpha, a revoked one at
+// beta; other holds an expired one at alpha; "allowed" may get svc's
+// service tokens; a second namespace has ServiceAccounts of the same names
+// and no grants.
+func TestAuthorizationMatrix(t *testing.T) {
+	w := newWorkloadEnv(t, kubeauth.Options{})
+	in := w.in
+	br := w.browser()
+	br.loginAt(in, "")
+	user := br.whoami(in)
+	br.link(in, "alpha")
+	br.link(in, "beta")
+	ns := w.kube.ns
+	now := time.Now()
+	past := now.Add(-time.Minute)
+	mk := func(provider, sa string, exp *time.Time) store.Grant {
+		g, err := in.store.CreateGrant(w.ctx, store.Grant{UserID: user, Provider: provider, ServiceAccountNamespace: ns, ServiceAccountName: sa, ExpiresAt: exp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	mk("alpha", "app", nil)
+	revoked := mk("beta", "app", nil)
+	if err := in.store.RevokeGrant(w.ctx, user, revoked.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	mk("alpha", "other", &past)
+	elsewhere := newCluster(t)
+	elsewhere.serviceAccount("app")
+	elsewhere.serviceAccount("allowed")
+	tok := func(k *cluster, sa string) string {
+		v := k.token(sa, testAudience)
+		w.see("service_account_token", v)
+		return v
+	}
+	person := w.loginAccessToken()
+
+	type req struct {
+		subjectToken, subjectType, provider, requested string
+	}
+	sa := func(k *cluster, name, provider, requested string) req {
+		return req{tok(k, name), TokenTypeJWT, provider, requested}
+	}
+	for _, c := range []struct {
+		name   string
+		r      req
+		status int
+		code   string
+		reason string
+	}{
+		{"person, own credential", req{person, TokenTypeAccessToken, "alpha", ""}, 200, "", ""},
+		{"person, naming themselves", req{person, TokenTypeAccessToken, "beta", user}, 200, "", ""},
+		{"person, someone else's credential", req{person, TokenTypeAccessToken, "alpha", "bob"}, 403, "unauthorized_client", "not_own_credential"},
+		{"workload with grant", sa(w.kube, "app", "alpha", user), 200, "", ""},
+		{"workload, revoked grant", sa(w.kube, "app", "beta", user), 403, "unauthorized_client", "no_grant"},
+		{"workload, expired grant", sa(w.kube, "other", "alpha", user), 403, "unauthorized_client", "no_grant"},
+		{"workload without grant", sa(w.kube, "allowed", "alpha", user), 403, "unauthorized_client", "no_grant"},
+		{"same name, other namespace", sa(elsewhere, "app", "alpha", user), 403, "unauthorized_client", "no_grant"},
+		{"workload, grant of another person", sa(w.kube, "app", "alpha", "bob"), 403, "unauthorized_client", "no_grant"},
+		{"service token, allowed", sa(w.kube, "allowed", "svc", ""), 200, "", ""},
+		{"service token, not allowed", sa(w.kube, "app", "svc", ""), 403, "unauthorized_client", "service_account_not_allowed"},
+		{"service token, other namespace", sa(elsewhere, "allowed", "svc", ""), 403, "unauthorized_client", "service_account_not_allowed"},
+		{"unknown provider", sa(w.kube, "app", "gamma", user), 400, "invalid_target", "unknown_provider"},
+		{"expired ServiceAccount token", req{forged(past), TokenTypeJWT, "alpha", user}, 401, "invalid_request", "token_expired"},
+		{"forged ServiceAccount token", req{forged(now.Add(time.Hour)), TokenTypeJWT, "alpha", user}, 401, "invalid_request", "token_rejected"},
+		{"wrong audience", req{w.saToken("app", "other-audience"), TokenTypeJWT, "alpha", user}, 401, "invalid_request", "wrong_audience"},
+		{"ServiceAccount token as a person's", req{tok(w.kube, "app"), TokenTypeAccessToken, "alpha", ""}, 401, "invalid_request", "invalid_token"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {c.r.subjectToken}, "subject_token_type": {c.r.subjectType}, "audience": {c.r.provider}}
+			if c.r.requested != "" {
+				f.Set("requested_subject", c.r.requested)
+			}
+			a := w.exchangeForm(f)
+			if c.status == http.StatusOK {
+				if a.status != http.StatusOK || a.AccessToken == "" {
+					t.Fatalf("want a token, got %d %s", a.status, a.redacted())
+				}
+				return
+			}
+			a.want(t, c.status, c.code, c.reason)
+		})
+	}
+	w.checkLogs()
 }

@@ -95,6 +95,7 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 	if err := writeDevManifests(manifests, issuer, external, key); err != nil {
 		return err
 	}
+	warnStaleManifests(cmd.ErrOrStderr(), manifests, issuer)
 
 	// Embedded defaults, below what the user set in the environment or
 	// with flags. (A settings file is read after the environment, so these
@@ -247,6 +248,26 @@ spec:
 		return fmt.Errorf("dev: writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// warnStaleManifests says when providers.yaml was written for a development
+// provider at another address (dev started earlier with other ports): its
+// demo providers would fail discovery, and the log alone would not say why.
+func warnStaleManifests(w io.Writer, path, issuer string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	const marker = "development OpenID Provider at "
+	_, rest, ok := strings.Cut(string(b), marker)
+	if !ok {
+		return // not written by dev, or the comment was edited away
+	}
+	old, _, _ := strings.Cut(rest, ",")
+	if old = strings.TrimSpace(old); old != issuer {
+		fmt.Fprintf(w, "warning: %s was written for the development provider at %s, which now listens at %s;\n"+
+			"  its demo providers will not work: start with the earlier addresses, edit the file, or delete it to have it written again.\n", path, old, issuer)
+	}
 }
 
 func printDevBanner(w io.Writer, external, issuer, dataDir, manifests string, users []devidp.User) {

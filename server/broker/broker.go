@@ -62,7 +62,28 @@ const (
 	ActionRefresh     = "credential.refresh"
 	ActionRevoke      = "credential.revoke"
 	ActionNeedsReauth = "credential.needs_reauth"
+	// EventRecovered is not audited (the link is); it tells a Notifier that
+	// a credential needing re-authorization was linked again.
+	EventRecovered = "credential.recovered"
+	// ActorRefresher is the audit actor of refreshes ahead of time.
+	ActorRefresher = "system:refresher"
 )
+
+// Observer hears of refreshes and served tokens, for metrics. Its methods
+// are called on the request path and must not block.
+type Observer interface {
+	// RefreshObserved: one refresh-token grant at provider, its outcome
+	// (ok, invalid_grant, provider_error) and latency.
+	RefreshObserved(provider, outcome string, d time.Duration)
+	// TokenServed: an access token handed out; cached when no refresh was needed.
+	TokenServed(provider string, cached bool)
+}
+
+// Notifier hears of credential state changes (needs_reauth, recovered), for
+// webhooks. It must not block: it is called after the change is saved.
+type Notifier interface {
+	CredentialEvent(ctx context.Context, event, userID, provider string, detail map[string]any)
+}
 
 // Sentinel errors; the HTTP layer maps them to codes.
 var (
@@ -110,6 +131,10 @@ type Options struct {
 	UnknownLifetime time.Duration
 	// ForceWindow overrides DefaultForceWindow; negative disables it.
 	ForceWindow time.Duration
+	// Observer records metrics; nil records none.
+	Observer Observer
+	// Notifier hears of state changes; nil tells no one.
+	Notifier Notifier
 }
 
 // Broker serves access tokens. Safe for concurrent use.
@@ -165,6 +190,12 @@ type Request struct {
 	Force bool
 	// Actor is recorded in audit events ("user:<id>", ...).
 	Actor string
+
+	// refreshedSince, when set, makes a token obtained by a refresh before
+	// it unsatisfying (RefreshAhead's idle keep-alive).
+	refreshedSince time.Time
+	// refreshed, when set, is told whether a refresh happened.
+	refreshed *bool
 }
 
 func binding(userID, provider string, p crypto.Purpose) crypto.Binding {
@@ -234,7 +265,11 @@ func (b *Broker) Token(ctx context.Context, req Request) (Token, error) {
 	}
 	// The hot path: one read and one decryption, no lock.
 	if !req.Force && b.fresh(&c, req.MinValid, start) {
-		return b.serve(&c)
+		t, err := b.serve(&c)
+		if err == nil {
+			b.served(req.Provider, true)
+		}
+		return t, err
 	}
 	// One flight per credential and kind of request in this process:
 	// requests that want different things (forced or not, another
@@ -248,12 +283,50 @@ func (b *Broker) Token(ctx context.Context, req Request) (Token, error) {
 		// row lock and has spent the refresh token.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), providerTimeout+10*time.Second)
 		defer cancel()
-		return b.refresh(fctx, p, req, start)
+		var refreshed bool
+		req.refreshed = &refreshed
+		t, err := b.refresh(fctx, p, req, start)
+		return flightResult{t, refreshed}, err
 	})
 	if err != nil {
 		return Token{}, err
 	}
-	return v.(Token), nil
+	res := v.(flightResult)
+	b.served(req.Provider, !res.refreshed)
+	return res.tok, nil
+}
+
+// flightResult is what one flight hands every caller that shared it.
+type flightResult struct {
+	tok       Token
+	refreshed bool
+}
+
+func (b *Broker) served(provider string, cached bool) {
+	if b.opt.Observer != nil {
+		b.opt.Observer.TokenServed(provider, cached)
+	}
+}
+
+// RefreshAhead refreshes userID's credential at provider if, once its row
+// is locked, it is still due: its access token lapses within minValid, or
+// (idleSince not zero) it was not refreshed since idleSince, so its refresh
+// token would die unused at an idle-timeout provider. A credential someone
+// else refreshed meanwhile (another replica, a request) is left alone. It
+// reports whether it refreshed. Used by the background refresher.
+func (b *Broker) RefreshAhead(ctx context.Context, userID, provider string, minValid time.Duration, idleSince time.Time) (bool, error) {
+	p, ok := b.opt.Providers.Get(provider)
+	if !ok {
+		return false, ErrUnknownProvider
+	}
+	if minValid <= 0 {
+		minValid = DefaultMinValid
+	}
+	var refreshed bool
+	req := Request{UserID: userID, Provider: provider, MinValid: minValid, Actor: ActorRefresher,
+		refreshedSince: idleSince, refreshed: &refreshed}
+	_, err := b.refresh(ctx, p, req, b.opt.Now())
+	return refreshed, err
 }
 
 // grantRefused leaves UpdateCredential without writing, so that the caller
@@ -306,7 +379,9 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 			if err != nil {
 				return fmt.Errorf("opening the refresh token of %s: %w", c.Provider, err)
 			}
+			t0 := time.Now()
 			nt, err := b.callRefresh(ctx, p, string(rt))
+			b.observeRefresh(p.ID, err, time.Since(t0))
 			if err != nil {
 				return err
 			}
@@ -332,7 +407,10 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 		switch {
 		case err == nil:
 			if refreshed {
-				b.log.Info("credential refreshed", "provider", req.Provider, "user", req.UserID, "rotated", gotNewRT, "forced", req.Force)
+				if req.refreshed != nil {
+					*req.refreshed = true
+				}
+				b.log.InfoContext(ctx, "credential refreshed", "provider", req.Provider, "user", req.UserID, "rotated", gotNewRT, "forced", req.Force, "actor", req.Actor)
 				b.audit(ctx, req, ActionRefresh, map[string]any{"rotated": gotNewRT, "expiry_known": !unknownExp, "version": c.Version})
 			}
 			return tok, nil
@@ -375,9 +453,10 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 			return Token{}, fmt.Errorf("marking the credential for re-authorization: %w", merr)
 		}
 		if marked {
-			b.log.Warn("provider refused the refresh token; credential needs re-authorization",
+			b.log.WarnContext(ctx, "provider refused the refresh token; credential needs re-authorization",
 				"provider", req.Provider, "user", req.UserID, "reason", gr.code)
 			b.audit(ctx, req, ActionNeedsReauth, map[string]any{"reason": gr.code})
+			b.notify(ctx, ActionNeedsReauth, req.UserID, req.Provider, map[string]any{"reason": gr.code})
 		}
 		return Token{}, &ReauthError{Provider: req.Provider, Reason: gr.code}
 	}
@@ -389,6 +468,9 @@ var errServed = errors.New("served from the stored row")
 // request without a refresh.
 func (b *Broker) satisfied(c *store.Credential, req Request, start, now time.Time) bool {
 	if !b.fresh(c, req.MinValid, now) {
+		return false
+	}
+	if !req.refreshedSince.IsZero() && (c.LastRefreshedAt == nil || c.LastRefreshedAt.Before(req.refreshedSince)) {
 		return false
 	}
 	if !req.Force {
@@ -441,6 +523,29 @@ func (b *Broker) seal(c *store.Credential, t *oauth2.Token, now time.Time) error
 	c.State = store.StateActive
 	c.StateReason = ""
 	return nil
+}
+
+// observeRefresh tells the Observer how a refresh-token grant went.
+func (b *Broker) observeRefresh(provider string, err error, d time.Duration) {
+	if b.opt.Observer == nil {
+		return
+	}
+	outcome := "ok"
+	var gr *grantRefused
+	switch {
+	case err == nil:
+	case errors.As(err, &gr):
+		outcome = "invalid_grant"
+	default:
+		outcome = "provider_error"
+	}
+	b.opt.Observer.RefreshObserved(provider, outcome, d)
+}
+
+func (b *Broker) notify(ctx context.Context, event, userID, provider string, detail map[string]any) {
+	if b.opt.Notifier != nil {
+		b.opt.Notifier.CredentialEvent(ctx, event, userID, provider, detail)
+	}
 }
 
 // callRefresh spends rt at the provider's token endpoint and classifies the
@@ -514,12 +619,23 @@ func (b *Broker) Link(ctx context.Context, userID, provider, subject, actor stri
 	}
 	// Linking is not a refresh: a force_refresh right after it must refresh.
 	c.LastRefreshedAt = nil
+	// A Notifier wants to know when a credential that needed
+	// re-authorization comes back; one extra read per link tells.
+	wasDead := false
+	if b.opt.Notifier != nil {
+		if old, err := b.opt.Store.GetCredential(ctx, userID, provider); err == nil && old.State == store.StateNeedsReauth {
+			wasDead = true
+		}
+	}
 	saved, err := b.opt.Store.UpsertCredential(ctx, c)
 	if err != nil {
 		return fmt.Errorf("saving the linked credential: %w", err)
 	}
 	b.audit(ctx, Request{UserID: userID, Provider: provider, Actor: actor}, ActionLink,
 		map[string]any{"has_refresh_token": t.RefreshToken != "", "expiry_known": !t.Expiry.IsZero(), "version": saved.Version})
+	if wasDead {
+		b.notify(ctx, EventRecovered, userID, provider, nil)
+	}
 	return nil
 }
 
@@ -566,7 +682,7 @@ func (b *Broker) Revoke(ctx context.Context, userID, provider, actor string) (Re
 		}
 		if err := b.revokeAt(ctx, p, string(plain), hint); err != nil {
 			res.ProviderError = err.Error()
-			b.log.Warn("revocation at the provider failed; forgetting the credential anyway", "provider", provider, "user", userID, "error", err)
+			b.log.WarnContext(ctx, "revocation at the provider failed; forgetting the credential anyway", "provider", provider, "user", userID, "error", err)
 			return errServed
 		}
 		res.AtProvider = true
@@ -633,7 +749,7 @@ func (b *Broker) audit(ctx context.Context, req Request, action string, detail m
 	if _, err := b.opt.Store.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{
 		Time: b.opt.Now().UTC(), UserID: req.UserID, Actor: actor, Action: action, Provider: req.Provider, Detail: d,
 	}); err != nil {
-		b.log.Error("writing an audit event failed", "action", action, "provider", req.Provider, "user", req.UserID, "error", err)
+		b.log.ErrorContext(ctx, "writing an audit event failed", "action", action, "provider", req.Provider, "user", req.UserID, "error", err)
 	}
 }
 

@@ -140,6 +140,31 @@ type AuditEvent struct {
 	Detail []byte
 }
 
+// CredentialCount is how many credentials one provider has in one state.
+type CredentialCount struct {
+	Provider string
+	State    CredentialState
+	Count    int64
+}
+
+// RefreshClaim says which credentials of one provider the background
+// refresher wants to refresh ahead of time, and for how long it leases them.
+type RefreshClaim struct {
+	Provider string
+	// ExpiringBefore makes credentials whose access token lapses before it
+	// due; zero leaves access expiry out.
+	ExpiringBefore time.Time
+	// IdleBefore makes credentials last refreshed (or, never refreshed,
+	// last written) before it due: their refresh token would die unused.
+	// Zero leaves idleness out.
+	IdleBefore time.Time
+	// Now decides whether an earlier lease has run out.
+	Now time.Time
+	// LeaseUntil is when the claim lapses if the claimant never finishes.
+	LeaseUntil time.Time
+	Limit      int
+}
+
 // Store is the whole storage contract. Every method is safe for concurrent use.
 type Store interface {
 	// Ping checks that the backend answers.
@@ -177,6 +202,16 @@ type Store interface {
 	// every other column alone. Used by key rotation, so a refresh that races
 	// a rotation is never overwritten.
 	ReplaceCredentialCiphertexts(ctx context.Context, c Credential) (Credential, error)
+	// CountCredentials counts credentials by provider and state, ordered by
+	// both; for metrics, so it returns no user ids.
+	CountCredentials(ctx context.Context) ([]CredentialCount, error)
+	// ClaimCredentialsForRefresh leases up to claim.Limit active credentials
+	// of claim.Provider that are due (see RefreshClaim) and hold a refresh
+	// token, ordered by ID. A credential claimed by one caller is not handed
+	// to another until the lease runs out, and a row being updated right now
+	// is passed over (PostgreSQL: FOR UPDATE SKIP LOCKED), so replicas
+	// sharing the database split the work instead of doubling it.
+	ClaimCredentialsForRefresh(ctx context.Context, claim RefreshClaim) ([]Credential, error)
 
 	// CreateSession stores a new session.
 	CreateSession(ctx context.Context, s Session) error

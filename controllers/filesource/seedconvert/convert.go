@@ -130,9 +130,7 @@ func providerIDs(s *Settings) ([]string, error) {
 		items = []string{v.str}
 	}
 	for _, it := range items {
-		for _, f := range strings.FieldsFunc(it, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
-			ids = append(ids, f)
-		}
+		ids = append(ids, strings.FieldsFunc(it, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })...)
 	}
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%s (%s) lists no provider", settingProviders, v.origin)

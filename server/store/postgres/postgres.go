@@ -212,6 +212,43 @@ func (s *Store) CountCredentialsNotUnderKey(ctx context.Context, keyID string) (
 	return n, nil
 }
 
+// CountCredentials implements store.Store.
+func (s *Store) CountCredentials(ctx context.Context) ([]store.CredentialCount, error) {
+	rows, err := s.q.CredentialCountByProviderState(ctx)
+	if err != nil {
+		return nil, wrap("count credentials", err)
+	}
+	out := make([]store.CredentialCount, len(rows))
+	for i, r := range rows {
+		out[i] = store.CredentialCount{Provider: r.Provider, State: store.CredentialState(r.State), Count: r.Credentials}
+	}
+	return out, nil
+}
+
+// ClaimCredentialsForRefresh implements store.Store.
+func (s *Store) ClaimCredentialsForRefresh(ctx context.Context, claim store.RefreshClaim) ([]store.Credential, error) {
+	if claim.Limit <= 0 || (claim.ExpiringBefore.IsZero() && claim.IdleBefore.IsZero()) {
+		return nil, nil
+	}
+	rows, err := s.q.CredentialClaimForRefresh(ctx, db.CredentialClaimForRefreshParams{
+		LeaseUntil: tsp(&claim.LeaseUntil), Provider: claim.Provider, Now: tsp(&claim.Now),
+		ExpiringBefore: optTS(claim.ExpiringBefore), IdleBefore: optTS(claim.IdleBefore),
+		MaxRows: int32(min(claim.Limit, 10000)),
+	})
+	if err != nil {
+		return nil, wrap("claim credentials for refresh", err)
+	}
+	return credentials(rows), nil
+}
+
+// optTS is nil for the zero time: "this criterion is off" in SQL.
+func optTS(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return tsp(&t)
+}
+
 // ReplaceCredentialCiphertexts implements store.Store.
 func (s *Store) ReplaceCredentialCiphertexts(ctx context.Context, c store.Credential) (store.Credential, error) {
 	row, err := s.q.CredentialReplaceCiphertexts(ctx, db.CredentialReplaceCiphertextsParams{

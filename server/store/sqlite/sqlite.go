@@ -307,6 +307,46 @@ func (s *Store) CountCredentialsNotUnderKey(ctx context.Context, keyID string) (
 	return n, nil
 }
 
+// CountCredentials implements store.Store.
+func (s *Store) CountCredentials(ctx context.Context) ([]store.CredentialCount, error) {
+	rows, err := s.q.CredentialCountByProviderState(ctx)
+	if err != nil {
+		return nil, wrap("count credentials", err)
+	}
+	out := make([]store.CredentialCount, len(rows))
+	for i, r := range rows {
+		out[i] = store.CredentialCount{Provider: r.Provider, State: store.CredentialState(r.State), Count: r.Credentials}
+	}
+	return out, nil
+}
+
+// ClaimCredentialsForRefresh implements store.Store. SQLite has one writer:
+// the UPDATE runs on it, so two claims never interleave.
+func (s *Store) ClaimCredentialsForRefresh(ctx context.Context, claim store.RefreshClaim) ([]store.Credential, error) {
+	if claim.Limit <= 0 || (claim.ExpiringBefore.IsZero() && claim.IdleBefore.IsZero()) {
+		return nil, nil
+	}
+	lease, now := us(claim.LeaseUntil), us(claim.Now)
+	rows, err := s.w.CredentialClaimForRefresh(ctx, db.CredentialClaimForRefreshParams{
+		LeaseUntil: &lease, Provider: claim.Provider, Now: &now,
+		ExpiringBefore: optUS(claim.ExpiringBefore), IdleBefore: optUS(claim.IdleBefore),
+		MaxRows: int64(min(claim.Limit, 10000)),
+	})
+	if err != nil {
+		return nil, wrap("claim credentials for refresh", err)
+	}
+	return credentials(rows)
+}
+
+// optUS is nil for the zero time: "this criterion is off" in SQL.
+func optUS(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	v := us(t)
+	return &v
+}
+
 // ReplaceCredentialCiphertexts implements store.Store.
 func (s *Store) ReplaceCredentialCiphertexts(ctx context.Context, c store.Credential) (store.Credential, error) {
 	row, err := s.w.CredentialReplaceCiphertexts(ctx, db.CredentialReplaceCiphertextsParams{

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,9 @@ func Run(t *testing.T, newStore NewStore) {
 		{"GrantRevoke", testGrantRevoke},
 		{"Audit", testAudit},
 		{"AuditPrune", testAuditPrune},
+		{"CredentialCount", testCredentialCount},
+		{"CredentialClaimForRefresh", testCredentialClaimForRefresh},
+		{"CredentialClaimConcurrent", testCredentialClaimConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1354,5 +1358,154 @@ func testAuditPrune(t *testing.T, s store.Store) {
 	}
 	if len(left) != 2 || !left[1].Time.Equal(norm(base.Add(2*time.Hour))) {
 		t.Errorf("left after prune: %+v", left)
+	}
+}
+
+func testCredentialCount(t *testing.T, s store.Store) {
+	got, err := s.CountCredentials(t.Context())
+	if err != nil || len(got) != 0 {
+		t.Fatalf("empty store: %v, %v", got, err)
+	}
+	mustUpsert(t, s, newCredential("alice", "github"))
+	mustUpsert(t, s, newCredential("bob", "github"))
+	mustUpsert(t, s, newCredential("alice", "google"))
+	if _, err := s.UpdateCredential(t.Context(), "bob", "github", func(c *store.Credential) error {
+		c.State, c.StateReason = store.StateNeedsReauth, "invalid_grant"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.CountCredentials(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.CredentialCount{
+		{Provider: "github", State: store.StateActive, Count: 1},
+		{Provider: "github", State: store.StateNeedsReauth, Count: 1},
+		{Provider: "google", State: store.StateActive, Count: 1},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("CountCredentials = %v, want %v", got, want)
+	}
+}
+
+// claimIDs claims for provider p and returns the claimed users, sorted.
+func claimIDs(t *testing.T, s store.Store, c store.RefreshClaim) []string {
+	t.Helper()
+	got, err := s.ClaimCredentialsForRefresh(t.Context(), c)
+	if err != nil {
+		t.Fatalf("ClaimCredentialsForRefresh: %v", err)
+	}
+	var users []string
+	for _, g := range got {
+		if g.Provider != c.Provider {
+			t.Errorf("claimed a credential of %s for %s", g.Provider, c.Provider)
+		}
+		if len(g.RefreshToken) == 0 || g.State != store.StateActive {
+			t.Errorf("claimed %s: not refreshable (state %s)", g.UserID, g.State)
+		}
+		users = append(users, g.UserID)
+	}
+	sort.Strings(users)
+	return users
+}
+
+func testCredentialClaimForRefresh(t *testing.T, s store.Store) {
+	mk := func(user, provider string, accessExp, lastRefresh time.Time) {
+		c := newCredential(user, provider)
+		c.AccessExpiresAt = ptr(accessExp)
+		c.LastRefreshedAt = ptr(lastRefresh)
+		mustUpsert(t, s, c)
+	}
+	mk("soon", "p", base.Add(2*time.Minute), base)                     // access lapses within the window
+	mk("later", "p", base.Add(2*time.Hour), base)                      // fresh, recently refreshed
+	mk("idle", "p", base.Add(2*time.Hour), base.Add(-90*24*time.Hour)) // refresh token near its idle death
+	mk("other", "q", base.Add(time.Minute), base)                      // another provider
+	mk("dead", "p", base.Add(time.Minute), base)
+	if _, err := s.UpdateCredential(t.Context(), "dead", "p", func(c *store.Credential) error {
+		c.State = store.StateNeedsReauth
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	norefresh := newCredential("norefresh", "p")
+	norefresh.RefreshToken = nil
+	norefresh.AccessExpiresAt = ptr(base.Add(time.Minute))
+	mustUpsert(t, s, norefresh)
+
+	claim := store.RefreshClaim{Provider: "p", ExpiringBefore: base.Add(5 * time.Minute), Now: base, LeaseUntil: base.Add(time.Minute), Limit: 10}
+	if got := claimIDs(t, s, claim); fmt.Sprint(got) != "[soon]" {
+		t.Errorf("by expiry: claimed %v, want [soon]", got)
+	}
+	// Leased: not handed out again while the lease runs...
+	if got := claimIDs(t, s, claim); len(got) != 0 {
+		t.Errorf("while leased: claimed %v, want none", got)
+	}
+	// ...and again once it has run out.
+	claim.Now, claim.LeaseUntil = base.Add(2*time.Minute), base.Add(3*time.Minute)
+	if got := claimIDs(t, s, claim); fmt.Sprint(got) != "[soon]" {
+		t.Errorf("after the lease: claimed %v, want [soon]", got)
+	}
+	// Idleness alone.
+	idle := store.RefreshClaim{Provider: "p", IdleBefore: base.Add(-80 * 24 * time.Hour), Now: base.Add(time.Hour), LeaseUntil: base.Add(2 * time.Hour), Limit: 10}
+	if got := claimIDs(t, s, idle); fmt.Sprint(got) != "[idle]" {
+		t.Errorf("by idleness: claimed %v, want [idle]", got)
+	}
+	// No criterion: nothing, rather than everything.
+	if got := claimIDs(t, s, store.RefreshClaim{Provider: "p", Now: base.Add(time.Hour), LeaseUntil: base.Add(2 * time.Hour), Limit: 10}); len(got) != 0 {
+		t.Errorf("without criteria: claimed %v", got)
+	}
+	// The claim leaves the credential as it was.
+	c, err := s.GetCredential(t.Context(), "soon", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Version != 1 || !c.AccessExpiresAt.Equal(norm(base.Add(2*time.Minute))) {
+		t.Errorf("claimed credential changed: version %d, access expiry %v", c.Version, c.AccessExpiresAt)
+	}
+}
+
+// testCredentialClaimConcurrent: claimants racing for one batch share it
+// out; no credential is claimed twice.
+func testCredentialClaimConcurrent(t *testing.T, s store.Store) {
+	const n = 40
+	for i := range n {
+		c := newCredential(fmt.Sprintf("u%02d", i), "p")
+		c.AccessExpiresAt = ptr(base)
+		mustUpsert(t, s, c)
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+		wg   sync.WaitGroup
+	)
+	for range 4 {
+		wg.Go(func() {
+			for {
+				got, err := s.ClaimCredentialsForRefresh(t.Context(), store.RefreshClaim{Provider: "p",
+					ExpiringBefore: base.Add(time.Minute), Now: base, LeaseUntil: base.Add(time.Hour), Limit: 3})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, c := range got {
+					seen[c.UserID]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Errorf("%d credentials claimed, want %d", len(seen), n)
+	}
+	for u, k := range seen {
+		if k != 1 {
+			t.Errorf("%s claimed %d times", u, k)
+		}
 	}
 }

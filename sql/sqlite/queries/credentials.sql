@@ -94,3 +94,29 @@ SELECT EXISTS (
     SELECT 1 FROM credentials
     WHERE id = @id AND user_id = @user_id AND provider = @provider
 );
+
+-- name: CredentialCountByProviderState :many
+-- For the credentials gauge of /metrics: no user ids leave the database.
+SELECT provider, state, count(*) AS credentials
+FROM credentials
+GROUP BY provider, state
+ORDER BY provider, state;
+
+-- name: CredentialClaimForRefresh :many
+-- Leases up to max_rows due credentials of one provider to the calling
+-- refresher. SQLite has one writer, so the UPDATE itself is the claim; the
+-- lease keeps a claimed row from being claimed again until it runs out.
+-- A NULL expiring_before or idle_before turns that reason off.
+UPDATE credentials SET refresh_claimed_until = @lease_until
+WHERE id IN (
+    SELECT c.id FROM credentials c
+    WHERE c.provider = @provider
+      AND c.state = 'active'
+      AND length(c.refresh_token) > 0
+      AND (c.refresh_claimed_until IS NULL OR c.refresh_claimed_until <= @now)
+      AND (c.access_expires_at < sqlc.narg(expiring_before)
+           OR COALESCE(c.last_refreshed_at, c.updated_at) < sqlc.narg(idle_before))
+    ORDER BY c.id
+    LIMIT @max_rows
+)
+RETURNING *;

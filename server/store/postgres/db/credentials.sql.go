@@ -10,6 +10,118 @@ import (
 	"time"
 )
 
+const credentialClaimForRefresh = `-- name: CredentialClaimForRefresh :many
+UPDATE credentials SET refresh_claimed_until = $1
+WHERE id IN (
+    SELECT c.id FROM credentials c
+    WHERE c.provider = $2
+      AND c.state = 'active'
+      AND c.refresh_token <> ''::bytea
+      AND (c.refresh_claimed_until IS NULL OR c.refresh_claimed_until <= $3)
+      AND (c.access_expires_at < $4
+           OR COALESCE(c.last_refreshed_at, c.updated_at) < $5)
+    ORDER BY c.id
+    LIMIT $6
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
+`
+
+type CredentialClaimForRefreshParams struct {
+	LeaseUntil     *time.Time
+	Provider       string
+	Now            *time.Time
+	ExpiringBefore *time.Time
+	IdleBefore     *time.Time
+	MaxRows        int32
+}
+
+// Leases up to max_rows due credentials of one provider to the calling
+// refresher. SKIP LOCKED passes over rows another replica is claiming or a
+// request is refreshing right now (UpdateCredential's row lock), and the
+// lease keeps a claimed row from being claimed again until it runs out.
+// A NULL expiring_before or idle_before turns that reason off.
+func (q *Queries) CredentialClaimForRefresh(ctx context.Context, arg CredentialClaimForRefreshParams) ([]Credential, error) {
+	rows, err := q.db.Query(ctx, credentialClaimForRefresh,
+		arg.LeaseUntil,
+		arg.Provider,
+		arg.Now,
+		arg.ExpiringBefore,
+		arg.IdleBefore,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Credential
+	for rows.Next() {
+		var i Credential
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.Provider,
+			&i.Subject,
+			&i.KeyID,
+			&i.RefreshToken,
+			&i.AccessToken,
+			&i.TokenType,
+			&i.Scopes,
+			&i.AccessExpiresAt,
+			&i.RefreshExpiresAt,
+			&i.State,
+			&i.StateReason,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.LastRefreshedAt,
+			&i.LastUsedAt,
+			&i.Version,
+			&i.RefreshClaimedUntil,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const credentialCountByProviderState = `-- name: CredentialCountByProviderState :many
+SELECT provider, state, count(*) AS credentials
+FROM credentials
+GROUP BY provider, state
+ORDER BY provider, state
+`
+
+type CredentialCountByProviderStateRow struct {
+	Provider    string
+	State       string
+	Credentials int64
+}
+
+// For the credentials gauge of /metrics: no user ids leave the database.
+func (q *Queries) CredentialCountByProviderState(ctx context.Context) ([]CredentialCountByProviderStateRow, error) {
+	rows, err := q.db.Query(ctx, credentialCountByProviderState)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []CredentialCountByProviderStateRow
+	for rows.Next() {
+		var i CredentialCountByProviderStateRow
+		if err := rows.Scan(&i.Provider, &i.State, &i.Credentials); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const credentialCountNotUnderKey = `-- name: CredentialCountNotUnderKey :one
 SELECT count(*) FROM credentials
 WHERE key_id <> $1
@@ -61,7 +173,7 @@ func (q *Queries) CredentialExists(ctx context.Context, arg CredentialExistsPara
 }
 
 const credentialGet = `-- name: CredentialGet :one
-SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version FROM credentials
+SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until FROM credentials
 WHERE user_id = $1 AND provider = $2
 `
 
@@ -92,12 +204,13 @@ func (q *Queries) CredentialGet(ctx context.Context, arg CredentialGetParams) (C
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }
 
 const credentialGetForUpdate = `-- name: CredentialGetForUpdate :one
-SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version FROM credentials
+SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until FROM credentials
 WHERE user_id = $1 AND provider = $2
 FOR UPDATE
 `
@@ -131,12 +244,13 @@ func (q *Queries) CredentialGetForUpdate(ctx context.Context, arg CredentialGetF
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }
 
 const credentialListByUser = `-- name: CredentialListByUser :many
-SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version FROM credentials
+SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until FROM credentials
 WHERE user_id = $1
 ORDER BY provider
 `
@@ -169,6 +283,7 @@ func (q *Queries) CredentialListByUser(ctx context.Context, userID string) ([]Cr
 			&i.LastRefreshedAt,
 			&i.LastUsedAt,
 			&i.Version,
+			&i.RefreshClaimedUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -181,7 +296,7 @@ func (q *Queries) CredentialListByUser(ctx context.Context, userID string) ([]Cr
 }
 
 const credentialListNotUnderKey = `-- name: CredentialListNotUnderKey :many
-SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version FROM credentials
+SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until FROM credentials
 WHERE key_id <> $1 AND id > $2
 ORDER BY id
 LIMIT $3
@@ -221,6 +336,7 @@ func (q *Queries) CredentialListNotUnderKey(ctx context.Context, arg CredentialL
 			&i.LastRefreshedAt,
 			&i.LastUsedAt,
 			&i.Version,
+			&i.RefreshClaimedUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -243,7 +359,7 @@ WHERE id = $5
   AND user_id = $6
   AND provider = $7
   AND version = $8
-RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
 `
 
 type CredentialReplaceCiphertextsParams struct {
@@ -290,6 +406,7 @@ func (q *Queries) CredentialReplaceCiphertexts(ctx context.Context, arg Credenti
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }
@@ -311,7 +428,7 @@ UPDATE credentials SET
     last_used_at       = $13,
     version            = version + 1
 WHERE id = $14
-RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
 `
 
 type CredentialUpdateParams struct {
@@ -370,6 +487,7 @@ func (q *Queries) CredentialUpdate(ctx context.Context, arg CredentialUpdatePara
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }
@@ -401,7 +519,7 @@ ON CONFLICT (user_id, provider) DO UPDATE SET
     last_refreshed_at  = EXCLUDED.last_refreshed_at,
     last_used_at       = EXCLUDED.last_used_at,
     version            = credentials.version + 1
-RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
 `
 
 type CredentialUpsertParams struct {
@@ -459,6 +577,7 @@ func (q *Queries) CredentialUpsert(ctx context.Context, arg CredentialUpsertPara
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }

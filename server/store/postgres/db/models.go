@@ -19,24 +19,25 @@ type AuditEvent struct {
 }
 
 type Credential struct {
-	ID               int64
-	UserID           string
-	Provider         string
-	Subject          string
-	KeyID            string
-	RefreshToken     []byte
-	AccessToken      []byte
-	TokenType        string
-	Scopes           []string
-	AccessExpiresAt  *time.Time
-	RefreshExpiresAt *time.Time
-	State            string
-	StateReason      string
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-	LastRefreshedAt  *time.Time
-	LastUsedAt       *time.Time
-	Version          int64
+	ID                  int64
+	UserID              string
+	Provider            string
+	Subject             string
+	KeyID               string
+	RefreshToken        []byte
+	AccessToken         []byte
+	TokenType           string
+	Scopes              []string
+	AccessExpiresAt     *time.Time
+	RefreshExpiresAt    *time.Time
+	State               string
+	StateReason         string
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	LastRefreshedAt     *time.Time
+	LastUsedAt          *time.Time
+	Version             int64
+	RefreshClaimedUntil *time.Time
 }
 
 type Grant struct {

@@ -9,6 +9,122 @@ import (
 	"context"
 )
 
+const credentialClaimForRefresh = `-- name: CredentialClaimForRefresh :many
+UPDATE credentials SET refresh_claimed_until = ?1
+WHERE id IN (
+    SELECT c.id FROM credentials c
+    WHERE c.provider = ?2
+      AND c.state = 'active'
+      AND length(c.refresh_token) > 0
+      AND (c.refresh_claimed_until IS NULL OR c.refresh_claimed_until <= ?3)
+      AND (c.access_expires_at < ?4
+           OR COALESCE(c.last_refreshed_at, c.updated_at) < ?5)
+    ORDER BY c.id
+    LIMIT ?6
+)
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
+`
+
+type CredentialClaimForRefreshParams struct {
+	LeaseUntil     *int64
+	Provider       string
+	Now            *int64
+	ExpiringBefore *int64
+	IdleBefore     *int64
+	MaxRows        int64
+}
+
+// Leases up to max_rows due credentials of one provider to the calling
+// refresher. SQLite has one writer, so the UPDATE itself is the claim; the
+// lease keeps a claimed row from being claimed again until it runs out.
+// A NULL expiring_before or idle_before turns that reason off.
+func (q *Queries) CredentialClaimForRefresh(ctx context.Context, arg CredentialClaimForRefreshParams) ([]Credential, error) {
+	rows, err := q.db.QueryContext(ctx, credentialClaimForRefresh,
+		arg.LeaseUntil,
+		arg.Provider,
+		arg.Now,
+		arg.ExpiringBefore,
+		arg.IdleBefore,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Credential
+	for rows.Next() {
+		var i Credential
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.Provider,
+			&i.Subject,
+			&i.KeyID,
+			&i.RefreshToken,
+			&i.AccessToken,
+			&i.TokenType,
+			&i.Scopes,
+			&i.AccessExpiresAt,
+			&i.RefreshExpiresAt,
+			&i.State,
+			&i.StateReason,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.LastRefreshedAt,
+			&i.LastUsedAt,
+			&i.Version,
+			&i.RefreshClaimedUntil,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const credentialCountByProviderState = `-- name: CredentialCountByProviderState :many
+SELECT provider, state, count(*) AS credentials
+FROM credentials
+GROUP BY provider, state
+ORDER BY provider, state
+`
+
+type CredentialCountByProviderStateRow struct {
+	Provider    string
+	State       string
+	Credentials int64
+}
+
+// For the credentials gauge of /metrics: no user ids leave the database.
+func (q *Queries) CredentialCountByProviderState(ctx context.Context) ([]CredentialCountByProviderStateRow, error) {
+	rows, err := q.db.QueryContext(ctx, credentialCountByProviderState)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []CredentialCountByProviderStateRow
+	for rows.Next() {
+		var i CredentialCountByProviderStateRow
+		if err := rows.Scan(&i.Provider, &i.State, &i.Credentials); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const credentialCountNotUnderKey = `-- name: CredentialCountNotUnderKey :one
 SELECT count(*) FROM credentials
 WHERE key_id <> ?1
@@ -60,7 +176,7 @@ func (q *Queries) CredentialExists(ctx context.Context, arg CredentialExistsPara
 }
 
 const credentialGet = `-- name: CredentialGet :one
-SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version FROM credentials
+SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until FROM credentials
 WHERE user_id = ?1 AND provider = ?2
 `
 
@@ -91,12 +207,13 @@ func (q *Queries) CredentialGet(ctx context.Context, arg CredentialGetParams) (C
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }
 
 const credentialListByUser = `-- name: CredentialListByUser :many
-SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version FROM credentials
+SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until FROM credentials
 WHERE user_id = ?1
 ORDER BY provider
 `
@@ -129,6 +246,7 @@ func (q *Queries) CredentialListByUser(ctx context.Context, userID string) ([]Cr
 			&i.LastRefreshedAt,
 			&i.LastUsedAt,
 			&i.Version,
+			&i.RefreshClaimedUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -144,7 +262,7 @@ func (q *Queries) CredentialListByUser(ctx context.Context, userID string) ([]Cr
 }
 
 const credentialListNotUnderKey = `-- name: CredentialListNotUnderKey :many
-SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version FROM credentials
+SELECT id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until FROM credentials
 WHERE key_id <> ?1 AND id > ?2
 ORDER BY id
 LIMIT ?3
@@ -184,6 +302,7 @@ func (q *Queries) CredentialListNotUnderKey(ctx context.Context, arg CredentialL
 			&i.LastRefreshedAt,
 			&i.LastUsedAt,
 			&i.Version,
+			&i.RefreshClaimedUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -209,7 +328,7 @@ WHERE id = ?5
   AND user_id = ?6
   AND provider = ?7
   AND version = ?8
-RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
 `
 
 type CredentialReplaceCiphertextsParams struct {
@@ -256,6 +375,7 @@ func (q *Queries) CredentialReplaceCiphertexts(ctx context.Context, arg Credenti
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }
@@ -277,7 +397,7 @@ UPDATE credentials SET
     last_used_at       = ?13,
     version            = version + 1
 WHERE id = ?14
-RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
 `
 
 type CredentialUpdateParams struct {
@@ -336,6 +456,7 @@ func (q *Queries) CredentialUpdate(ctx context.Context, arg CredentialUpdatePara
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }
@@ -367,7 +488,7 @@ ON CONFLICT (user_id, provider) DO UPDATE SET
     last_refreshed_at  = EXCLUDED.last_refreshed_at,
     last_used_at       = EXCLUDED.last_used_at,
     version            = credentials.version + 1
-RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version
+RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
 `
 
 type CredentialUpsertParams struct {
@@ -425,6 +546,7 @@ func (q *Queries) CredentialUpsert(ctx context.Context, arg CredentialUpsertPara
 		&i.LastRefreshedAt,
 		&i.LastUsedAt,
 		&i.Version,
+		&i.RefreshClaimedUntil,
 	)
 	return i, err
 }

@@ -15,24 +15,25 @@ type AuditEvent struct {
 }
 
 type Credential struct {
-	ID               int64
-	UserID           string
-	Provider         string
-	Subject          string
-	KeyID            string
-	RefreshToken     []byte
-	AccessToken      []byte
-	TokenType        string
-	Scopes           string
-	AccessExpiresAt  *int64
-	RefreshExpiresAt *int64
-	State            string
-	StateReason      string
-	CreatedAt        int64
-	UpdatedAt        int64
-	LastRefreshedAt  *int64
-	LastUsedAt       *int64
-	Version          int64
+	ID                  int64
+	UserID              string
+	Provider            string
+	Subject             string
+	KeyID               string
+	RefreshToken        []byte
+	AccessToken         []byte
+	TokenType           string
+	Scopes              string
+	AccessExpiresAt     *int64
+	RefreshExpiresAt    *int64
+	State               string
+	StateReason         string
+	CreatedAt           int64
+	UpdatedAt           int64
+	LastRefreshedAt     *int64
+	LastUsedAt          *int64
+	Version             int64
+	RefreshClaimedUntil *int64
 }
 
 type Grant struct {

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/seedimport"
+	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+)
+
+// Environment variables of the import's own settings. The old keys are best
+// given this way: a flag value is visible in the process list.
+const (
+	envImportFrom     = config.EnvPrefix + "IMPORT_FROM"
+	envOldCryptoKey   = config.EnvPrefix + "OLD_CRYPTOKEY"
+	defaultBatchEvery = 100
+)
+
+func newImportCmd() *cobra.Command {
+	var (
+		from, oldKey string
+		cols         = seedimport.DefaultColumns()
+		overwrite    bool
+		every        int
+	)
+	cmd := &cobra.Command{
+		Use:   "import",
+		Short: "Import the refresh tokens of the old (Flask) tokenstore",
+		Long: `Reads the old tokenstore's database (its refresh_token table, tokens
+Fernet-encrypted with its CRYPTOKEY list) and stores every credential in this
+service's database (DATABASE_URL), sealed with this service's CRYPTOKEY.
+
+The old database is only read: PostgreSQL sessions are read-only
+(default_transaction_read_only=on), SQLite files are opened with mode=ro.
+Rows that cannot be read (corrupt, or under a key not given) are reported and
+skipped; the command exits non-zero at the end if there were any. Running it
+again changes nothing: a credential that already holds the same token is left
+as it is, and one that holds a different token (linked or refreshed in this
+service since) is kept unless --overwrite is given.
+
+  TOKENSTORE_OLD_CRYPTOKEY='<old CRYPTOKEY>' \
+  TOKENSTORE_DATABASE_URL=postgres://…/tokenstore TOKENSTORE_CRYPTOKEY='<new keys>' \
+  tokenstore import --from postgresql://…/old_tokenstore`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, log, err := loadSettings(cmd)
+			if err != nil {
+				return err
+			}
+			if err := s.Require(config.RequireCryptoKey); err != nil {
+				return err
+			}
+			if from == "" {
+				from = os.Getenv(envImportFrom)
+			}
+			if from == "" {
+				return fmt.Errorf("import: give the old database with --from or $%s", envImportFrom)
+			}
+			if oldKey == "" {
+				oldKey = os.Getenv(envOldCryptoKey)
+			}
+			if oldKey == "" {
+				return fmt.Errorf("import: give the old service's CRYPTOKEY in $%s (or --old-cryptokey)", envOldCryptoKey)
+			}
+			oldKeys, err := seedimport.ParseOldKeys(oldKey)
+			if err != nil {
+				return err
+			}
+			ring, err := crypto.ParseKeyRing(s.CryptoKey)
+			if err != nil {
+				return err
+			}
+			st, err := storeopen.Open(cmd.Context(), s.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+
+			out := cmd.ErrOrStderr()
+			start := time.Now()
+			p, err := seedimport.Run(cmd.Context(), seedimport.Options{
+				Source:    from,
+				Columns:   cols,
+				OldKeys:   oldKeys,
+				Ring:      ring,
+				Store:     st,
+				Overwrite: overwrite,
+				BatchSize: every,
+				OnProgress: func(p seedimport.Progress) {
+					fmt.Fprintf(out, "import: %d/%d rows: %d imported, %d unchanged, %d kept, %d failed\n",
+						p.Seen(), p.Total, p.Imported, p.Unchanged, p.Kept, p.Failed)
+				},
+				OnRow: func(r seedimport.Row, o seedimport.Outcome, reason string) {
+					if o == seedimport.Failed {
+						log.Error("cannot import row", "row_id", r.ID, "user", r.UserID, "provider", r.Provider, "reason", reason)
+					} else {
+						log.Warn("row not imported", "row_id", r.ID, "user", r.UserID, "provider", r.Provider, "reason", reason)
+					}
+				},
+			})
+			fmt.Fprintf(out, "import: done in %s: %d imported, %d unchanged, %d kept, %d failed of %d rows; new key %s\n",
+				time.Since(start).Round(time.Millisecond), p.Imported, p.Unchanged, p.Kept, p.Failed, p.Total, ring.PrimaryKeyID())
+			if err != nil {
+				return err
+			}
+			if p.Failed > 0 {
+				return errors.New("import: " + fmt.Sprint(p.Failed) + " rows could not be read (see the log above); the others were imported")
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "old database: postgresql://… or sqlite:///path (SQLAlchemy URLs accepted) [$"+envImportFrom+"]")
+	f.StringVar(&oldKey, "old-cryptokey", "", "the old service's CRYPTOKEY list; prefer $"+envOldCryptoKey+" (a flag shows in the process list)")
+	f.StringVar(&cols.Table, "table", cols.Table, "old table")
+	f.StringVar(&cols.ID, "column-id", cols.ID, "old table's integer primary key column")
+	f.StringVar(&cols.UserID, "column-user-id", cols.UserID, "old table's user id (login subject) column")
+	f.StringVar(&cols.Provider, "column-provider", cols.Provider, "old table's provider id column")
+	f.StringVar(&cols.Token, "column-token", cols.Token, "old table's Fernet-encrypted refresh token column")
+	f.StringVar(&cols.ExpiresAt, "column-expires-at", cols.ExpiresAt, "old table's refresh-token expiry column (Unix seconds); empty if there is none")
+	f.BoolVar(&overwrite, "overwrite", false, "replace credentials that hold a different token than the old database")
+	f.IntVar(&every, "progress-every", defaultBatchEvery, "report progress every this many rows")
+	config.AddFlags(f)
+	return cmd
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Fails when the chart has drifted from what it is generated from: the CRDs in
+# charts/tokenstore/crds/ against config/crd/bases/, and the chart README
+# against values.yaml. Fix with hack/chart-sync-crd.sh and hack/chart-docs.sh.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+fail=0
+for f in config/crd/bases/*.yaml; do
+  copy="charts/tokenstore/crds/$(basename "$f")"
+  if ! cmp -s "$f" "$copy"; then
+    echo "verify-chart: $copy differs from $f; run hack/chart-sync-crd.sh" >&2
+    fail=1
+  fi
+done
+for copy in charts/tokenstore/crds/*.yaml; do
+  [ -e "config/crd/bases/$(basename "$copy")" ] || { echo "verify-chart: $copy has no source in config/crd/bases; run hack/chart-sync-crd.sh" >&2; fail=1; }
+done
+if ! hack/chart-docs.sh -check; then
+  fail=1
+fi
+exit $fail

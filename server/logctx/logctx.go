@@ -1,0 +1,56 @@
+// Package logctx carries a request's identity (its request id) in the
+// context and puts it on every log line written with that context, so that
+// the lines of one request can be found together in a JSON log stream.
+package logctx
+
+import (
+	"context"
+	"log/slog"
+)
+
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying the request id.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the request id ctx carries, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// handler adds request_id to every record logged with a context that carries
+// one (slog's *Context methods, and Log/LogAttrs).
+type handler struct{ next slog.Handler }
+
+// Handler wraps h so that records logged with a request's context carry its
+// request id. Wrapping twice is harmless: the id is added once.
+func Handler(h slog.Handler) slog.Handler {
+	if _, ok := h.(handler); ok {
+		return h
+	}
+	return handler{next: h}
+}
+
+func (h handler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
+
+func (h handler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestID(ctx); id != "" {
+		r = r.Clone()
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.next.Handle(ctx, r)
+}
+
+func (h handler) WithAttrs(as []slog.Attr) slog.Handler { return handler{next: h.next.WithAttrs(as)} }
+func (h handler) WithGroup(name string) slog.Handler    { return handler{next: h.next.WithGroup(name)} }
+
+// Logger returns l with its handler wrapped by Handler.
+func Logger(l *slog.Logger) *slog.Logger {
+	if _, ok := l.Handler().(handler); ok {
+		return l
+	}
+	return slog.New(Handler(l.Handler()))
+}

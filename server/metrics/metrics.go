@@ -1,0 +1,374 @@
+// Package metrics holds tokenstore's Prometheus metrics: HTTP requests,
+// refreshes at providers, tokens served from the cache, credentials by
+// provider and state, providers by readiness, the background refresher and
+// webhook deliveries.
+//
+// Labels name routes (templates, never URLs), providers, states and
+// outcomes only: no user id, token or secret ever becomes a label value,
+// because label values are stored and shown in plain text by every
+// Prometheus and dashboard that scrapes the service.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/server/store"
+)
+
+const namespace = "tokenstore"
+
+// Refresh outcomes (the outcome label of refresh metrics).
+const (
+	OutcomeOK            = "ok"
+	OutcomeInvalidGrant  = "invalid_grant"
+	OutcomeProviderError = "provider_error"
+)
+
+// CredentialCounter is the part of the store the credentials gauge reads.
+type CredentialCounter interface {
+	CountCredentials(ctx context.Context) ([]store.CredentialCount, error)
+	Ping(ctx context.Context) error
+}
+
+// Options are what Metrics are built from.
+type Options struct {
+	// Registerer receives every collector; nil means a new registry (tests).
+	// cmd passes controller-runtime's metrics.Registry so that one /metrics
+	// shows the controllers' metrics too.
+	Registerer prometheus.Registerer
+	// Gatherer is what /metrics exposes; nil means Registerer when it is a
+	// Gatherer too.
+	Gatherer prometheus.Gatherer
+	// Store feeds the credentials gauge and database_up; nil leaves them out.
+	Store CredentialCounter
+	// Providers feeds the provider gauges; nil leaves them out.
+	Providers providers.Reader
+	// CacheFor is how long a credential count is reused between scrapes
+	// (counting is a full-table aggregate); 0 means 30 s.
+	CacheFor time.Duration
+	// GoCollectors adds the Go runtime and process collectors; leave it off
+	// when the registry already has them.
+	GoCollectors bool
+}
+
+// Metrics are the service's collectors. The zero value is not usable; a nil
+// *Metrics is, and records nothing, so callers need no nil checks.
+type Metrics struct {
+	gatherer prometheus.Gatherer
+
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+
+	refreshes       *prometheus.CounterVec
+	refreshDuration *prometheus.HistogramVec
+	served          *prometheus.CounterVec
+
+	refresherRuns     *prometheus.CounterVec
+	refresherClaimed  *prometheus.CounterVec
+	refresherResults  *prometheus.CounterVec
+	refresherLastRun  prometheus.Gauge
+	auditPruned       prometheus.Counter
+	webhookDeliveries *prometheus.CounterVec
+	webhookAttempts   *prometheus.CounterVec
+	webhookDuration   *prometheus.HistogramVec
+	webhookQueue      prometheus.Gauge
+}
+
+// New registers every collector.
+func New(opt Options) (*Metrics, error) {
+	if opt.Registerer == nil {
+		r := prometheus.NewRegistry()
+		opt.Registerer, opt.Gatherer = r, r
+	}
+	if opt.Gatherer == nil {
+		g, ok := opt.Registerer.(prometheus.Gatherer)
+		if !ok {
+			g = prometheus.DefaultGatherer
+		}
+		opt.Gatherer = g
+	}
+	if opt.CacheFor <= 0 {
+		opt.CacheFor = 30 * time.Second
+	}
+	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20}
+	m := &Metrics{
+		gatherer: opt.Gatherer,
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_requests_total",
+			Help: "HTTP requests by route template, method and status code."}, []string{"route", "method", "status"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "http_request_duration_seconds",
+			Help: "HTTP request latency by route template and method.", Buckets: latency}, []string{"route", "method"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "refreshes_total",
+			Help: "Refresh-token grants sent to providers, by provider and outcome (ok, invalid_grant, provider_error)."}, []string{"provider", "outcome"}),
+		refreshDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "refresh_duration_seconds",
+			Help: "Latency of refresh-token grants at providers.", Buckets: latency}, []string{"provider", "outcome"}),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tokens_served_total",
+			Help: "Access tokens handed out, by provider and source: cache (no refresh needed) or refresh."}, []string{"provider", "source"}),
+		refresherRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "refresher_runs_total",
+			Help: "Background refresher passes, by result (ok, error)."}, []string{"result"}),
+		refresherClaimed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "refresher_claimed_total",
+			Help: "Credentials claimed by this replica's background refresher, by provider."}, []string{"provider"}),
+		refresherResults: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "refresher_refreshes_total",
+			Help: "Credentials the background refresher handled, by provider and result (refreshed, fresh, needs_reauth, error)."}, []string{"provider", "result"}),
+		refresherLastRun: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "refresher_last_run_timestamp_seconds",
+			Help: "When the background refresher last finished a pass without error."}),
+		auditPruned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "audit_events_pruned_total",
+			Help: "Audit events deleted for being older than AUDIT_RETENTION."}),
+		webhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "webhook_deliveries_total",
+			Help: "Webhook events by type and final outcome (delivered, failed, dropped)."}, []string{"event", "outcome"}),
+		webhookAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "webhook_attempts_total",
+			Help: "Webhook POSTs, by event type and result (2xx, 4xx, 5xx, error)."}, []string{"event", "result"}),
+		webhookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "webhook_attempt_duration_seconds",
+			Help: "Latency of webhook POSTs.", Buckets: latency}, []string{"event"}),
+		webhookQueue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "webhook_queue_length",
+			Help: "Webhook events waiting to be delivered."}),
+	}
+	cs := []prometheus.Collector{m.httpRequests, m.httpDuration, m.refreshes, m.refreshDuration, m.served,
+		m.refresherRuns, m.refresherClaimed, m.refresherResults, m.refresherLastRun, m.auditPruned,
+		m.webhookDeliveries, m.webhookAttempts, m.webhookDuration, m.webhookQueue}
+	if opt.Store != nil {
+		cs = append(cs, &storeCollector{st: opt.Store, cacheFor: opt.CacheFor})
+	}
+	if opt.Providers != nil {
+		cs = append(cs, &providerCollector{reg: opt.Providers, seen: map[string]bool{}})
+	}
+	if opt.GoCollectors {
+		cs = append(cs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	for _, c := range cs {
+		if err := opt.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: registering a collector: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Handler serves the exposition format of everything gathered.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// knownMethods keeps the method label bounded: a client can send any verb.
+var knownMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true}
+
+// Gin counts and times every request by its route template (c.FullPath),
+// so /api/v1.0/github/token and /api/v1.0/google/token share one series and
+// a path never carries a value into a label.
+func (m *Metrics) Gin(c *gin.Context) {
+	if m == nil {
+		c.Next()
+		return
+	}
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		// Unmatched paths (the web page, 404s) share one series.
+		route = "unmatched"
+	}
+	method := c.Request.Method
+	if !knownMethods[method] {
+		method = "other"
+	}
+	m.httpRequests.WithLabelValues(route, method, strconv.Itoa(c.Writer.Status())).Inc()
+	m.httpDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+}
+
+// RefreshObserved records one refresh-token grant at a provider.
+func (m *Metrics) RefreshObserved(provider, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.refreshes.WithLabelValues(provider, outcome).Inc()
+	m.refreshDuration.WithLabelValues(provider, outcome).Observe(d.Seconds())
+}
+
+// TokenServed records an access token handed out; cached is true when no
+// refresh was needed (a cache hit).
+func (m *Metrics) TokenServed(provider string, cached bool) {
+	if m == nil {
+		return
+	}
+	src := "refresh"
+	if cached {
+		src = "cache"
+	}
+	m.served.WithLabelValues(provider, src).Inc()
+}
+
+// RefresherRun records one pass of the background refresher.
+func (m *Metrics) RefresherRun(err error, at time.Time) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.refresherRuns.WithLabelValues("error").Inc()
+		return
+	}
+	m.refresherRuns.WithLabelValues("ok").Inc()
+	m.refresherLastRun.Set(float64(at.Unix()))
+}
+
+// RefresherClaimed records credentials claimed by the background refresher.
+func (m *Metrics) RefresherClaimed(provider string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.refresherClaimed.WithLabelValues(provider).Add(float64(n))
+}
+
+// RefresherResult records what the background refresher did with one
+// credential: refreshed, fresh (someone else had), needs_reauth, error.
+func (m *Metrics) RefresherResult(provider, result string) {
+	if m == nil {
+		return
+	}
+	m.refresherResults.WithLabelValues(provider, result).Inc()
+}
+
+// AuditPruned records audit events deleted for their age.
+func (m *Metrics) AuditPruned(n int64) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.auditPruned.Add(float64(n))
+}
+
+// WebhookAttempt records one POST to the webhook URL; status 0 means it got
+// no answer.
+func (m *Metrics) WebhookAttempt(event string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	result := "error"
+	if status > 0 {
+		result = strconv.Itoa(status/100) + "xx"
+	}
+	m.webhookAttempts.WithLabelValues(event, result).Inc()
+	m.webhookDuration.WithLabelValues(event).Observe(d.Seconds())
+}
+
+// WebhookDelivery records an event's final fate: delivered, failed (retries
+// exhausted or refused) or dropped (queue full, or shutdown).
+func (m *Metrics) WebhookDelivery(event, outcome string) {
+	if m == nil {
+		return
+	}
+	m.webhookDeliveries.WithLabelValues(event, outcome).Inc()
+}
+
+// WebhookQueue sets the number of events waiting.
+func (m *Metrics) WebhookQueue(n int) {
+	if m == nil {
+		return
+	}
+	m.webhookQueue.Set(float64(n))
+}
+
+// storeCollector reads credential counts at scrape time, reusing a count
+// for cacheFor so that frequent scrapes (several Prometheus replicas, every
+// tokenstore replica scraped) do not each aggregate the whole table. The
+// database ping is not cached: database_up must say how it is now.
+type storeCollector struct {
+	st       CredentialCounter
+	cacheFor time.Duration
+
+	mu     sync.Mutex
+	at     time.Time
+	counts []store.CredentialCount
+}
+
+var (
+	credentialsDesc = prometheus.NewDesc(namespace+"_credentials", "Stored credentials by provider and state (active, needs_reauth).",
+		[]string{"provider", "state"}, nil)
+	databaseUpDesc = prometheus.NewDesc(namespace+"_database_up", "1 when the database answered the last scrape's ping, else 0.", nil, nil)
+	providersDesc  = prometheus.NewDesc(namespace+"_providers", "Token providers by readiness: ready ones are in the registry and serve; "+
+		"not_ready ones were served earlier by this replica and have since been withdrawn (secret missing, discovery failing, deleted).",
+		[]string{"ready"}, nil)
+	providerReadyDesc = prometheus.NewDesc(namespace+"_provider_ready", "1 for a provider this replica serves, 0 for one it served earlier and no longer does.",
+		[]string{"provider"}, nil)
+	registryReadyDesc = prometheus.NewDesc(namespace+"_provider_registry_ready", "1 once the provider registry has been filled completely.", nil, nil)
+)
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- credentialsDesc
+	ch <- databaseUpDesc
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	up := 1.0
+	if err := c.st.Ping(ctx); err != nil {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(databaseUpDesc, prometheus.GaugeValue, up)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if up == 1 && time.Since(c.at) >= c.cacheFor {
+		if counts, err := c.st.CountCredentials(ctx); err == nil {
+			c.counts, c.at = counts, time.Now()
+		}
+	}
+	// A failed count serves the last one: the gauge goes stale rather than
+	// dropping to nothing, and database_up tells what happened.
+	for _, n := range c.counts {
+		ch <- prometheus.MustNewConstMetric(credentialsDesc, prometheus.GaugeValue, float64(n.Count), n.Provider, string(n.State))
+	}
+}
+
+// providerCollector reports the registry at scrape time. The registry holds
+// only providers that can serve, so one that disappears is remembered as
+// not ready (until the process restarts): an alert can fire on it.
+type providerCollector struct {
+	reg providers.Reader
+
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (c *providerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- providersDesc
+	ch <- providerReadyDesc
+	ch <- registryReadyDesc
+}
+
+func (c *providerCollector) Collect(ch chan<- prometheus.Metric) {
+	current := map[string]bool{}
+	for _, p := range c.reg.List() {
+		current[p.ID] = true
+	}
+	c.mu.Lock()
+	for id := range current {
+		c.seen[id] = true
+	}
+	notReady := 0
+	for id := range c.seen {
+		v := 1.0
+		if !current[id] {
+			v = 0
+			notReady++
+		}
+		ch <- prometheus.MustNewConstMetric(providerReadyDesc, prometheus.GaugeValue, v, id)
+	}
+	c.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(providersDesc, prometheus.GaugeValue, float64(len(current)), "true")
+	ch <- prometheus.MustNewConstMetric(providersDesc, prometheus.GaugeValue, float64(notReady), "false")
+	ready := 0.0
+	if c.reg.Ready() {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(registryReadyDesc, prometheus.GaugeValue, ready)
+}
