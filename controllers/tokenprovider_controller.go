@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -286,8 +287,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	tp := owner(items)
 	if tp == nil {
-		if _, ok := r.Registry.Get(req.Name); ok {
-			r.Registry.Delete(req.Name)
+		if r.Registry.DeleteIf(req.Name, notFromFile) {
 			log.Info("provider removed from the registry")
 		}
 		return ctrl.Result{}, nil
@@ -311,8 +311,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			log.Info("provider removed from the registry", "reason", res.Reason)
 		}
 	default:
-		if _, ok := r.Registry.Get(tp.Name); ok {
-			r.Registry.Delete(tp.Name)
+		if r.Registry.DeleteIf(tp.Name, notFromFile) {
 			log.Info("provider removed from the registry", "reason", res.Reason, "message", res.Message)
 		}
 	}
@@ -510,3 +509,8 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return nil
 }
+
+// notFromFile keeps the Kubernetes source from removing an entry that the
+// file source (Provider.Source "file:<path>", see controllers/filesource)
+// published under the same id, when an install uses both sources.
+func notFromFile(p *providers.Provider) bool { return !strings.HasPrefix(p.Source, "file:") }

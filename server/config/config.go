@@ -67,6 +67,18 @@ type Settings struct {
 	LogLevel  string
 	LogFormat string
 
+	// WebhookURL receives CloudEvents about credentials and providers that
+	// need attention; empty sends none. WebhookSecret keys their HMAC.
+	WebhookURL    string
+	WebhookSecret string
+	// RefresherInterval is the background refresher's pause between
+	// passes; 0 turns it off. RefresherWindow: access tokens lapsing within
+	// it are refreshed ahead; 0 leaves idle keep-alive only.
+	RefresherInterval time.Duration
+	RefresherWindow   time.Duration
+	// AuditRetention: audit events older than this are pruned; 0 keeps them.
+	AuditRetention time.Duration
+
 	// Warnings are notes about accepted-but-ignored or renamed settings, for
 	// the caller to log once at start.
 	Warnings []string
@@ -168,6 +180,11 @@ var options = []option{
 	{name: "LEADER_ELECTION", def: "true", help: "elect one replica to write TokenProvider status (Kubernetes source only)", set: boolean(func(s *Settings) *bool { return &s.LeaderElection })},
 	{name: "LOG_LEVEL", def: "info", help: "debug, info, warn or error", set: str(func(s *Settings) *string { return &s.LogLevel })},
 	{name: "LOG_FORMAT", def: "json", help: "json or text", set: str(func(s *Settings) *string { return &s.LogFormat })},
+	{name: "WEBHOOK_URL", help: "URL that receives signed CloudEvents (credential.needs_reauth, credential.recovered, credential.expiring, provider.not_ready); none by default", set: str(func(s *Settings) *string { return &s.WebhookURL })},
+	{name: "WEBHOOK_SECRET", help: "HMAC-SHA256 key of the webhook signature (required with WEBHOOK_URL)", secret: true, set: str(func(s *Settings) *string { return &s.WebhookSecret })},
+	{name: "REFRESHER_INTERVAL", def: "1m", help: "pause between background refresher passes; 0 turns the refresher off", set: duration(func(s *Settings) *time.Duration { return &s.RefresherInterval })},
+	{name: "REFRESHER_WINDOW", def: "0", help: "refresh access tokens in the background when they lapse within this (keep it below the providers' token lifetime); 0: only keep idle-timeout refresh tokens alive", set: duration(func(s *Settings) *time.Duration { return &s.RefresherWindow })},
+	{name: "AUDIT_RETENTION", def: "2160h", help: "audit events older than this are deleted; 0 keeps them forever", set: duration(func(s *Settings) *time.Duration { return &s.AuditRetention })},
 }
 
 // movedSettings are seed settings that now live elsewhere; naming them is an
@@ -342,6 +359,14 @@ func (s *Settings) check() []string {
 	case "debug", "info", "warn", "error":
 	default:
 		p = append(p, fmt.Sprintf("LOG_LEVEL: want debug, info, warn or error, got %q", s.LogLevel))
+	}
+	if s.WebhookURL != "" {
+		if u, err := url.Parse(s.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p = append(p, "WEBHOOK_URL: want an absolute http(s) URL")
+		}
+		if s.WebhookSecret == "" {
+			p = append(p, "WEBHOOK_SECRET: required with WEBHOOK_URL, so that receivers can tell tokenstore's events from forgeries")
+		}
 	}
 	switch s.LogFormat {
 	case "json", "text":

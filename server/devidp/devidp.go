@@ -280,8 +280,9 @@ func (u userStore) ExampleClientID() string { return storage.ServiceUserID }
 
 // devStorage is the example storage with its clients made to issue JWT
 // access tokens (so the page can show their claims, and the dev server can
-// check bearer tokens locally) and to accept any scope a TokenProvider asks
-// for (demo scopes such as files.read).
+// check bearer tokens locally), to accept any scope a TokenProvider asks
+// for (demo scopes such as files.read) and to put profile claims into ID
+// tokens.
 type devStorage struct{ *storage.Storage }
 
 func (s *devStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
@@ -296,3 +297,7 @@ type devClient struct{ op.Client }
 
 func (devClient) AccessTokenType() op.AccessTokenType { return op.AccessTokenTypeJWT }
 func (devClient) IsScopeAllowed(string) bool          { return true }
+
+// IDTokenUserinfoClaimsAssertion puts name and email into the ID token, so
+// the dev server's session knows who signed in without a userinfo call.
+func (devClient) IDTokenUserinfoClaimsAssertion() bool { return true }

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tokenstore/tokenstore/server/store"
+	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -49,6 +52,8 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
+		// Screenshots show the page as laid out, without a scrollbar's strip.
+		chromedp.Flag("hide-scrollbars", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1100, 900),
 	}
@@ -132,7 +137,7 @@ func TestPageInChromium(t *testing.T) {
 	do(t, ctx, "signing in", chromedp.Click(chromedp.CSS(`#signin`)))
 	signInAtIDP(t, ctx, "alice", "alice-demo")
 	do(t, ctx, "the provider list after sign-in", chromedp.WaitVisible(chromedp.CSS(card+`[data-state="not_linked"] [data-action="connect"]`)))
-	if who := text(t, ctx, `#who-name`); !strings.Contains(who, "Alice") {
+	if who := text(t, ctx, `#who-name`); who != "Alice Example" {
 		t.Errorf("signed-in name %q, want Alice's", who)
 	}
 	for id, name := range map[string]string{"demo-drive": "Demo Drive", "demo-calendar": "Demo Calendar"} {
@@ -170,6 +175,26 @@ func TestPageInChromium(t *testing.T) {
 	save("tokenstore-dev-small.png")
 	do(t, ctx, "wide screen", chromedp.EmulateViewport(1100, 900))
 
+	// A grant to a workload, made the way the grants API would (dev mode
+	// has no Kubernetes to check a ServiceAccount against), in the same
+	// SQLite file: the page lists it and revokes it.
+	addGrant(t, d, store.Grant{UserID: "alice", Provider: "demo-drive", ServiceAccountNamespace: "reports", ServiceAccountName: "nightly-export"})
+	grant := `li.grant`
+	do(t, ctx, "the grant listed",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(grant+` [data-action="revoke-grant"]`)),
+	)
+	if g := text(t, ctx, grant); !strings.Contains(g, "reports/nightly-export") || !strings.Contains(g, "Demo Drive") {
+		t.Errorf("the grant is shown as %q", g)
+	}
+	do(t, ctx, "revoking the grant",
+		chromedp.Click(chromedp.CSS(grant+` [data-action="revoke-grant"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(grant+` [data-action="revoke-grant"]`)),
+	)
+	if g := text(t, ctx, grant+` .badge`); g != "Revoked" {
+		t.Errorf("a revoked grant is shown as %q", g)
+	}
+
 	do(t, ctx, "disconnecting Demo Drive",
 		chromedp.Click(chromedp.CSS(card+` [data-action="disconnect"]`)),
 		chromedp.WaitVisible(chromedp.CSS(card+`[data-state="not_linked"] [data-action="connect"]`)),
@@ -192,4 +217,17 @@ func TestPageInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#signout`)),
 		chromedp.WaitVisible(chromedp.CSS(`#signin`)),
 	)
+}
+
+func addGrant(t *testing.T, d *devServer, g store.Grant) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := storeopen.Open(ctx, "sqlite://"+filepath.Join(d.DataDir, "tokenstore.db"))
+	if err != nil {
+		t.Fatalf("opening the dev database: %v", err)
+	}
+	defer st.Close()
+	if _, err := st.CreateGrant(ctx, g); err != nil {
+		t.Fatalf("creating a grant: %v", err)
+	}
 }

@@ -63,15 +63,17 @@
     return e;
   }
 
+  function plural(n, unit) { return `${n} ${unit}${n === 1 ? '' : 's'}`; }
   function duration(seconds) {
     const s = Math.abs(seconds);
-    if (s < 90) return `${Math.round(s)} seconds`;
-    if (s < 90 * 60) return `${Math.round(s / 60)} minutes`;
-    if (s < 36 * 3600) return `${Math.round(s / 3600)} hours`;
-    return `${Math.round(s / 86400)} days`;
+    if (s < 90) return plural(Math.round(s), 'second');
+    if (s < 90 * 60) return plural(Math.round(s / 60), 'minute');
+    if (s < 36 * 3600) return plural(Math.round(s / 3600), 'hour');
+    return plural(Math.round(s / 86400), 'day');
   }
   function when(unix) {
     const d = unix - Date.now() / 1000;
+    if (Math.abs(d) < 5) return 'just now';
     return d >= 0 ? `in ${duration(d)}` : `${duration(d)} ago`;
   }
 
