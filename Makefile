@@ -49,6 +49,7 @@ build: ## Build bin/tokenstore.
 .PHONY: test
 test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, generated-code drift).
 	hack/ensure-postgres.sh
+	hack/ensure-chromium.sh
 	$(MAKE) verify
 	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test $(GO_TEST_FLAGS) ./...
 

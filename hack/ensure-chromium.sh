@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs Debian's chromium for the page's browser tests (server/ui e2e).
-# The tests drive /usr/bin/chromium through chromedp; test tools' own browser
-# downloads are not reachable from this kind of machine, Debian's package is.
+# Installs Debian's chromium for the page's browser tests (test/e2e drives
+# /usr/bin/chromium with chromedp). Test tools' own browser downloads are not
+# reachable from this kind of machine; Debian's package is.
 set -euo pipefail
 
 if [ -x /usr/bin/chromium ]; then
@@ -14,5 +14,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update
-$sudo apt-get install -y --no-install-recommends chromium fonts-dejavu-core
-/usr/bin/chromium --version
+$sudo apt-get install -y chromium

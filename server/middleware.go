@@ -112,7 +112,7 @@ func (s *Server) corsHeaders(c *gin.Context) {
 		h.Set("Access-Control-Allow-Credentials", "true")
 	}
 	if c.Request.Method == http.MethodOptions && c.GetHeader("Access-Control-Request-Method") != "" {
-		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 		h.Set("Access-Control-Allow-Headers", strings.Join(s.opt.Settings.CORSAllowHeaders, ", "))
 		if age := s.opt.Settings.CORSMaxAge; age > 0 {
 			h.Set("Access-Control-Max-Age", strconv.Itoa(int(age.Seconds())))

@@ -8,13 +8,20 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/tokenstore/tokenstore/server"
 	"github.com/tokenstore/tokenstore/server/config"
 	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/metrics"
+	"github.com/tokenstore/tokenstore/server/refresher"
 	"github.com/tokenstore/tokenstore/server/store"
 	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/server/webhooks"
+	"github.com/tokenstore/tokenstore/server/workload"
+	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
 )
 
 // service is one running tokenstore: what `serve` and `dev` share.
@@ -27,6 +34,11 @@ type service struct {
 	Server   *server.Server
 	// HTTPClient calls providers and the login issuer.
 	HTTPClient *http.Client
+	// Metrics are served on /metrics with controller-runtime's.
+	Metrics *metrics.Metrics
+	// Webhooks is nil without WEBHOOK_URL; Refresher without REFRESHER_INTERVAL.
+	Webhooks  *webhooks.Sender
+	Refresher *refresher.Refresher
 }
 
 // newService checks the settings, migrates when asked, opens the store and
@@ -59,20 +71,69 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 		st.Close()
 		return nil, err
 	}
+	// tokenstore's own registry, gathered together with controller-runtime's
+	// (which has the Go and process collectors): one /metrics shows both,
+	// and a second service in one process (tests) registers nothing twice.
+	own := prometheus.NewRegistry()
+	if svc.Metrics, err = metrics.New(metrics.Options{Registerer: own, Gatherer: prometheus.Gatherers{own, ctrlmetrics.Registry},
+		Store: st, Providers: svc.Sources.Registry}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	var notifier webhooksNotifier
+	if s.WebhookURL != "" {
+		if svc.Webhooks, err = webhooks.New(webhooks.Options{URL: s.WebhookURL, Secret: s.WebhookSecret, Source: s.ExternalURL,
+			Metrics: svc.Metrics, Logger: log}); err != nil {
+			st.Close()
+			return nil, err
+		}
+		notifier = svc.Webhooks
+	}
+	// In a cluster, workloads authenticate with projected ServiceAccount
+	// tokens, checked through TokenReview; elsewhere there are none.
+	var (
+		workloads workload.Authenticator
+		directory workload.Directory
+	)
+	if cfg := svc.Sources.RestConfig; cfg != nil {
+		ka, err := kubeauth.New(cfg, kubeauth.Options{Audience: s.WorkloadAudience})
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		workloads, directory = ka, ka
+	}
 	svc.Server, err = server.New(server.Options{
-		Settings:   s,
-		Store:      st,
-		Keys:       keys,
-		Providers:  svc.Sources.Registry,
-		Ready:      svc.Sources.Ready,
-		HTTPClient: svc.HTTPClient,
-		Logger:     log,
+		Workloads:       workloads,
+		ServiceAccounts: directory,
+		Metrics:         svc.Metrics,
+		Notifier:        notifier,
+		Settings:        s,
+		Store:           st,
+		Keys:            keys,
+		Providers:       svc.Sources.Registry,
+		Ready:           svc.Sources.Ready,
+		HTTPClient:      svc.HTTPClient,
+		Logger:          log,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	if s.RefresherInterval > 0 {
+		if svc.Refresher, err = refresher.New(refresher.Options{Store: st, Broker: svc.Server.Broker(), Providers: svc.Sources.Registry,
+			Metrics: svc.Metrics, Notifier: notifier, Logger: log, Interval: s.RefresherInterval, Window: s.RefresherWindow}); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	return svc, nil
+}
+
+// webhooksNotifier is nil (no one told) or the webhook sender; a typed nil
+// *webhooks.Sender must not reach the broker's interface.
+type webhooksNotifier interface {
+	CredentialEvent(ctx context.Context, event, userID, provider string, detail map[string]any)
 }
 
 // Run serves until ctx ends: the provider sources, the HTTP API and the
@@ -89,6 +150,13 @@ func (svc *service) Run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { svc.housekeeping(gctx); return nil })
+	if svc.Refresher != nil {
+		g.Go(func() error { return svc.Refresher.Run(gctx) })
+	}
+	if svc.Webhooks != nil {
+		g.Go(func() error { return svc.Webhooks.Run(gctx) })
+		g.Go(func() error { svc.Webhooks.WatchProviders(gctx, svc.Sources.Registry); return nil })
+	}
 	err := g.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -113,6 +181,15 @@ func (svc *service) housekeeping(ctx context.Context) {
 		}
 		if _, err := svc.Store.DeleteExpiredLinkStates(ctx, now); err != nil && ctx.Err() == nil {
 			svc.Log.Warn("housekeeping: expired link states", "error", err)
+		}
+		if keep := svc.Settings.AuditRetention; keep > 0 {
+			n, err := svc.Store.PruneAudit(ctx, now.Add(-keep))
+			if err != nil && ctx.Err() == nil {
+				svc.Log.Warn("housekeeping: pruning audit events", "error", err)
+			} else if n > 0 {
+				svc.Metrics.AuditPruned(n)
+				svc.Log.Info("housekeeping: pruned audit events", "count", n, "older_than", now.Add(-keep).UTC())
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -325,7 +325,11 @@ func (b *Broker) RefreshAhead(ctx context.Context, userID, provider string, minV
 	var refreshed bool
 	req := Request{UserID: userID, Provider: provider, MinValid: minValid, Actor: ActorRefresher,
 		refreshedSince: idleSince, refreshed: &refreshed}
-	_, err := b.refresh(ctx, p, req, b.opt.Now())
+	// Like a request's flight: once the refresh token is spent, the rotated
+	// one must be saved even if the refresher is being stopped.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), providerTimeout+10*time.Second)
+	defer cancel()
+	_, err := b.refresh(fctx, p, req, b.opt.Now())
 	return refreshed, err
 }
 

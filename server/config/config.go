@@ -62,7 +62,10 @@ type Settings struct {
 
 	ProvidersFile  string
 	WatchNamespace string
-	LeaderElection bool
+	// WorkloadAudience is the audience workloads' projected ServiceAccount
+	// tokens must carry (checked through TokenReview).
+	WorkloadAudience string
+	LeaderElection   bool
 
 	LogLevel  string
 	LogFormat string
@@ -177,6 +180,7 @@ var options = []option{
 	{name: "ALLOWED_RETURN_URLS", help: "origins (scheme://host[:port]) that return_url may point to; EXTERNAL_URL's origin is always allowed", set: list(func(s *Settings) *[]string { return &s.AllowedReturnURLs })},
 	{name: "PROVIDERS_FILE", help: "file or folder of TokenProvider and Secret manifests (the file source)", set: str(func(s *Settings) *string { return &s.ProvidersFile })},
 	{name: "WATCH_NAMESPACE", help: "namespace whose TokenProviders are served (the Kubernetes source); off outside a cluster unless set", set: str(func(s *Settings) *string { return &s.WatchNamespace })},
+	{name: "WORKLOAD_AUDIENCE", def: "tokenstore", help: "audience of the projected ServiceAccount tokens workloads present (Kubernetes source only)", set: str(func(s *Settings) *string { return &s.WorkloadAudience })},
 	{name: "LEADER_ELECTION", def: "true", help: "elect one replica to write TokenProvider status (Kubernetes source only)", set: boolean(func(s *Settings) *bool { return &s.LeaderElection })},
 	{name: "LOG_LEVEL", def: "info", help: "debug, info, warn or error", set: str(func(s *Settings) *string { return &s.LogLevel })},
 	{name: "LOG_FORMAT", def: "json", help: "json or text", set: str(func(s *Settings) *string { return &s.LogFormat })},

@@ -161,6 +161,11 @@ func (r *Refresher) provider(ctx context.Context, p *providers.Provider, st *Sta
 		st.Claimed += len(batch)
 		r.opt.Metrics.RefresherClaimed(p.ID, len(batch))
 		for _, c := range batch {
+			if ctx.Err() != nil {
+				// Stopping: the unhandled rest of the batch is taken by
+				// another replica once its lease runs out.
+				return nil
+			}
 			stop := r.one(ctx, c, idleSince, st)
 			if stop != nil {
 				// The provider is unreachable: the rest of the batch would

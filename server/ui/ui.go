@@ -71,7 +71,9 @@ func Handler(opt Options) http.Handler {
 			h.Set("Content-Type", "text/html; charset=utf-8")
 			h.Set("Cache-Control", "no-cache")
 			http.ServeContent(w, r, "index.html", started, bytes.NewReader(page.Bytes()))
-		case strings.HasPrefix(r.URL.Path, AssetsPrefix) && path.Ext(r.URL.Path) != "" && !strings.HasSuffix(r.URL.Path, "/"):
+		// Files only: no folder listings, and no index.html (the file server
+		// would redirect it to its folder).
+		case strings.HasPrefix(r.URL.Path, AssetsPrefix) && path.Ext(r.URL.Path) != "" && path.Ext(r.URL.Path) != ".html":
 			h.Set("Cache-Control", "no-cache")
 			files.ServeHTTP(w, r)
 		default:

@@ -156,6 +156,18 @@ func TestPageInChromium(t *testing.T) {
 		t.Errorf("demo-drive state %q after connecting, want Active", got)
 	}
 
+	// A grant to a workload, made the way the grants API would (dev mode
+	// has no Kubernetes to check a ServiceAccount against), in the same
+	// SQLite file: the page lists it and revokes it.
+	addGrant(t, d, store.Grant{UserID: "alice", Provider: "demo-drive", ServiceAccountNamespace: "reports", ServiceAccountName: "nightly-export"})
+	grant := `li.grant`
+	do(t, ctx, "the grant listed",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(grant+` [data-action="revoke-grant"]`)),
+	)
+	if g := text(t, ctx, grant); !strings.Contains(g, "reports/nightly-export") || !strings.Contains(g, "Demo Drive") {
+		t.Errorf("the grant is shown as %q", g)
+	}
 	do(t, ctx, "fetching an access token",
 		chromedp.Click(chromedp.CSS(card+` [data-action="token"]`)),
 		chromedp.WaitVisible(chromedp.CSS(card+` .claims dt`)),
@@ -175,18 +187,6 @@ func TestPageInChromium(t *testing.T) {
 	save("tokenstore-dev-small.png")
 	do(t, ctx, "wide screen", chromedp.EmulateViewport(1100, 900))
 
-	// A grant to a workload, made the way the grants API would (dev mode
-	// has no Kubernetes to check a ServiceAccount against), in the same
-	// SQLite file: the page lists it and revokes it.
-	addGrant(t, d, store.Grant{UserID: "alice", Provider: "demo-drive", ServiceAccountNamespace: "reports", ServiceAccountName: "nightly-export"})
-	grant := `li.grant`
-	do(t, ctx, "the grant listed",
-		chromedp.Reload(),
-		chromedp.WaitVisible(chromedp.CSS(grant+` [data-action="revoke-grant"]`)),
-	)
-	if g := text(t, ctx, grant); !strings.Contains(g, "reports/nightly-export") || !strings.Contains(g, "Demo Drive") {
-		t.Errorf("the grant is shown as %q", g)
-	}
 	do(t, ctx, "revoking the grant",
 		chromedp.Click(chromedp.CSS(grant+` [data-action="revoke-grant"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(grant+` [data-action="revoke-grant"]`)),

@@ -1,6 +1,7 @@
 // tokenstore page. Plain JavaScript over the JSON API with the session
 // cookie; no framework, no build step. Text goes into the DOM through
-// textContent only, never innerHTML: provider metadata and errors are data.
+// textContent only, never parsed as markup: provider metadata and errors
+// are data.
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
