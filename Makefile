@@ -35,12 +35,15 @@ generate: ## Generate deepcopy code (controller-gen) and the sqlc query code.
 manifests: ## Generate the CRD and RBAC manifests into config/.
 	hack/tools.sh controller-gen
 	hack/generate-k8s.sh
+	hack/chart-sync-crd.sh
+	hack/chart-docs.sh
 
 .PHONY: verify
 verify: ## Fail when committed generated code differs from its sources.
-	hack/tools.sh controller-gen sqlc
+	hack/tools.sh controller-gen sqlc helm
 	hack/verify-k8s.sh
 	hack/verify-sqlc.sh
+	hack/verify-chart.sh
 
 .PHONY: build
 build: ## Build bin/tokenstore.

@@ -29,6 +29,7 @@ flags. Run 'tokenstore serve --help' for the full list.`,
 		newMigrateCmd(),
 		newKeysCmd(),
 		newProvidersCmd(),
+		newImportCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -203,6 +203,29 @@ func TestPageInChromium(t *testing.T) {
 		t.Errorf("after disconnecting, the notice says %q", n)
 	}
 
+	// The development provider forgets its refresh tokens when it restarts,
+	// as a real provider that revoked a grant would: the page shows the
+	// account as needing re-authorization, with a sentence, not a trace.
+	cal := `li[data-provider="demo-calendar"]`
+	do(t, ctx, "connecting Demo Calendar", chromedp.Click(chromedp.CSS(cal+` [data-action="connect"]`)))
+	signInAtIDP(t, ctx, "alice", "alice-demo")
+	do(t, ctx, "Demo Calendar active", chromedp.WaitVisible(chromedp.CSS(cal+`[data-state="active"] [data-action="token"]`)))
+	d.stop(t)
+	d = startDevOn(t, d.DataDir, strings.TrimPrefix(d.URL, "http://"), strings.TrimPrefix(d.IDP, "http://"))
+	do(t, ctx, "a token after the provider forgot the grant",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(cal+`[data-state="active"] [data-action="token"]`)),
+		chromedp.Click(chromedp.CSS(cal+` [data-action="token"]`)),
+		chromedp.WaitVisible(chromedp.CSS(cal+`[data-state="needs_reauth"] [data-action="reconnect"]`)),
+	)
+	if got := text(t, ctx, cal+` .state`); got != "Needs re-authorization" {
+		t.Errorf("demo-calendar state %q, want Needs re-authorization", got)
+	}
+	save("tokenstore-dev-reauth.png")
+	do(t, ctx, "reconnecting Demo Calendar", chromedp.Click(chromedp.CSS(cal+` [data-action="reconnect"]`)))
+	signInAtIDP(t, ctx, "alice", "alice-demo")
+	do(t, ctx, "Demo Calendar active again", chromedp.WaitVisible(chromedp.CSS(cal+`[data-state="active"] [data-action="token"]`)))
+
 	// A provider's error comes back on the redirect as ?error=; the page
 	// says it as a sentence.
 	do(t, ctx, "a provider error",

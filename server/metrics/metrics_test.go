@@ -1,0 +1,121 @@
+package metrics
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/server/store"
+	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+)
+
+func sqliteStore(t *testing.T) store.Store {
+	t.Helper()
+	url := "sqlite://" + filepath.Join(t.TempDir(), "m.db")
+	m, err := storeopen.NewMigrator(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	st, err := storeopen.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func link(t *testing.T, st store.Store, user, provider string) {
+	t.Helper()
+	if _, err := st.UpsertCredential(context.Background(), store.Credential{UserID: user, Provider: provider, KeyID: "k",
+		RefreshToken: []byte("ciphertext")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCredentialGaugeCached: the count is read at scrape and reused for
+// CacheFor, and it names providers and states only.
+func TestCredentialGaugeCached(t *testing.T) {
+	st := sqliteStore(t)
+	reg := prometheus.NewRegistry()
+	if _, err := New(Options{Registerer: reg, Store: st, CacheFor: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	link(t, st, "user-a", "github")
+	want := func(n string) {
+		t.Helper()
+		exp := "# HELP tokenstore_credentials Stored credentials by provider and state (active, needs_reauth).\n" +
+			"# TYPE tokenstore_credentials gauge\n" +
+			`tokenstore_credentials{provider="github",state="active"} ` + n + "\n"
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "tokenstore_credentials"); err != nil {
+			t.Error(err)
+		}
+	}
+	want("1")
+	link(t, st, "user-b", "github")
+	want("1") // cached
+	reg2 := prometheus.NewRegistry()
+	if _, err := New(Options{Registerer: reg2, Store: st, CacheFor: time.Nanosecond}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg2, "tokenstore_database_up"); err != nil || n != 1 {
+		t.Errorf("database_up: %d %v", n, err)
+	}
+	out, err := reg2.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range out {
+		if mf.GetName() == "tokenstore_credentials" && mf.GetMetric()[0].GetGauge().GetValue() != 2 {
+			t.Errorf("uncached count: %v", mf)
+		}
+	}
+}
+
+// TestProviderReadiness: a provider that leaves the registry is reported
+// not ready.
+func TestProviderReadiness(t *testing.T) {
+	r := providers.NewRegistry()
+	r.Set(&providers.Provider{ID: "a", Version: "1"})
+	r.Set(&providers.Provider{ID: "b", Version: "1"})
+	reg := prometheus.NewRegistry()
+	if _, err := New(Options{Registerer: reg, Providers: r}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	r.Delete("b")
+	exp := `# HELP tokenstore_provider_ready 1 for a provider this replica serves, 0 for one it served earlier and no longer does.
+# TYPE tokenstore_provider_ready gauge
+tokenstore_provider_ready{provider="a"} 1
+tokenstore_provider_ready{provider="b"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "tokenstore_provider_ready"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestNilMetrics: a nil *Metrics records nothing and does not panic, so
+// callers need no checks.
+func TestNilMetrics(t *testing.T) {
+	var m *Metrics
+	m.RefreshObserved("p", OutcomeOK, time.Second)
+	m.TokenServed("p", true)
+	m.RefresherRun(nil, time.Now())
+	m.RefresherClaimed("p", 1)
+	m.RefresherResult("p", "refreshed")
+	m.AuditPruned(3)
+	m.WebhookAttempt("e", 500, time.Second)
+	m.WebhookDelivery("e", "delivered")
+	m.WebhookQueue(1)
+}
