@@ -63,7 +63,15 @@ type Options struct {
 	// Notifier hears of credentials needing re-authorization and
 	// recovering (webhooks); nil tells no one.
 	Notifier broker.Notifier
+	// CacheTTL is how long this replica reuses a session or credential row
+	// it read (the token hot path then costs no database round trip); a
+	// logout or revoke through another replica is seen here within it.
+	// 0 means no cache; cmd sets DefaultCacheTTL.
+	CacheTTL time.Duration
 }
+
+// DefaultCacheTTL is the design's cross-replica invalidation bound.
+const DefaultCacheTTL = broker.DefaultCacheTTL
 
 // Server holds the HTTP API's dependencies.
 type Server struct {
@@ -120,12 +128,14 @@ func New(opt Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	a, err := auth.New(auth.Options{Settings: opt.Settings, Store: opt.Store, Keys: opt.Keys, HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now})
+	a, err := auth.New(auth.Options{Settings: opt.Settings, Store: opt.Store, Keys: opt.Keys, HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now,
+		SessionCacheTTL: opt.CacheTTL})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	b, err := broker.New(broker.Options{Store: opt.Store, Keys: opt.Keys, Providers: opt.Providers, HTTPClient: opt.HTTPClient,
-		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime, Observer: observer(opt.Metrics), Notifier: opt.Notifier})
+		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime, Observer: observer(opt.Metrics), Notifier: opt.Notifier,
+		CacheTTL: opt.CacheTTL})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

@@ -115,6 +115,10 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 		Ready:           svc.Sources.Ready,
 		HTTPClient:      svc.HTTPClient,
 		Logger:          log,
+		// Sessions and credential rows reused for a second: the token hot
+		// path then costs no database round trip, and every replica still
+		// sees a revoke or logout within that second.
+		CacheTTL: server.DefaultCacheTTL,
 	})
 	if err != nil {
 		st.Close()

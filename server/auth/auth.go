@@ -90,6 +90,11 @@ type Options struct {
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// SessionCacheTTL is how long a session row is reused without reading
+	// the store (see cache.go); 0 reads it on every request.
+	SessionCacheTTL time.Duration
+	// SessionCacheSize bounds that cache; 0 means DefaultSessionCacheSize.
+	SessionCacheSize int
 }
 
 // Authenticator implements login, sessions and bearer authentication.
@@ -102,6 +107,8 @@ type Authenticator struct {
 
 	cacheMu sync.Mutex
 	bearer  map[[32]byte]bearerEntry
+
+	sessions *sessionCache // nil: no caching
 }
 
 type loginProvider struct {
@@ -131,7 +138,7 @@ func New(opt Options) (*Authenticator, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Authenticator{opt: opt, log: opt.Logger, bearer: map[[32]byte]bearerEntry{}}, nil
+	return &Authenticator{opt: opt, log: opt.Logger, bearer: map[[32]byte]bearerEntry{}, sessions: newSessionCache(opt)}, nil
 }
 
 // Hash is the store key of a secret value (cookie, state): its SHA-256 in hex.
@@ -353,7 +360,7 @@ func (a *Authenticator) Session(ctx context.Context, cookie string) (*Identity, 
 		return nil, ErrUnauthenticated
 	}
 	now := a.opt.Now()
-	s, err := a.opt.Store.GetSession(ctx, Hash(cookie), now)
+	s, err := a.session(ctx, Hash(cookie), now)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrUnauthenticated
 	}
@@ -363,6 +370,8 @@ func (a *Authenticator) Session(ctx context.Context, cookie string) (*Identity, 
 	if now.Sub(s.LastSeenAt) > touchEvery {
 		if err := a.opt.Store.TouchSession(ctx, s.ID, now, a.sessionExpiry(s.CreatedAt, now)); err != nil {
 			a.log.Warn("touching the session failed", "error", err)
+		} else {
+			a.touched(s.ID, now, a.sessionExpiry(s.CreatedAt, now))
 		}
 	}
 	var cl map[string]string
@@ -375,6 +384,7 @@ func (a *Authenticator) Logout(ctx context.Context, cookie string) error {
 	if cookie == "" {
 		return nil
 	}
+	defer a.sessions.Forget(Hash(cookie))
 	if err := a.opt.Store.DeleteSession(ctx, Hash(cookie)); err != nil {
 		return fmt.Errorf("deleting the session: %w", err)
 	}

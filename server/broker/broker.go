@@ -135,6 +135,11 @@ type Options struct {
 	Observer Observer
 	// Notifier hears of state changes; nil tells no one.
 	Notifier Notifier
+	// CacheTTL is how long a credential row read on the hot path is reused
+	// (see cache.go); 0 reads the store on every request.
+	CacheTTL time.Duration
+	// CacheSize bounds the cache; 0 means DefaultCacheSize.
+	CacheSize int
 }
 
 // Broker serves access tokens. Safe for concurrent use.
@@ -142,6 +147,7 @@ type Broker struct {
 	opt    Options
 	log    *slog.Logger
 	flight singleflight.Group
+	cache  *credCache // nil: no caching
 }
 
 // New checks the options and returns a Broker.
@@ -164,7 +170,7 @@ func New(opt Options) (*Broker, error) {
 	if opt.ForceWindow == 0 {
 		opt.ForceWindow = DefaultForceWindow
 	}
-	return &Broker{opt: opt, log: opt.Logger}, nil
+	return &Broker{opt: opt, log: opt.Logger, cache: newCredCache(opt)}, nil
 }
 
 // Token is an access token as served.
@@ -253,7 +259,7 @@ func (b *Broker) Token(ctx context.Context, req Request) (Token, error) {
 	if !ok {
 		return Token{}, ErrUnknownProvider
 	}
-	c, err := b.opt.Store.GetCredential(ctx, req.UserID, req.Provider)
+	c, err := b.credential(ctx, req.UserID, req.Provider)
 	if errors.Is(err, store.ErrNotFound) {
 		return Token{}, ErrNotLinked
 	}
@@ -343,6 +349,9 @@ func (e *grantRefused) Error() string { return "refresh token refused: " + e.cod
 // process (or an earlier flight here) may have refreshed it while this one
 // waited, and then the stored token is served.
 func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request, start time.Time) (Token, error) {
+	// Whatever happens here may change the row: the next hot-path read
+	// goes to the store.
+	defer b.forget(req.UserID, req.Provider)
 	for attempt := 0; ; attempt++ {
 		var (
 			tok        Token
@@ -616,6 +625,7 @@ func scrub(err error) error {
 // Link stores a freshly obtained token answer as userID's credential at
 // provider, replacing an earlier one (and its needs_reauth state).
 func (b *Broker) Link(ctx context.Context, userID, provider, subject, actor string, t *oauth2.Token) error {
+	defer b.forget(userID, provider)
 	now := b.opt.Now()
 	c := store.Credential{UserID: userID, Provider: provider, Subject: subject}
 	if err := b.seal(&c, t, now); err != nil {
@@ -659,6 +669,7 @@ type RevokeResult struct {
 // provider that fails to answer does not keep the credential: the person
 // asked tokenstore to let go of it, and it does; the result says so.
 func (b *Broker) Revoke(ctx context.Context, userID, provider, actor string) (RevokeResult, error) {
+	defer b.forget(userID, provider)
 	var res RevokeResult
 	p, ok := b.opt.Providers.Get(provider)
 	_, err := b.opt.Store.UpdateCredential(ctx, userID, provider, func(c *store.Credential) error {
