@@ -1,0 +1,194 @@
+// Command loadgen hammers tokenstore's token endpoint,
+// GET /api/v1.0/{provider}/token, from its own process: C concurrent
+// keep-alive connections for D seconds, each request carrying a session
+// cookie from a file (one value per line, taken in turn so that the load
+// spreads over many people and credentials). It prints one JSON line:
+// requests, errors by status, requests/s, p50, p90, p99 and max latency.
+//
+// It only targets loopback addresses and stops after D (at most 2 minutes):
+// a benchmark tool for this machine, not a load-testing service. Token
+// values are read and discarded, never printed.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+type result struct {
+	Connections int            `json:"connections"`
+	Seconds     float64        `json:"seconds"`
+	Requests    int            `json:"requests"`
+	OK          int            `json:"ok"`
+	Errors      map[string]int `json:"errors,omitempty"`
+	RPS         float64        `json:"rps"`
+	P50ms       float64        `json:"p50_ms"`
+	P90ms       float64        `json:"p90_ms"`
+	P99ms       float64        `json:"p99_ms"`
+	MaxMs       float64        `json:"max_ms"`
+}
+
+func main() {
+	var (
+		base     = flag.String("url", "http://127.0.0.1:18080", "tokenstore base URL (loopback only)")
+		provider = flag.String("provider", "alpha", "provider id")
+		sessFile = flag.String("sessions", "", "file of session cookie values, one a line")
+		cookie   = flag.String("cookie-name", "tokenstore_session", "session cookie name")
+		conns    = flag.Int("c", 32, "concurrent connections")
+		dur      = flag.Duration("d", 10*time.Second, "how long to send (at most 2m)")
+		warmup   = flag.Duration("warmup", time.Second, "requests sent before measuring (not counted)")
+		query    = flag.String("query", "", "query string to add, e.g. min_valid=60")
+	)
+	flag.Parse()
+	if *dur <= 0 || *dur > 2*time.Minute {
+		log.Fatal("-d must be between 0 and 2m")
+	}
+	if *conns < 1 || *conns > 1024 {
+		log.Fatal("-c must be between 1 and 1024")
+	}
+	u, err := url.Parse(*base)
+	if err != nil {
+		log.Fatalf("-url: %v", err)
+	}
+	if err := loopbackOnly(u.Hostname()); err != nil {
+		log.Fatal(err)
+	}
+	values, err := readLines(*sessFile)
+	if err != nil {
+		log.Fatal(err)
+	}
+	target := strings.TrimSuffix(*base, "/") + "/api/v1.0/" + url.PathEscape(*provider) + "/token"
+	if *query != "" {
+		target += "?" + *query
+	}
+
+	tr := &http.Transport{
+		MaxIdleConns: *conns, MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns,
+		IdleConnTimeout: time.Minute, DisableCompression: true,
+	}
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+
+	run := func(d time.Duration, measure bool) result {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		var mu sync.Mutex
+		var lat []time.Duration
+		errs := map[string]int{}
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := range *conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var mine []time.Duration
+				myErrs := map[string]int{}
+				// Each connection starts at its own place in the list.
+				i := w * len(values) / *conns
+				for ctx.Err() == nil {
+					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+					if len(values) > 0 {
+						req.AddCookie(&http.Cookie{Name: *cookie, Value: values[i%len(values)]})
+						i++
+					}
+					t0 := time.Now()
+					resp, err := client.Do(req)
+					if err != nil {
+						if ctx.Err() == nil {
+							myErrs["transport"]++
+						}
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						myErrs[fmt.Sprint(resp.StatusCode)]++
+						continue
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				for k, v := range myErrs {
+					errs[k] += v
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		el := time.Since(start)
+		if !measure {
+			return result{}
+		}
+		slices.Sort(lat)
+		r := result{Connections: *conns, Seconds: el.Seconds(), OK: len(lat), Requests: len(lat), RPS: float64(len(lat)) / el.Seconds()}
+		for _, n := range errs {
+			r.Requests += n
+		}
+		if len(errs) > 0 {
+			r.Errors = errs
+		}
+		if len(lat) > 0 {
+			q := func(p float64) float64 {
+				return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+			}
+			r.P50ms, r.P90ms, r.P99ms = q(0.50), q(0.90), q(0.99)
+			r.MaxMs = float64(lat[len(lat)-1].Microseconds()) / 1000
+		}
+		return r
+	}
+	if *warmup > 0 {
+		run(*warmup, false)
+	}
+	res := run(*dur, true)
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	if res.OK == 0 {
+		os.Exit(1)
+	}
+}
+
+// loopbackOnly refuses any target that is not this machine.
+func loopbackOnly(host string) error {
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", host, err)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("refusing %s: loadgen only targets loopback addresses", host)
+		}
+	}
+	return nil
+}
+
+func readLines(path string) ([]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if s := strings.TrimSpace(sc.Text()); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Token hot-path benchmark against the physical limit, in one run:
+#
+#   reference  pgbench -S -M prepared -c 32 -j 2 -T D on the machine's
+#              PostgreSQL (one primary-key SELECT per transaction: one
+#              database round trip);
+#   measured   GET /api/v1.0/alpha/token on a real `tokenstore serve`
+#              process (same PostgreSQL), 32 keep-alive connections from
+#              hack/bench/loadgen in its own process.
+#
+# Both alternate ROUNDS times; each round gives a ratio tokenstore rps /
+# pgbench tps, and the medians are what counts (the machine is shared and
+# noisy, a ratio measured in the same minute is not). Also measured: peak
+# RSS (VmHWM) of the instance under that load with CREDENTIALS stored, and
+# start-to-ready (/readyz) of a fresh instance on an empty database with
+# MIGRATE_ON_START=true.
+#
+# Everything runs on loopback; the databases it creates are dropped at the
+# end. The machine's PostgreSQL is only used, never stopped or changed.
+#
+#   hack/bench/run.sh                  # prints the table, updates docs/performance.md
+#   ROUNDS=5 DURATION=10 CREDENTIALS=100000 WRITE_DOCS=0 hack/bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-32}
+CREDENTIALS=${CREDENTIALS:-100000}
+SESSIONS=${SESSIONS:-1000}
+PORT=${PORT:-18080}
+WRITE_DOCS=${WRITE_DOCS:-1}
+PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
+export PGHOST PGPORT PGUSER
+
+(( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
+(( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
+
+PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -n1 || true)
+[[ -x "$PGBENCH" ]] || { echo "pgbench not found: apt-get install postgresql-contrib (or postgresql-client)" >&2; exit 1; }
+hack/ensure-postgres.sh
+
+work=$(mktemp -d)
+suffix=$$_$(date +%s)
+DB_PGB=bench_pgbench_$suffix
+DB_TS=bench_ts_$suffix
+DB_START=bench_start_$suffix
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for d in "$DB_PGB" "$DB_TS" "$DB_START"; do
+    psql -qX -d postgres -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+log() { echo ">> $*" >&2; }
+
+log "building tokenstore, fixture and loadgen"
+CGO_ENABLED=0 go build -trimpath -o "$work/tokenstore" ./cmd/tokenstore
+go build -o "$work/fixture" ./hack/bench/fixture
+go build -o "$work/loadgen" ./hack/bench/loadgen
+
+for d in "$DB_PGB" "$DB_TS" "$DB_START"; do psql -qX -d postgres -c "CREATE DATABASE $d" >/dev/null; done
+log "pgbench -i (scale 1) into $DB_PGB"
+"$PGBENCH" -i -q -s 1 "$DB_PGB" >/dev/null 2>&1
+
+log "fixture: token provider OP, $CREDENTIALS credentials, $SESSIONS sessions"
+t0=$(date +%s)
+"$work/fixture" -db "postgres://postgres@127.0.0.1:5432/$DB_TS?sslmode=disable" -dir "$work" \
+  -credentials "$CREDENTIALS" -sessions "$SESSIONS" -listen "127.0.0.1:$PORT" -lifetime 30m >"$work/fixture.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 1200); do [[ -f "$work/ready" ]] && break; kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/fixture.log" >&2; exit 1; }; sleep 0.5; done
+[[ -f "$work/ready" ]] || { echo "fixture not ready after 10 minutes" >&2; exit 1; }
+log "seeded in $(( $(date +%s) - t0 )) s"
+
+# start_instance PORT DBURL LOGFILE: starts `tokenstore serve` with the
+# fixture's settings and prints "PID MILLISECONDS-TO-READY".
+start_instance() {
+  local port=$1 db=$2 logf=$3 pid start end
+  start=$(date +%s%N)
+  ( set -a; . "$work/env"; set +a
+    export TOKENSTORE_LISTEN_ADDRESS="127.0.0.1:$port" TOKENSTORE_DATABASE_URL="$db" TOKENSTORE_MIGRATE_ON_START=true
+    exec "$work/tokenstore" serve ) >"$logf" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 3000); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; then
+      end=$(date +%s%N); echo "$pid $(( (end - start) / 1000000 ))"; return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2; return 1; }
+    sleep 0.01
+  done
+  kill "$pid"; echo "instance on $port not ready after 30 s" >&2; return 1
+}
+
+log "start to ready: fresh instance, empty database, MIGRATE_ON_START=true"
+read -r spid start_ms < <(start_instance $((PORT + 1)) "postgres://postgres@127.0.0.1:5432/$DB_START?sslmode=disable" "$work/start.log")
+kill "$spid"; wait "$spid" 2>/dev/null || true
+
+log "starting the measured instance"
+read -r tpid ready_ms < <(start_instance "$PORT" "postgres://postgres@127.0.0.1:5432/$DB_TS?sslmode=disable" "$work/tokenstore.log")
+pids+=("$tpid")
+# The provider registry fills from PROVIDERS_FILE before /readyz answers;
+# one token request proves the path works before measuring.
+first=$(head -n1 "$work/sessions")
+code=$(curl -s -o /dev/null -w '%{http_code}' -b "tokenstore_session=$first" "http://127.0.0.1:$PORT/api/v1.0/alpha/token")
+[[ "$code" == 200 ]] || { echo "token request answered $code" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
+
+json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
+declare -a R_TPS R_RPS R_RATIO R_P50 R_P99
+for r in $(seq 1 "$ROUNDS"); do
+  log "round $r/$ROUNDS: pgbench -S -M prepared -c $CLIENTS -j 2 -T $DURATION"
+  out=$("$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB" 2>&1)
+  tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$out")
+  [[ -n "$tps" ]] || { echo "$out" >&2; exit 1; }
+  log "round $r/$ROUNDS: loadgen -c $CLIENTS -d ${DURATION}s"
+  res=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -sessions "$work/sessions" -c "$CLIENTS" -d "${DURATION}s")
+  rps=$(json rps "$res"); p50=$(json p50_ms "$res"); p99=$(json p99_ms "$res")
+  if grep -q '"errors"' <<<"$res"; then log "loadgen errors: $res"; fi
+  R_TPS+=("$tps"); R_RPS+=("$rps"); R_P50+=("$p50"); R_P99+=("$p99")
+  R_RATIO+=("$(awk -v a="$rps" -v b="$tps" 'BEGIN{printf "%.2f", a/b}')")
+done
+hwm=$(awk '/VmHWM/{print $2}' "/proc/$tpid/status")
+rss=$(awk '/VmRSS/{print $2}' "/proc/$tpid/status")
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+m_tps=$(median "${R_TPS[@]}"); m_rps=$(median "${R_RPS[@]}"); m_ratio=$(median "${R_RATIO[@]}")
+m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}")
+
+cpu=$(sed -nE 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1)
+machine="$(nproc) cores ($cpu), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go env GOVERSION), $("$PGBENCH" --version | head -n1), $(date -u +%Y-%m-%d)"
+
+table=$(
+  echo "| round | pgbench -S tps | tokenstore req/s | ratio | p50 ms | p99 ms |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  for i in "${!R_TPS[@]}"; do
+    printf '| %d | %.0f | %.0f | %s | %s | %s |\n' $((i + 1)) "${R_TPS[$i]}" "${R_RPS[$i]}" "${R_RATIO[$i]}" "${R_P50[$i]}" "${R_P99[$i]}"
+  done
+  printf '| **median** | %.0f | %.0f | **%s** | %s | %s |\n' "$m_tps" "$m_rps" "$m_ratio" "$m_p50" "$m_p99"
+)
+extra=$(
+  printf '| peak RSS (VmHWM) under load, %s credentials stored | %.1f MiB (RSS at the end %.1f MiB) |\n' "$CREDENTIALS" "$(awk -v k="$hwm" 'BEGIN{print k/1024}')" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
+  printf '| start to ready (/readyz), empty database, migrations applied | %s ms |\n' "$start_ms"
+  printf '| start to ready, %s credentials stored, nothing to migrate | %s ms |\n' "$CREDENTIALS" "$ready_ms"
+)
+
+echo
+echo "machine: $machine"
+echo "$table"
+echo
+echo "| measure | value |"
+echo "| --- | --- |"
+echo "$extra"
+
+[[ "$WRITE_DOCS" == 1 ]] || exit 0
+section=$(cat <<DOC
+<!-- hack/bench/run.sh: begin (generated; re-run to replace) -->
+## Token hot path against pgbench (\`hack/bench/run.sh\`)
+
+\`GET /api/v1.0/alpha/token\` on a real \`tokenstore serve\` process
+(PostgreSQL on 127.0.0.1, per-replica cache on, as \`serve\` runs it), from
+\`hack/bench/loadgen\` in its own process: $CLIENTS keep-alive connections,
+$DURATION s per round, each request with one of $SESSIONS session cookies
+(so $SESSIONS different people and credentials), access tokens still valid.
+Reference in the same run, alternating with it: \`pgbench -S -M prepared
+-c $CLIENTS -j 2 -T $DURATION\` (scale 1) on the same server — one primary-key
+SELECT per transaction, i.e. one database round trip. The ratio is
+tokenstore requests/s over pgbench transactions/s; target >= 1.0.
+
+Machine: $machine. Load generator, server and PostgreSQL share these cores
+(and other engineers' builds ran meanwhile): compare ratios, not absolutes.
+
+$table
+
+| measure | value |
+| --- | --- |
+$extra
+<!-- hack/bench/run.sh: end -->
+DOC
+)
+doc=docs/performance.md
+if grep -q '<!-- hack/bench/run.sh: begin' "$doc"; then
+  awk -v s="$section" '
+    /<!-- hack\/bench\/run.sh: begin/ {print s; skip=1; next}
+    /<!-- hack\/bench\/run.sh: end -->/ {skip=0; next}
+    !skip {print}' "$doc" >"$work/doc" && cat "$work/doc" >"$doc"
+else
+  printf '\n%s\n' "$section" >>"$doc"
+fi
+log "wrote the figures into $doc"
