@@ -19,6 +19,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/refresher"
 	"github.com/tokenstore/tokenstore/server/store"
 	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/server/tracing"
 	"github.com/tokenstore/tokenstore/server/webhooks"
 	"github.com/tokenstore/tokenstore/server/workload"
 	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
@@ -39,6 +40,9 @@ type service struct {
 	// Webhooks is nil without WEBHOOK_URL; Refresher without REFRESHER_INTERVAL.
 	Webhooks  *webhooks.Sender
 	Refresher *refresher.Refresher
+	// stopTracing flushes and stops tracing (TRACING_ENDPOINT); a no-op
+	// when tracing is off.
+	stopTracing func(context.Context) error
 }
 
 // newService checks the settings, migrates when asked, opens the store and
@@ -66,7 +70,13 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	if err != nil {
 		return nil, err
 	}
-	svc := &service{Settings: s, Log: log, Keys: keys, Store: st, HTTPClient: &http.Client{Timeout: 20 * time.Second}}
+	// With tracing on, calls to providers and the login issuer are client
+	// spans (query strings removed); off, the transport is the plain one.
+	transport := http.DefaultTransport
+	if tracing.Enabled(s) {
+		transport = tracing.Transport(transport)
+	}
+	svc := &service{Settings: s, Log: log, Keys: keys, Store: st, HTTPClient: &http.Client{Timeout: 20 * time.Second, Transport: transport}}
 	if svc.Sources, err = newProviderSources(s, log, svc.HTTPClient); err != nil {
 		st.Close()
 		return nil, err
@@ -131,6 +141,11 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 			return nil, err
 		}
 	}
+	// Last, so that no failure above leaves an exporter running.
+	if svc.stopTracing, err = tracing.Setup(ctx, s, version, log); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return svc, nil
 }
 
@@ -168,8 +183,17 @@ func (svc *service) Run(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the store.
-func (svc *service) Close() { svc.Store.Close() }
+// Close releases the store and flushes the last spans.
+func (svc *service) Close() {
+	svc.Store.Close()
+	if svc.stopTracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := svc.stopTracing(ctx); err != nil {
+			svc.Log.Warn("tracing: flushing spans on exit", "error", tracing.RedactURLs(err.Error()))
+		}
+	}
+}
 
 // housekeeping removes expired sessions and pending links now and then.
 // Any replica may do it: the deletes are idempotent.

@@ -28,6 +28,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-32}
 CREDENTIALS=${CREDENTIALS:-100000}
 SESSIONS=${SESSIONS:-1000}
+PEOPLE=${PEOPLE:-$CLIENTS}
 PORT=${PORT:-18080}
 WRITE_DOCS=${WRITE_DOCS:-1}
 PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
@@ -109,16 +110,25 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -b "tokenstore_session=$first" "ht
 [[ "$code" == 200 ]] || { echo "token request answered $code" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
 
 json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
-declare -a R_TPS R_RPS R_RATIO R_P50 R_P99
+# Main figure: PEOPLE clients (by default one per connection, each its own
+# person, session and credential) calling in a loop, as apps do. Spread
+# figure: every request from one of SESSIONS people in turn, so each
+# person's cache entry serves only a few requests before it lapses.
+head -n "$PEOPLE" "$work/sessions" >"$work/sessions.hot"
+declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: pgbench -S -M prepared -c $CLIENTS -j 2 -T $DURATION"
   out=$("$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB" 2>&1)
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$out")
   [[ -n "$tps" ]] || { echo "$out" >&2; exit 1; }
   log "round $r/$ROUNDS: loadgen -c $CLIENTS -d ${DURATION}s"
-  res=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -sessions "$work/sessions" -c "$CLIENTS" -d "${DURATION}s")
+  res=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.hot" -c "$CLIENTS" -d "${DURATION}s")
   rps=$(json rps "$res"); p50=$(json p50_ms "$res"); p99=$(json p99_ms "$res")
   if grep -q '"errors"' <<<"$res"; then log "loadgen errors: $res"; fi
+  log "round $r/$ROUNDS: loadgen -c $CLIENTS -d ${DURATION}s, $SESSIONS people in turn"
+  res2=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -sessions "$work/sessions" -c "$CLIENTS" -d "${DURATION}s")
+  if grep -q '"errors"' <<<"$res2"; then log "loadgen errors: $res2"; fi
+  R_SPREAD+=("$(json rps "$res2")")
   R_TPS+=("$tps"); R_RPS+=("$rps"); R_P50+=("$p50"); R_P99+=("$p99")
   R_RATIO+=("$(awk -v a="$rps" -v b="$tps" 'BEGIN{printf "%.2f", a/b}')")
 done
@@ -127,18 +137,19 @@ rss=$(awk '/VmRSS/{print $2}' "/proc/$tpid/status")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 m_tps=$(median "${R_TPS[@]}"); m_rps=$(median "${R_RPS[@]}"); m_ratio=$(median "${R_RATIO[@]}")
-m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}")
+m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}"); m_spread=$(median "${R_SPREAD[@]}")
 
 cpu=$(sed -nE 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1)
 machine="$(nproc) cores ($cpu), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go env GOVERSION), $("$PGBENCH" --version | head -n1), $(date -u +%Y-%m-%d)"
 
 table=$(
-  echo "| round | pgbench -S tps | tokenstore req/s | ratio | p50 ms | p99 ms |"
-  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| round | pgbench -S tps | tokenstore req/s | ratio | p50 ms | p99 ms | req/s, $SESSIONS people in turn (ratio) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
   for i in "${!R_TPS[@]}"; do
-    printf '| %d | %.0f | %.0f | %s | %s | %s |\n' $((i + 1)) "${R_TPS[$i]}" "${R_RPS[$i]}" "${R_RATIO[$i]}" "${R_P50[$i]}" "${R_P99[$i]}"
+    printf '| %d | %.0f | %.0f | %s | %s | %s | %.0f (%.2f) |\n' $((i + 1)) "${R_TPS[$i]}" "${R_RPS[$i]}" "${R_RATIO[$i]}" "${R_P50[$i]}" "${R_P99[$i]}" \
+      "${R_SPREAD[$i]}" "$(awk -v a="${R_SPREAD[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')"
   done
-  printf '| **median** | %.0f | %.0f | **%s** | %s | %s |\n' "$m_tps" "$m_rps" "$m_ratio" "$m_p50" "$m_p99"
+  printf '| **median** | %.0f | %.0f | **%s** | %s | %s | %.0f |\n' "$m_tps" "$m_rps" "$m_ratio" "$m_p50" "$m_p99" "$m_spread"
 )
 extra=$(
   printf '| peak RSS (VmHWM) under load, %s credentials stored | %.1f MiB (RSS at the end %.1f MiB) |\n' "$CREDENTIALS" "$(awk -v k="$hwm" 'BEGIN{print k/1024}')" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
@@ -162,8 +173,11 @@ section=$(cat <<DOC
 \`GET /api/v1.0/alpha/token\` on a real \`tokenstore serve\` process
 (PostgreSQL on 127.0.0.1, per-replica cache on, as \`serve\` runs it), from
 \`hack/bench/loadgen\` in its own process: $CLIENTS keep-alive connections,
-$DURATION s per round, each request with one of $SESSIONS session cookies
-(so $SESSIONS different people and credentials), access tokens still valid.
+$DURATION s per round, $PEOPLE people (each connection one client with its own
+session and credential, calling in a loop), access tokens still valid;
+$CREDENTIALS credentials stored. The last column sends every request as the
+next of $SESSIONS people in turn, so that each cache entry serves only a few
+requests before it lapses (more database reads).
 Reference in the same run, alternating with it: \`pgbench -S -M prepared
 -c $CLIENTS -j 2 -T $DURATION\` (scale 1) on the same server — one primary-key
 SELECT per transaction, i.e. one database round trip. The ratio is

@@ -82,6 +82,15 @@ type Settings struct {
 	// AuditRetention: audit events older than this are pruned; 0 keeps them.
 	AuditRetention time.Duration
 
+	// TracingEndpoint is the OTLP/HTTP collector spans are sent to (e.g.
+	// http://otel-collector:4318); empty turns tracing off.
+	TracingEndpoint string
+	// TracingSampleRatio is the share of new traces sampled (0..1); a
+	// request that arrives with a traceparent follows its caller's choice.
+	TracingSampleRatio float64
+	// TracingServiceName is the service.name of the spans.
+	TracingServiceName string
+
 	// Warnings are notes about accepted-but-ignored or renamed settings, for
 	// the caller to log once at start.
 	Warnings []string
@@ -189,6 +198,16 @@ var options = []option{
 	{name: "REFRESHER_INTERVAL", def: "1m", help: "pause between background refresher passes; 0 turns the refresher off", set: duration(func(s *Settings) *time.Duration { return &s.RefresherInterval })},
 	{name: "REFRESHER_WINDOW", def: "0", help: "refresh access tokens in the background when they lapse within this (keep it below the providers' token lifetime); 0: only keep idle-timeout refresh tokens alive", set: duration(func(s *Settings) *time.Duration { return &s.RefresherWindow })},
 	{name: "AUDIT_RETENTION", def: "2160h", help: "audit events older than this are deleted; 0 keeps them forever", set: duration(func(s *Settings) *time.Duration { return &s.AuditRetention })},
+	{name: "TRACING_ENDPOINT", help: "OTLP/HTTP endpoint that receives OpenTelemetry traces (e.g. http://otel-collector:4318); empty: tracing off", set: str(func(s *Settings) *string { return &s.TracingEndpoint })},
+	{name: "TRACING_SAMPLE_RATIO", def: "1.0", help: "share of new traces sampled, 0 to 1 (requests carrying a traceparent follow the caller's decision)", set: func(s *Settings, v string) error {
+		r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || r < 0 || r > 1 {
+			return fmt.Errorf("want a number from 0 to 1, got %q", v)
+		}
+		s.TracingSampleRatio = r
+		return nil
+	}},
+	{name: "TRACING_SERVICE_NAME", def: "tokenstore", help: "service.name of the exported spans", set: str(func(s *Settings) *string { return &s.TracingServiceName })},
 }
 
 // movedSettings are seed settings that now live elsewhere; naming them is an
@@ -374,6 +393,14 @@ func (s *Settings) check() []string {
 		}
 		if s.WebhookSecret == "" {
 			p = append(p, "WEBHOOK_SECRET: required with WEBHOOK_URL, so that receivers can tell tokenstore's events from forgeries")
+		}
+	}
+	if s.TracingEndpoint != "" {
+		if u, err := url.Parse(s.TracingEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p = append(p, "TRACING_ENDPOINT: want an absolute http(s) URL such as http://otel-collector:4318")
+		}
+		if s.TracingServiceName == "" {
+			p = append(p, "TRACING_SERVICE_NAME: must not be empty when TRACING_ENDPOINT is set")
 		}
 	}
 	switch s.LogFormat {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/server/store"
 	"github.com/tokenstore/tokenstore/server/store/postgres/db"
+	"github.com/tokenstore/tokenstore/server/tracing/pgtrace"
 )
 
 // Store implements store.Store on PostgreSQL.
@@ -42,6 +43,8 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 		// pgx's parse errors do not repeat the URL, which may hold a password.
 		return nil, fmt.Errorf("store/postgres: parse database URL: %w", err)
 	}
+	// One span per query, named by its sqlc name, when tracing is on.
+	cfg.ConnConfig.Tracer = pgtrace.Tracer{}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store/postgres: open: %w", err)
