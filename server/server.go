@@ -219,7 +219,14 @@ func (s *Server) renderErrors(c *gin.Context) {
 	}
 	err := c.Errors[0].Err
 	var ae *apiError
-	if !errors.As(err, &ae) {
+	if !errors.As(err, &ae) && databaseDown(err) {
+		// A warning, not an error: the outage is not a bug here, and
+		// /readyz reports it too.
+		s.log.WarnContext(c.Request.Context(), "database unavailable", "method", c.Request.Method, "route", c.FullPath(), "error", err)
+		ae = errDatabaseDown()
+		c.Header("Retry-After", "1")
+	}
+	if ae == nil && !errors.As(err, &ae) {
 		s.log.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "route", c.FullPath(), "error", err)
 		ae = &apiError{Status: http.StatusInternalServerError, Code: "internal_error", Message: "Something went wrong on our side; the error was logged."}
 	}

@@ -62,6 +62,11 @@ func newProviderSources(s *config.Settings, log *slog.Logger, httpClient *http.C
 			LeaderElection:          s.LeaderElection,
 			LeaderElectionID:        "tokenstore-status-writer",
 			LeaderElectionNamespace: s.WatchNamespace,
+			// Give the Lease back on SIGTERM (the manager stops the
+			// status writer before it lets go), so that in a rolling
+			// upgrade the next leader takes over at once instead of after
+			// the lease duration (15 s).
+			LeaderElectionReleaseOnCancel: true,
 			// tokenstore serves its own /metrics, /healthz and /readyz.
 			Metrics:                metricsserver.Options{BindAddress: "0"},
 			HealthProbeBindAddress: "0",
