@@ -200,6 +200,15 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (workloa
 	// Concurrent first requests with one token make one TokenReview. The key
 	// is the hash, so the token is not kept as a map key anywhere.
 	v, err, _ := a.flight.Do(string(key[:]), func() (any, error) {
+		// A caller that missed the cache just before an earlier flight
+		// stored its verdict arrives here after that flight ended: look
+		// again rather than ask the API server a second time.
+		a.mu.Lock()
+		e, ok := a.cache[key]
+		a.mu.Unlock()
+		if ok && a.opt.Now().Before(e.expires) {
+			return e.id, e.err
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
 		defer cancel()
 		id, err := a.review(rctx, token)
