@@ -14,9 +14,13 @@ import (
 )
 
 func main() {
+	defer flushLogs() // a panic in this goroutine: its last lines still out
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
+	// The logger buffers (see logWriter): write out its last lines before
+	// anything else reaches stderr or the process exits.
+	flushLogs()
 	if err != nil {
 		var cerr *config.Error
 		if errors.As(err, &cerr) {

@@ -40,6 +40,9 @@ type service struct {
 	// Webhooks is nil without WEBHOOK_URL; Refresher without REFRESHER_INTERVAL.
 	Webhooks  *webhooks.Sender
 	Refresher *refresher.Refresher
+	// Expiring announces credential.expiring (nil without WEBHOOK_URL or
+	// with EXPIRING_WARNING=0); housekeeping runs its scan.
+	Expiring *refresher.ExpiringScanner
 	// stopTracing flushes and stops tracing (TRACING_ENDPOINT); a no-op
 	// when tracing is off.
 	stopTracing func(context.Context) error
@@ -86,7 +89,7 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	// and a second service in one process (tests) registers nothing twice.
 	own := prometheus.NewRegistry()
 	if svc.Metrics, err = metrics.New(metrics.Options{Registerer: own, Gatherer: prometheus.Gatherers{own, ctrlmetrics.Registry},
-		Store: st, Providers: svc.Sources.Registry}); err != nil {
+		Store: st, Providers: svc.Sources.Registry, Readiness: svc.Sources.Readiness}); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -98,6 +101,13 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 			return nil, err
 		}
 		notifier = svc.Webhooks
+		if s.ExpiringWarning > 0 {
+			if svc.Expiring, err = refresher.NewExpiringScanner(refresher.ExpiringOptions{Store: st, Notifier: svc.Webhooks,
+				Logger: log, Warning: s.ExpiringWarning}); err != nil {
+				st.Close()
+				return nil, err
+			}
+		}
 	}
 	// In a cluster, workloads authenticate with projected ServiceAccount
 	// tokens, checked through TokenReview; elsewhere there are none.
@@ -136,7 +146,7 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	}
 	if s.RefresherInterval > 0 {
 		if svc.Refresher, err = refresher.New(refresher.Options{Store: st, Broker: svc.Server.Broker(), Providers: svc.Sources.Registry,
-			Metrics: svc.Metrics, Notifier: notifier, Logger: log, Interval: s.RefresherInterval, Window: s.RefresherWindow}); err != nil {
+			Metrics: svc.Metrics, Expiring: svc.Expiring, Logger: log, Interval: s.RefresherInterval, Window: s.RefresherWindow}); err != nil {
 			st.Close()
 			return nil, err
 		}
@@ -174,7 +184,10 @@ func (svc *service) Run(ctx context.Context) error {
 	}
 	if svc.Webhooks != nil {
 		g.Go(func() error { return svc.Webhooks.Run(gctx) })
-		g.Go(func() error { svc.Webhooks.WatchProviders(gctx, svc.Sources.Registry); return nil })
+		g.Go(func() error {
+			svc.Webhooks.WatchReadiness(gctx, svc.Sources.Registry, svc.Sources.Readiness, 0)
+			return nil
+		})
 	}
 	err := g.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -217,6 +230,11 @@ func (svc *service) housekeeping(ctx context.Context) {
 			} else if n > 0 {
 				svc.Metrics.AuditPruned(n)
 				svc.Log.Info("housekeeping: pruned audit events", "count", n, "older_than", now.Add(-keep).UTC())
+			}
+		}
+		if svc.Expiring != nil {
+			if _, err := svc.Expiring.ScanOnce(ctx); err != nil && ctx.Err() == nil {
+				svc.Log.Warn("housekeeping: expiring credentials", "error", err)
 			}
 		}
 		select {

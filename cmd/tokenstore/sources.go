@@ -6,20 +6,26 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
 	"github.com/tokenstore/tokenstore/controllers/filesource"
 	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/server/metrics"
 	"github.com/tokenstore/tokenstore/server/providers"
 )
 
@@ -34,6 +40,11 @@ type providerSources struct {
 	// source is on (nil otherwise); workload authentication reuses it.
 	RestConfig *rest.Config
 	manager    ctrl.Manager
+	namespace  string
+	log        *slog.Logger
+	// stopping is set once Run's context ends: the logr bridge then logs
+	// the leader elector's "leader election lost" at INFO.
+	stopping atomic.Bool
 }
 
 // newProviderSources builds the sources the settings ask for. Start them
@@ -42,13 +53,14 @@ func newProviderSources(s *config.Settings, log *slog.Logger, httpClient *http.C
 	ps := &providerSources{
 		Registry:   providers.NewRegistry(),
 		Discoverer: providers.NewDiscoverer(httpClient, providers.DiscovererOptions{}),
+		log:        log,
 	}
 	if s.WatchNamespace != "" {
 		cfg, err := ctrl.GetConfig()
 		if err != nil {
 			return nil, fmt.Errorf("WATCH_NAMESPACE is set but no Kubernetes API is reachable (in-cluster config or $KUBECONFIG): %w", err)
 		}
-		ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+		ctrl.SetLogger(logr.FromSlogHandler(newShutdownHandler(log.Handler(), ps.stopping.Load)))
 		scheme := runtime.NewScheme()
 		if err := clientgoscheme.AddToScheme(scheme); err != nil {
 			return nil, err
@@ -77,7 +89,7 @@ func newProviderSources(s *config.Settings, log *slog.Logger, httpClient *http.C
 		if _, err := controllers.SetupWithManager(mgr, ps.Registry, ps.Discoverer, controllers.Options{}); err != nil {
 			return nil, fmt.Errorf("kubernetes source: %w", err)
 		}
-		ps.manager, ps.RestConfig = mgr, cfg
+		ps.manager, ps.RestConfig, ps.namespace = mgr, cfg, s.WatchNamespace
 	}
 	if s.ProvidersFile != "" {
 		f, err := filesource.New(filesource.Options{
@@ -111,6 +123,8 @@ func (ps *providerSources) Ready() bool {
 func (ps *providerSources) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stop := context.AfterFunc(ctx, func() { ps.stopping.Store(true) })
+	defer stop()
 	errc := make(chan error, 2)
 	n := 0
 	if ps.File != nil {
@@ -153,4 +167,63 @@ func wrapErr(what string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Readiness returns the Ready condition of every provider the sources
+// declare, sorted by id: the file source's statuses and the Kubernetes
+// TokenProviders' .status.conditions (from the manager's cache). Unlike the
+// registry it includes providers that never became ready. A provider
+// declared by both sources is ready only if both say so.
+func (ps *providerSources) Readiness(ctx context.Context) []metrics.ProviderReadiness {
+	byID := map[string]metrics.ProviderReadiness{}
+	add := func(r metrics.ProviderReadiness) {
+		if old, ok := byID[r.ID]; ok && (!old.Ready || r.Ready) {
+			return
+		}
+		byID[r.ID] = r
+	}
+	if ps.File != nil {
+		for _, st := range ps.File.Statuses() {
+			// Each replica computes its own transition time; to the minute,
+			// replicas that saw the change together agree on the event id.
+			add(condition(st.ID, st.Status.Conditions, time.Minute, ps.Registry))
+		}
+	}
+	// The cache is synced once the Kubernetes source has filled the
+	// registry; before that a List would wait for it.
+	if ps.manager != nil && ps.Registry.Ready() {
+		var l v1alpha1.TokenProviderList
+		if err := ps.manager.GetClient().List(ctx, &l, client.InNamespace(ps.namespace)); err != nil {
+			ps.log.Warn("provider readiness: listing TokenProviders", "error", err)
+		} else {
+			for i := range l.Items {
+				add(condition(l.Items[i].Name, l.Items[i].Status.Conditions, 0, ps.Registry))
+			}
+		}
+	}
+	out := make([]metrics.ProviderReadiness, 0, len(byID))
+	for _, r := range byID {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// condition reads the Ready condition of provider id. Without one (not
+// reconciled yet) the provider is ready when the registry serves it, and
+// its reason is metrics.ReasonUnknown.
+func condition(id string, conds []metav1.Condition, round time.Duration, reg providers.Reader) metrics.ProviderReadiness {
+	c := apimeta.FindStatusCondition(conds, v1alpha1.ConditionReady)
+	if c == nil || c.Status == metav1.ConditionUnknown {
+		_, serving := reg.Get(id)
+		return metrics.ProviderReadiness{ID: id, Ready: serving, Reason: metrics.ReasonUnknown}
+	}
+	r := metrics.ProviderReadiness{ID: id, Ready: c.Status == metav1.ConditionTrue, Reason: c.Reason, Since: c.LastTransitionTime.Time}
+	if round > 0 {
+		r.Since = r.Since.Truncate(round)
+	}
+	if r.Reason == "" {
+		r.Reason = metrics.ReasonUnknown
+	}
+	return r
 }

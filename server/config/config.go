@@ -81,6 +81,10 @@ type Settings struct {
 	RefresherWindow   time.Duration
 	// AuditRetention: audit events older than this are pruned; 0 keeps them.
 	AuditRetention time.Duration
+	// ExpiringWarning: credentials whose refresh token's absolute expiry is
+	// this close are announced (webhook credential.expiring); 0 turns the
+	// scan off.
+	ExpiringWarning time.Duration
 
 	// TracingEndpoint is the OTLP/HTTP collector spans are sent to (e.g.
 	// http://otel-collector:4318); empty turns tracing off.
@@ -198,6 +202,7 @@ var options = []option{
 	{name: "REFRESHER_INTERVAL", def: "1m", help: "pause between background refresher passes; 0 turns the refresher off", set: duration(func(s *Settings) *time.Duration { return &s.RefresherInterval })},
 	{name: "REFRESHER_WINDOW", def: "0", help: "refresh access tokens in the background when they lapse within this (keep it below the providers' token lifetime); 0: only keep idle-timeout refresh tokens alive", set: duration(func(s *Settings) *time.Duration { return &s.RefresherWindow })},
 	{name: "AUDIT_RETENTION", def: "2160h", help: "audit events older than this are deleted; 0 keeps them forever", set: duration(func(s *Settings) *time.Duration { return &s.AuditRetention })},
+	{name: "EXPIRING_WARNING", def: "168h", help: "announce credential.expiring (webhook) for refresh tokens whose absolute expiry is this close; 0 turns the scan off", set: duration(func(s *Settings) *time.Duration { return &s.ExpiringWarning })},
 	{name: "TRACING_ENDPOINT", help: "OTLP/HTTP endpoint that receives OpenTelemetry traces (e.g. http://otel-collector:4318); empty: tracing off", set: str(func(s *Settings) *string { return &s.TracingEndpoint })},
 	{name: "TRACING_SAMPLE_RATIO", def: "1.0", help: "share of new traces sampled, 0 to 1 (requests carrying a traceparent follow the caller's decision)", set: func(s *Settings, v string) error {
 		r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

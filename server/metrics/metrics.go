@@ -35,6 +35,24 @@ const (
 	OutcomeProviderError = "provider_error"
 )
 
+// ProviderReadiness is one declared provider's Ready condition, as its
+// source (manifest file or Kubernetes TokenProvider status) has it.
+type ProviderReadiness struct {
+	ID    string
+	Ready bool
+	// Reason is the condition's reason (Ready, SecretNotFound,
+	// DiscoveryFailed, ...); ReasonUnknown when no condition is set yet.
+	Reason string
+	// Since is when the condition last changed, as every replica sees it
+	// (for the Kubernetes source the status's lastTransitionTime); it keys
+	// the provider.not_ready event id.
+	Since time.Time
+}
+
+// ReasonUnknown is the reason of a provider whose Ready condition has not
+// been written yet (a TokenProvider the controller has not reconciled).
+const ReasonUnknown = "Unknown"
+
 // CredentialCounter is the part of the store the credentials gauge reads.
 type CredentialCounter interface {
 	CountCredentials(ctx context.Context) ([]store.CredentialCount, error)
@@ -54,6 +72,11 @@ type Options struct {
 	Store CredentialCounter
 	// Providers feeds the provider gauges; nil leaves them out.
 	Providers providers.Reader
+	// Readiness, when set, tells the Ready condition of every provider the
+	// sources declare, including ones that never became ready (Secret
+	// missing, discovery failing from the start) and so never reached the
+	// registry. It is called at scrape with a short deadline.
+	Readiness func(ctx context.Context) []ProviderReadiness
 	// CacheFor is how long a credential count is reused between scrapes
 	// (counting is a full-table aggregate); 0 means 30 s.
 	CacheFor time.Duration
@@ -140,7 +163,7 @@ func New(opt Options) (*Metrics, error) {
 		cs = append(cs, &storeCollector{st: opt.Store, cacheFor: opt.CacheFor})
 	}
 	if opt.Providers != nil {
-		cs = append(cs, &providerCollector{reg: opt.Providers, seen: map[string]bool{}})
+		cs = append(cs, &providerCollector{reg: opt.Providers, readiness: opt.Readiness, seen: map[string]bool{}})
 	}
 	if opt.GoCollectors {
 		cs = append(cs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -293,11 +316,13 @@ var (
 	credentialsDesc = prometheus.NewDesc(namespace+"_credentials", "Stored credentials by provider and state (active, needs_reauth).",
 		[]string{"provider", "state"}, nil)
 	databaseUpDesc = prometheus.NewDesc(namespace+"_database_up", "1 when the database answered the last scrape's ping, else 0.", nil, nil)
-	providersDesc  = prometheus.NewDesc(namespace+"_providers", "Token providers by readiness: ready ones are in the registry and serve; "+
-		"not_ready ones were served earlier by this replica and have since been withdrawn (secret missing, discovery failing, deleted).",
+	providersDesc  = prometheus.NewDesc(namespace+"_providers", "Token providers by readiness: declared ones by their Ready condition "+
+		"(never ready ones included), and ones this replica served earlier that are no longer declared nor served.",
 		[]string{"ready"}, nil)
-	providerReadyDesc = prometheus.NewDesc(namespace+"_provider_ready", "1 for a provider this replica serves, 0 for one it served earlier and no longer does.",
+	providerReadyDesc = prometheus.NewDesc(namespace+"_provider_ready", "1 for a ready provider, 0 for one declared but not ready or served earlier and withdrawn.",
 		[]string{"provider"}, nil)
+	providerReasonDesc = prometheus.NewDesc(namespace+"_provider_ready_reason", "1 per declared provider, labelled with the reason of its Ready condition.",
+		[]string{"provider", "reason"}, nil)
 	registryReadyDesc = prometheus.NewDesc(namespace+"_provider_registry_ready", "1 once the provider registry has been filled completely.", nil, nil)
 )
 
@@ -329,11 +354,14 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// providerCollector reports the registry at scrape time. The registry holds
-// only providers that can serve, so one that disappears is remembered as
-// not ready (until the process restarts): an alert can fire on it.
+// providerCollector reports provider readiness at scrape time. Declared
+// providers (readiness) are reported by their Ready condition. The registry
+// holds only providers that can serve, so one that leaves it and is not
+// declared either is remembered as not ready (until the process restarts):
+// an alert can fire on it.
 type providerCollector struct {
-	reg providers.Reader
+	reg       providers.Reader
+	readiness func(ctx context.Context) []ProviderReadiness
 
 	mu   sync.Mutex
 	seen map[string]bool
@@ -342,6 +370,7 @@ type providerCollector struct {
 func (c *providerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- providersDesc
 	ch <- providerReadyDesc
+	ch <- providerReasonDesc
 	ch <- registryReadyDesc
 }
 
@@ -350,25 +379,45 @@ func (c *providerCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range c.reg.List() {
 		current[p.ID] = true
 	}
+	ready := map[string]bool{}
+	if c.readiness != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		for _, r := range c.readiness(ctx) {
+			if _, dup := ready[r.ID]; dup {
+				continue
+			}
+			ready[r.ID] = r.Ready
+			ch <- prometheus.MustNewConstMetric(providerReasonDesc, prometheus.GaugeValue, 1, r.ID, r.Reason)
+		}
+		cancel()
+	}
 	c.mu.Lock()
 	for id := range current {
 		c.seen[id] = true
+		if _, declared := ready[id]; !declared {
+			ready[id] = true
+		}
 	}
-	notReady := 0
 	for id := range c.seen {
-		v := 1.0
-		if !current[id] {
-			v = 0
-			notReady++
+		if _, ok := ready[id]; !ok {
+			ready[id] = false // served earlier, withdrawn, no longer declared
+		}
+	}
+	c.mu.Unlock()
+	n := map[bool]int{}
+	for id, r := range ready {
+		n[r]++
+		v := 0.0
+		if r {
+			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(providerReadyDesc, prometheus.GaugeValue, v, id)
 	}
-	c.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(providersDesc, prometheus.GaugeValue, float64(len(current)), "true")
-	ch <- prometheus.MustNewConstMetric(providersDesc, prometheus.GaugeValue, float64(notReady), "false")
-	ready := 0.0
+	ch <- prometheus.MustNewConstMetric(providersDesc, prometheus.GaugeValue, float64(n[true]), "true")
+	ch <- prometheus.MustNewConstMetric(providersDesc, prometheus.GaugeValue, float64(n[false]), "false")
+	registry := 0.0
 	if c.reg.Ready() {
-		ready = 1
+		registry = 1
 	}
-	ch <- prometheus.MustNewConstMetric(registryReadyDesc, prometheus.GaugeValue, ready)
+	ch <- prometheus.MustNewConstMetric(registryReadyDesc, prometheus.GaugeValue, registry)
 }

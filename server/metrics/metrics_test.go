@@ -95,12 +95,47 @@ func TestProviderReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Delete("b")
-	exp := `# HELP tokenstore_provider_ready 1 for a provider this replica serves, 0 for one it served earlier and no longer does.
+	exp := `# HELP tokenstore_provider_ready 1 for a ready provider, 0 for one declared but not ready or served earlier and withdrawn.
 # TYPE tokenstore_provider_ready gauge
 tokenstore_provider_ready{provider="a"} 1
 tokenstore_provider_ready{provider="b"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "tokenstore_provider_ready"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestDeclaredReadiness: with Readiness, a declared provider that never
+// reached the registry is not ready, with its reason; a served one whose
+// condition says not ready (discovery failing, last good configuration
+// serving) is not ready either.
+func TestDeclaredReadiness(t *testing.T) {
+	r := providers.NewRegistry()
+	r.Set(&providers.Provider{ID: "ok", Version: "1"})
+	r.Set(&providers.Provider{ID: "stale", Version: "1"})
+	reg := prometheus.NewRegistry()
+	if _, err := New(Options{Registerer: reg, Providers: r, Readiness: func(context.Context) []ProviderReadiness {
+		return []ProviderReadiness{{ID: "ok", Ready: true, Reason: "Ready"}, {ID: "nosecret", Reason: "SecretNotFound"},
+			{ID: "stale", Reason: "DiscoveryFailed"}}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	exp := `# HELP tokenstore_provider_ready 1 for a ready provider, 0 for one declared but not ready or served earlier and withdrawn.
+# TYPE tokenstore_provider_ready gauge
+tokenstore_provider_ready{provider="nosecret"} 0
+tokenstore_provider_ready{provider="ok"} 1
+tokenstore_provider_ready{provider="stale"} 0
+# HELP tokenstore_provider_ready_reason 1 per declared provider, labelled with the reason of its Ready condition.
+# TYPE tokenstore_provider_ready_reason gauge
+tokenstore_provider_ready_reason{provider="nosecret",reason="SecretNotFound"} 1
+tokenstore_provider_ready_reason{provider="ok",reason="Ready"} 1
+tokenstore_provider_ready_reason{provider="stale",reason="DiscoveryFailed"} 1
+# HELP tokenstore_providers Token providers by readiness: declared ones by their Ready condition (never ready ones included), and ones this replica served earlier that are no longer declared nor served.
+# TYPE tokenstore_providers gauge
+tokenstore_providers{ready="false"} 2
+tokenstore_providers{ready="true"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "tokenstore_provider_ready", "tokenstore_provider_ready_reason", "tokenstore_providers"); err != nil {
 		t.Error(err)
 	}
 }

@@ -46,8 +46,13 @@ type Options struct {
 	// this off (idle keep-alive still runs).
 	Window time.Duration
 	// ExpiringWarning: a refresh token whose absolute expiry is this close
-	// is announced as credential.expiring; 0 means 7 days.
+	// is announced as credential.expiring; 0 means 7 days. Ignored when
+	// Expiring is set.
 	ExpiringWarning time.Duration
+	// Expiring, when set, announces credential.expiring for the credentials
+	// the refresher handles, sharing its memory of what was announced (and
+	// its event ids) with the periodic scan, so one expiry is told once.
+	Expiring *ExpiringScanner
 	// Batch is how many credentials one claim takes; 0 means 50.
 	Batch int
 	// Lease is how long a claim keeps other replicas off; 0 means 5 minutes
@@ -210,6 +215,10 @@ func (r *Refresher) one(ctx context.Context, c store.Credential, idleSince time.
 		st.Failed++
 		r.opt.Metrics.RefresherResult(c.Provider, "error")
 		r.log.Warn("refreshing ahead failed", "provider", c.Provider, "user", c.UserID, "error", err)
+		return nil
+	}
+	if r.opt.Expiring != nil {
+		r.opt.Expiring.Notify(ctx, c)
 		return nil
 	}
 	if c.RefreshExpiresAt != nil && r.opt.Notifier != nil {

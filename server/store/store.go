@@ -212,6 +212,11 @@ type Store interface {
 	// is passed over (PostgreSQL: FOR UPDATE SKIP LOCKED), so replicas
 	// sharing the database split the work instead of doubling it.
 	ClaimCredentialsForRefresh(ctx context.Context, claim RefreshClaim) ([]Credential, error)
+	// ListCredentialsRefreshExpiringBefore returns up to limit active
+	// credentials holding a refresh token whose RefreshExpiresAt is set and
+	// before before, with ID greater than afterID, ordered by ID: the
+	// credential.expiring scan walks them in batches. It claims nothing.
+	ListCredentialsRefreshExpiringBefore(ctx context.Context, before time.Time, afterID int64, limit int) ([]Credential, error)
 
 	// CreateSession stores a new session.
 	CreateSession(ctx context.Context, s Session) error

@@ -160,6 +160,18 @@ func (s *Sender) CredentialEvent(_ context.Context, event, userID, provider stri
 	s.Send(event, "credentials/"+provider, data)
 }
 
+// CredentialEventID is CredentialEvent with the event id given: an event
+// every replica may send (credential.expiring from the periodic scan)
+// carries the same id everywhere, so receivers drop the duplicates.
+func (s *Sender) CredentialEventID(_ context.Context, id, event, userID, provider string, detail map[string]any) {
+	data := map[string]any{"user_id": userID, "provider": provider}
+	for k, v := range detail {
+		data[k] = v
+	}
+	s.enqueue(Event{SpecVersion: "1.0", ID: id, Source: s.opt.Source, Type: TypePrefix + event,
+		Subject: "credentials/" + provider, Time: s.opt.Now().UTC(), DataContentType: "application/json", Data: data})
+}
+
 // Run delivers until ctx ends, then gives in-flight deliveries a few
 // seconds and counts what is left as dropped.
 func (s *Sender) Run(ctx context.Context) error {
@@ -295,12 +307,36 @@ type ProviderLister interface {
 }
 
 // WatchProviders sends provider.not_ready when a provider leaves the
-// registry (its Secret went missing, discovery failed, it was deleted)
-// once the registry has been filled. Every replica sees the change, so the
-// event id is derived from the provider and its configuration version:
-// receivers drop duplicates by id, as CloudEvents intends.
+// registry (its Secret went missing, discovery failed, it was deleted) once
+// the registry has been filled. It is WatchReadiness without declared
+// readiness.
 func (s *Sender) WatchProviders(ctx context.Context, reg ProviderLister) {
+	s.WatchReadiness(ctx, reg, nil, 0)
+}
+
+// WatchReadiness sends provider.not_ready once per transition to not ready,
+// once the registry has been filled:
+//
+//   - for every provider readiness declares (manifest file, Kubernetes
+//     TokenProviders), when its Ready condition turns false, including a
+//     provider that was never ready (Secret missing, discovery failing from
+//     the start). Its event id is provider.not_ready/<provider>/<unix time of
+//     the condition's transition>: every replica reading the same
+//     TokenProvider status sends the same id, and receivers drop duplicates
+//     by id, as CloudEvents intends. A condition not written yet
+//     (metrics.ReasonUnknown) is not announced.
+//   - for a provider that leaves the registry and is not declared (deleted,
+//     or its manifest unreadable): the event id names its configuration
+//     version.
+//
+// readiness is polled every poll (0 means 5 s) and on registry changes; nil
+// watches the registry alone.
+func (s *Sender) WatchReadiness(ctx context.Context, reg ProviderLister, readiness func(context.Context) []metrics.ProviderReadiness, poll time.Duration) {
+	if poll <= 0 {
+		poll = 5 * time.Second
+	}
 	var known map[string]*providers.Provider
+	announced := map[string]bool{} // declared providers told not ready
 	for {
 		ch := reg.Changed()
 		cur := map[string]*providers.Provider{}
@@ -308,29 +344,61 @@ func (s *Sender) WatchProviders(ctx context.Context, reg ProviderLister) {
 			cur[p.ID] = p
 		}
 		if reg.Ready() {
+			declared := map[string]bool{}
+			if readiness != nil {
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				for _, r := range readiness(rctx) {
+					declared[r.ID] = true
+					switch {
+					case r.Ready:
+						delete(announced, r.ID)
+					case r.Reason == metrics.ReasonUnknown || announced[r.ID]:
+					default:
+						announced[r.ID] = true
+						s.providerNotReady(r.ID, "provider.not_ready/"+r.ID+"/"+strconv.FormatInt(r.Since.Unix(), 10), r.Reason)
+					}
+				}
+				cancel()
+				for id := range announced {
+					if !declared[id] {
+						delete(announced, id)
+					}
+				}
+			}
 			for id, p := range known {
-				if _, ok := cur[id]; !ok {
-					s.enqueue(Event{SpecVersion: "1.0", ID: "provider.not_ready/" + id + "/" + p.Version, Source: s.opt.Source,
-						Type: TypePrefix + ProviderNotReady, Subject: "providers/" + id, Time: s.opt.Now().UTC(),
-						DataContentType: "application/json", Data: map[string]any{"provider": id}})
+				if _, ok := cur[id]; !ok && !declared[id] {
+					s.providerNotReady(id, "provider.not_ready/"+id+"/"+p.Version, "")
 				}
 			}
 			known = cur
 		}
 		// Until the registry is filled, a provider missing from it is
 		// merely not loaded yet; poll for readiness, as it may come
-		// without a change.
-		var poll <-chan time.Time
-		if !reg.Ready() {
-			poll = time.After(time.Second)
+		// without a change. Declared readiness changes without registry
+		// changes (a provider that keeps failing), so it is polled too.
+		var tick <-chan time.Time
+		switch {
+		case !reg.Ready():
+			tick = time.After(min(poll, time.Second))
+		case readiness != nil:
+			tick = time.After(poll)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
-		case <-poll:
+		case <-tick:
 		}
 	}
+}
+
+func (s *Sender) providerNotReady(id, eventID, reason string) {
+	data := map[string]any{"provider": id}
+	if reason != "" {
+		data["reason"] = reason
+	}
+	s.enqueue(Event{SpecVersion: "1.0", ID: eventID, Source: s.opt.Source, Type: TypePrefix + ProviderNotReady,
+		Subject: "providers/" + id, Time: s.opt.Now().UTC(), DataContentType: "application/json", Data: data})
 }
 
 func randomID() string {

@@ -51,6 +51,7 @@ func main() {
 		dur      = flag.Duration("d", 10*time.Second, "how long to send (at most 2m)")
 		warmup   = flag.Duration("warmup", time.Second, "requests sent before measuring (not counted)")
 		query    = flag.String("query", "", "query string to add, e.g. min_valid=60")
+		opFile   = flag.String("op-refresh", "", "instead of tokenstore, call the OP's token endpoint with refresh_token grants: the fixture's op_refresh.json (the refresh path's reference)")
 	)
 	flag.Parse()
 	if *dur <= 0 || *dur > 2*time.Minute {
@@ -65,6 +66,12 @@ func main() {
 	}
 	if err := loopbackOnly(u.Hostname()); err != nil {
 		log.Fatal(err)
+	}
+	var direct *opRefresh
+	if *opFile != "" {
+		if direct, err = readOPRefresh(*opFile); err != nil {
+			log.Fatal(err)
+		}
 	}
 	values, err := readLines(*sessFile)
 	if err != nil {
@@ -98,7 +105,27 @@ func main() {
 				myErrs := map[string]int{}
 				// Each connection starts at its own place in the list.
 				i := w * len(values) / *conns
+				j := w // direct: this connection's refresh tokens are w, w+conns, ...
 				for ctx.Err() == nil {
+					if direct != nil {
+						t0 := time.Now()
+						// Not cut short at the deadline: a grant the OP
+						// answered but we dropped would lose its successor.
+						status, err := direct.refresh(context.WithoutCancel(ctx), client, j)
+						switch {
+						case err != nil && ctx.Err() == nil:
+							myErrs["transport"]++
+						case err != nil:
+						case status != http.StatusOK:
+							myErrs[fmt.Sprint(status)]++
+						default:
+							mine = append(mine, time.Since(t0))
+						}
+						if j += *conns; j >= len(direct.RefreshTokens) {
+							j = w
+						}
+						continue
+					}
 					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 					if len(values) > 0 {
 						req.AddCookie(&http.Cookie{Name: *cookie, Value: values[i%len(values)]})
@@ -154,6 +181,13 @@ func main() {
 		run(*warmup, false)
 	}
 	res := run(*dur, true)
+	if direct != nil {
+		// The OP rotated the refresh tokens: keep their successors for the
+		// next run.
+		if err := direct.save(*opFile); err != nil {
+			log.Fatal(err)
+		}
+	}
 	_ = json.NewEncoder(os.Stdout).Encode(res)
 	if res.OK == 0 {
 		os.Exit(1)
@@ -191,4 +225,76 @@ func readLines(path string) ([]string, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// opRefresh is the fixture's op_refresh.json: the OP's token endpoint, the
+// client, and refresh tokens of their own (not tokenstore's), one chain
+// each. Each connection uses only its own slots, so a rotated token is
+// replaced by its successor without any two requests sharing one.
+type opRefresh struct {
+	TokenURL      string   `json:"token_url"`
+	ClientID      string   `json:"client_id"`
+	ClientSecret  string   `json:"client_secret"`
+	RefreshTokens []string `json:"refresh_tokens"`
+}
+
+func readOPRefresh(path string) (*opRefresh, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var o opRefresh
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	u, err := url.Parse(o.TokenURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := loopbackOnly(u.Hostname()); err != nil {
+		return nil, err
+	}
+	if len(o.RefreshTokens) == 0 {
+		return nil, fmt.Errorf("%s: no refresh tokens", path)
+	}
+	return &o, nil
+}
+
+// refresh spends slot i's refresh token at the OP and keeps its successor.
+func (o *opRefresh) refresh(ctx context.Context, client *http.Client, i int) (int, error) {
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {o.RefreshTokens[i]}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, o.TokenURL, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(o.ClientID), url.QueryEscape(o.ClientSecret))
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var t struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil {
+		return 0, err
+	}
+	if t.AccessToken == "" {
+		return 0, fmt.Errorf("no access token in the answer")
+	}
+	if t.RefreshToken != "" {
+		o.RefreshTokens[i] = t.RefreshToken
+	}
+	return http.StatusOK, nil
+}
+
+func (o *opRefresh) save(path string) error {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }

@@ -244,6 +244,20 @@ func (s *Store) ClaimCredentialsForRefresh(ctx context.Context, claim store.Refr
 	return credentials(rows), nil
 }
 
+// ListCredentialsRefreshExpiringBefore implements store.Store.
+func (s *Store) ListCredentialsRefreshExpiringBefore(ctx context.Context, before time.Time, afterID int64, limit int) ([]store.Credential, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.q.CredentialListRefreshExpiringBefore(ctx, db.CredentialListRefreshExpiringBeforeParams{
+		Before: tsp(&before), AfterID: afterID, MaxRows: clampLimit(limit),
+	})
+	if err != nil {
+		return nil, wrap("list credentials with refresh tokens expiring", err)
+	}
+	return credentials(rows), nil
+}
+
 // optTS is nil for the zero time: "this criterion is off" in SQL.
 func optTS(t time.Time) *time.Time {
 	if t.IsZero() {

@@ -338,6 +338,21 @@ func (s *Store) ClaimCredentialsForRefresh(ctx context.Context, claim store.Refr
 	return credentials(rows)
 }
 
+// ListCredentialsRefreshExpiringBefore implements store.Store.
+func (s *Store) ListCredentialsRefreshExpiringBefore(ctx context.Context, before time.Time, afterID int64, limit int) ([]store.Credential, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	b := us(before)
+	rows, err := s.q.CredentialListRefreshExpiringBefore(ctx, db.CredentialListRefreshExpiringBeforeParams{
+		Before: &b, AfterID: afterID, MaxRows: int64(min(limit, 10000)),
+	})
+	if err != nil {
+		return nil, wrap("list credentials with refresh tokens expiring", err)
+	}
+	return credentials(rows)
+}
+
 // optUS is nil for the zero time: "this criterion is off" in SQL.
 func optUS(t time.Time) *int64 {
 	if t.IsZero() {

@@ -67,6 +67,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CredentialCount", testCredentialCount},
 		{"CredentialClaimForRefresh", testCredentialClaimForRefresh},
 		{"CredentialClaimConcurrent", testCredentialClaimConcurrent},
+		{"CredentialRefreshExpiring", testCredentialRefreshExpiring},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1462,6 +1463,71 @@ func testCredentialClaimForRefresh(t *testing.T, s store.Store) {
 	}
 	if c.Version != 1 || !c.AccessExpiresAt.Equal(norm(base.Add(2*time.Minute))) {
 		t.Errorf("claimed credential changed: version %d, access expiry %v", c.Version, c.AccessExpiresAt)
+	}
+}
+
+// testCredentialRefreshExpiring: the credential.expiring scan lists active
+// refreshable credentials whose refresh token expires before the bound, in
+// id order, resumably, and leaves rows without an expiry alone.
+func testCredentialRefreshExpiring(t *testing.T, s store.Store) {
+	mk := func(user, provider string, refreshExp *time.Time) store.Credential {
+		c := newCredential(user, provider)
+		c.RefreshExpiresAt = refreshExp
+		return mustUpsert(t, s, c)
+	}
+	a := mk("a", "p", ptr(base.Add(3*24*time.Hour)))
+	mk("later", "p", ptr(base.Add(30*24*time.Hour)))
+	mk("never", "p", nil)
+	b := mk("b", "q", ptr(base.Add(-time.Hour))) // already expired: still listed
+	mk("dead", "p", ptr(base.Add(time.Hour)))
+	if _, err := s.UpdateCredential(t.Context(), "dead", "p", func(c *store.Credential) error {
+		c.State = store.StateNeedsReauth
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	norefresh := newCredential("norefresh", "p")
+	norefresh.RefreshToken = nil
+	norefresh.RefreshExpiresAt = ptr(base.Add(time.Hour))
+	mustUpsert(t, s, norefresh)
+	c := mk("c", "p", ptr(base.Add(6*24*time.Hour)))
+
+	before := base.Add(7 * 24 * time.Hour)
+	var got []string
+	after := int64(0)
+	for range 10 {
+		batch, err := s.ListCredentialsRefreshExpiringBefore(t.Context(), before, after, 2)
+		if err != nil {
+			t.Fatalf("ListCredentialsRefreshExpiringBefore: %v", err)
+		}
+		if len(batch) > 2 {
+			t.Fatalf("batch of %d, limit 2", len(batch))
+		}
+		for _, cr := range batch {
+			if cr.ID <= after {
+				t.Errorf("id %d not after %d", cr.ID, after)
+			}
+			after = cr.ID
+			checkTimep(t, "RefreshExpiresAt", cr.RefreshExpiresAt)
+			got = append(got, cr.UserID)
+		}
+		if len(batch) < 2 {
+			break
+		}
+	}
+	want := []string{}
+	for _, cr := range []store.Credential{a, b, c} {
+		want = append(want, cr.UserID)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("listed %v, want %v (id order)", got, want)
+	}
+	first, err := s.ListCredentialsRefreshExpiringBefore(t.Context(), before, 0, 1)
+	if err != nil || len(first) != 1 || first[0].RefreshExpiresAt == nil || !first[0].RefreshExpiresAt.Equal(norm(base.Add(3*24*time.Hour))) {
+		t.Errorf("first = %+v, %v", first, err)
+	}
+	if none, err := s.ListCredentialsRefreshExpiringBefore(t.Context(), before, 0, 0); err != nil || len(none) != 0 {
+		t.Errorf("limit 0: %d rows, %v", len(none), err)
 	}
 }
 

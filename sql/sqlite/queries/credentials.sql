@@ -120,3 +120,16 @@ WHERE id IN (
     LIMIT @max_rows
 )
 RETURNING *;
+
+-- name: CredentialListRefreshExpiringBefore :many
+-- Active credentials whose refresh token has an absolute expiry before
+-- @before, in id order from @after_id: the credential.expiring scan. It
+-- reads, claims nothing: every replica may scan, receivers dedupe by id.
+SELECT c.* FROM credentials c
+WHERE c.state = 'active'
+  AND length(c.refresh_token) > 0
+  AND c.refresh_expires_at IS NOT NULL
+  AND c.refresh_expires_at < @before
+  AND c.id > @after_id
+ORDER BY c.id
+LIMIT @max_rows;

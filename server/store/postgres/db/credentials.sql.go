@@ -348,6 +348,66 @@ func (q *Queries) CredentialListNotUnderKey(ctx context.Context, arg CredentialL
 	return items, nil
 }
 
+const credentialListRefreshExpiringBefore = `-- name: CredentialListRefreshExpiringBefore :many
+SELECT c.id, c.user_id, c.provider, c.subject, c.key_id, c.refresh_token, c.access_token, c.token_type, c.scopes, c.access_expires_at, c.refresh_expires_at, c.state, c.state_reason, c.created_at, c.updated_at, c.last_refreshed_at, c.last_used_at, c.version, c.refresh_claimed_until FROM credentials c
+WHERE c.state = 'active'
+  AND c.refresh_token <> ''::bytea
+  AND c.refresh_expires_at IS NOT NULL
+  AND c.refresh_expires_at < $1
+  AND c.id > $2
+ORDER BY c.id
+LIMIT $3
+`
+
+type CredentialListRefreshExpiringBeforeParams struct {
+	Before  *time.Time
+	AfterID int64
+	MaxRows int32
+}
+
+// Active credentials whose refresh token has an absolute expiry before
+// @before, in id order from @after_id: the credential.expiring scan. It
+// reads, claims nothing: every replica may scan, receivers dedupe by id.
+func (q *Queries) CredentialListRefreshExpiringBefore(ctx context.Context, arg CredentialListRefreshExpiringBeforeParams) ([]Credential, error) {
+	rows, err := q.db.Query(ctx, credentialListRefreshExpiringBefore, arg.Before, arg.AfterID, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Credential
+	for rows.Next() {
+		var i Credential
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.Provider,
+			&i.Subject,
+			&i.KeyID,
+			&i.RefreshToken,
+			&i.AccessToken,
+			&i.TokenType,
+			&i.Scopes,
+			&i.AccessExpiresAt,
+			&i.RefreshExpiresAt,
+			&i.State,
+			&i.StateReason,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.LastRefreshedAt,
+			&i.LastUsedAt,
+			&i.Version,
+			&i.RefreshClaimedUntil,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const credentialReplaceCiphertexts = `-- name: CredentialReplaceCiphertexts :one
 UPDATE credentials SET
     key_id        = $1,

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestLogWriterLinesWhole: concurrent lines come out whole, none lost, once
+// flushed.
+func TestLogWriterLinesWhole(t *testing.T) {
+	var out bytes.Buffer
+	w := &logWriter{out: &out, buf: bufio.NewWriterSize(&out, 1024)}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				_, _ = fmt.Fprintf(w, "line g=%d i=%d %s\n", g, i, strings.Repeat("x", 40+i%200))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 8*500 {
+		t.Fatalf("%d lines, want %d", len(lines), 8*500)
+	}
+	for _, l := range lines {
+		var g, i int
+		var xs string
+		if _, err := fmt.Sscanf(l, "line g=%d i=%d %s", &g, &i, &xs); err != nil || len(xs) != 40+i%200 {
+			t.Fatalf("torn line %q", l)
+		}
+	}
+}
