@@ -77,6 +77,10 @@ faults: ## Fault suite: PostgreSQL and provider outages, rotation races (loopbac
 bench-hotpath: ## Token hot path against pgbench in one run; writes docs/performance.md (about 4 minutes).
 	hack/bench/run.sh
 
+.PHONY: bench-refresh
+bench-refresh: ## Refresh path against the provider's own refresh rate in one run; writes docs/performance.md.
+	hack/bench/refresh.sh
+
 .PHONY: clean
 clean: ## Remove build outputs (keeps the tool cache).
 	rm -rf bin/tokenstore bin/bench.txt
