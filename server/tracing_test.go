@@ -159,7 +159,7 @@ func TestTracing(t *testing.T) {
 func attr(s tracetest.SpanStub, key string) string {
 	for _, kv := range s.Attributes {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
@@ -169,17 +169,17 @@ func attr(s tracetest.SpanStub, key string) string {
 func spanText(s tracetest.SpanStub) []string {
 	out := []string{s.Name, s.Status.Description}
 	for _, kv := range s.Attributes {
-		out = append(out, string(kv.Key)+"="+kv.Value.Emit())
+		out = append(out, string(kv.Key)+"="+kv.Value.String())
 	}
 	for _, ev := range s.Events {
 		out = append(out, ev.Name)
 		for _, kv := range ev.Attributes {
-			out = append(out, string(kv.Key)+"="+kv.Value.Emit())
+			out = append(out, string(kv.Key)+"="+kv.Value.String())
 		}
 	}
 	for _, l := range s.Links {
 		for _, kv := range l.Attributes {
-			out = append(out, string(kv.Key)+"="+kv.Value.Emit())
+			out = append(out, string(kv.Key)+"="+kv.Value.String())
 		}
 	}
 	return out

@@ -195,12 +195,12 @@ func TestTransportRedactsQueries(t *testing.T) {
 func spanText(s tracetest.SpanStub) []string {
 	out := []string{s.Name, s.Status.Description}
 	for _, kv := range s.Attributes {
-		out = append(out, string(kv.Key)+"="+kv.Value.Emit())
+		out = append(out, string(kv.Key)+"="+kv.Value.String())
 	}
 	for _, ev := range s.Events {
 		out = append(out, ev.Name)
 		for _, kv := range ev.Attributes {
-			out = append(out, string(kv.Key)+"="+kv.Value.Emit())
+			out = append(out, string(kv.Key)+"="+kv.Value.String())
 		}
 	}
 	return out
