@@ -374,9 +374,8 @@ func (a *Authenticator) Session(ctx context.Context, cookie string) (*Identity, 
 			a.touched(s.ID, now, a.sessionExpiry(s.CreatedAt, now))
 		}
 	}
-	var cl map[string]string
-	_ = json.Unmarshal(s.Claims, &cl)
-	return &Identity{UserID: s.UserID, Issuer: cl["iss"], Subject: s.UserID, Name: cl["name"], Email: cl["email"], Method: "session", SessionID: s.ID}, nil
+	cl := s.claims
+	return &Identity{UserID: s.UserID, Issuer: cl.iss, Subject: s.UserID, Name: cl.name, Email: cl.email, Method: "session", SessionID: s.ID}, nil
 }
 
 // Logout ends the session of a cookie value; ending none is not an error.
