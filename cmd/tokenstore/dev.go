@@ -97,9 +97,8 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 	}
 	warnStaleManifests(cmd.ErrOrStderr(), manifests, issuer)
 
-	// Embedded defaults, below what the user set in the environment or
-	// with flags. (A settings file is read after the environment, so these
-	// defaults win over it; use flags or TOKENSTORE_ variables in dev.)
+	// Embedded defaults, below what the user set in the settings file, the
+	// environment or with flags.
 	defaults := map[string]string{
 		"LISTEN_ADDRESS":     listen,
 		"EXTERNAL_URL":       external,
@@ -111,20 +110,15 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 		"OIDC_CLIENT_SECRET": devSecret(key, devLoginClient),
 		"PROVIDERS_FILE":     manifests,
 	}
-	lookup := func(k string) (string, bool) {
-		if v, ok := os.LookupEnv(k); ok {
-			return v, true
-		}
-		v, ok := defaults[strings.TrimPrefix(k, config.EnvPrefix)]
-		return v, ok && strings.HasPrefix(k, config.EnvPrefix)
-	}
-	s, err := config.Load(cmd.Flags(), lookup)
+	s, err := config.LoadWithDefaults(cmd.Flags(), os.LookupEnv, defaults)
 	if err != nil {
 		return err
 	}
 	log := newLogger(s)
-	if err := requireLoopback(s.ListenAddress); err != nil {
-		return err
+	if s.ListenAddress != listen || s.ExternalURL != external {
+		// The demo provider's redirect URIs were built from the flag or
+		// variable values above, before the settings file was read.
+		return errors.New("LISTEN_ADDRESS, EXTERNAL_URL: in dev, set these with flags or TOKENSTORE_ variables, not in the settings file")
 	}
 
 	clients := []devidp.Client{{ID: devLoginClient, Secret: devSecret(key, devLoginClient), RedirectURIs: []string{external + "/api/oidc/callback"}}}

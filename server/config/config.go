@@ -256,6 +256,14 @@ func Names() []string {
 // (lookupEnv, usually os.LookupEnv) and the flags that were set on fs (may be
 // nil). Every problem found is reported in the one returned error.
 func Load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (*Settings, error) {
+	return LoadWithDefaults(fs, lookupEnv, nil)
+}
+
+// LoadWithDefaults is Load with a command's own defaults (setting name to
+// value) laid over the built-in ones, below the settings file, the
+// environment and the flags: `tokenstore dev` uses it so that a settings
+// file still wins over its embedded defaults.
+func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), defaults map[string]string) (*Settings, error) {
 	if lookupEnv == nil {
 		lookupEnv = os.LookupEnv
 	}
@@ -270,6 +278,9 @@ func Load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (*Settings, 
 	for _, o := range options {
 		if o.def != "" {
 			_ = o.set(s, o.def)
+		}
+		if v, ok := defaults[o.name]; ok {
+			apply(o, v, "the command's defaults")
 		}
 	}
 

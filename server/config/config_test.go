@@ -145,3 +145,26 @@ func TestMissingSettingsFile(t *testing.T) {
 		t.Fatalf("want an error naming %s, got %v", SettingsEnv, err)
 	}
 }
+
+// A command's own defaults (tokenstore dev) sit above the built-in ones and
+// below the settings file, the environment and the flags.
+func TestLoadWithDefaultsOrder(t *testing.T) {
+	file := writeFile(t, "LOG_FORMAT: json\n")
+	defaults := map[string]string{"LOG_FORMAT": "text", "LISTEN_ADDRESS": "127.0.0.1:9", "LOG_LEVEL": "debug"}
+	s, err := LoadWithDefaults(nil, env(map[string]string{SettingsEnv: file, "TOKENSTORE_LOG_LEVEL": "warn"}), defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.LogFormat != "json" {
+		t.Errorf("the settings file should beat the command's default: %q", s.LogFormat)
+	}
+	if s.LogLevel != "warn" {
+		t.Errorf("the environment should beat the command's default: %q", s.LogLevel)
+	}
+	if s.ListenAddress != "127.0.0.1:9" {
+		t.Errorf("the command's default should beat the built-in one: %q", s.ListenAddress)
+	}
+	if _, err := LoadWithDefaults(nil, env(nil), map[string]string{"MIGRATE_ON_START": "maybe"}); err == nil || !strings.Contains(err.Error(), "MIGRATE_ON_START") {
+		t.Errorf("a bad command default is reported by name: %v", err)
+	}
+}
