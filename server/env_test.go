@@ -148,12 +148,8 @@ func (e *env) addProvider(id string) {
 	target, _ := url.Parse(tp.op.Issuer)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	tp.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token") {
-			body, _ := io.ReadAll(r.Body)
-			if f, err := url.ParseQuery(string(body)); err == nil && f.Get("grant_type") == "refresh_token" {
-				tp.refresh.Add(1)
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+		if providertest.GrantType(r) == "refresh_token" {
+			tp.refresh.Add(1)
 		}
 		rp.ServeHTTP(w, r)
 	}))

@@ -102,12 +102,8 @@ func newWorkloadEnv(t testing.TB, ko kubeauth.Options) *wlEnv {
 	target, _ := url.Parse(alpha.op.Issuer)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	proxy := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token") {
-			body, _ := io.ReadAll(r.Body)
-			if f, err := url.ParseQuery(string(body)); err == nil && f.Get("grant_type") == "client_credentials" {
-				w.cc.Add(1)
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+		if providertest.GrantType(r) == "client_credentials" {
+			w.cc.Add(1)
 		}
 		rp.ServeHTTP(rw, r)
 	}))

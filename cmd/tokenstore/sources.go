@@ -145,23 +145,6 @@ func (ps *providerSources) Run(ctx context.Context) error {
 	return first
 }
 
-// WaitReady blocks until Ready or until timeout, whichever comes first.
-func (ps *providerSources) WaitReady(ctx context.Context, timeout time.Duration) bool {
-	deadline := time.After(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !ps.Ready() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-deadline:
-			return false
-		case <-tick.C:
-		}
-	}
-	return true
-}
-
 func wrapErr(what string, err error) error {
 	if err == nil {
 		return nil

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/providers/providertest"
 )
 
 // nonRotatingProxy stands in front of the real OP's token endpoint and drops
@@ -52,10 +53,7 @@ func nonRotatingProxy(t *testing.T, target string) (*httptest.Server, *atomic.In
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Note the grant type for ModifyResponse, leaving the body intact.
-		body, _ := io.ReadAll(r.Body)
-		form, _ := url.ParseQuery(string(body))
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.Header.Set("X-Test-Grant", form.Get("grant_type"))
+		r.Header.Set("X-Test-Grant", providertest.GrantType(r))
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)

@@ -199,19 +199,11 @@ func newTokenProvider(t testing.TB, ctx context.Context, id, ext string) *tokenP
 			_, _ = io.WriteString(w, `{"error":"server_error"}`)
 			return
 		}
-		isRefresh := false
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token") {
-			body, _ := io.ReadAll(r.Body)
-			if f, err := url.ParseQuery(string(body)); err == nil && f.Get("grant_type") == "refresh_token" {
-				tp.refresh.Add(1)
-				isRefresh = true
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		if !isRefresh {
+		if providertest.GrantType(r) != "refresh_token" {
 			rp.ServeHTTP(w, r)
 			return
 		}
+		tp.refresh.Add(1)
 		rec := httptest.NewRecorder()
 		rp.ServeHTTP(rec, r)
 		if rec.Code == http.StatusBadRequest && bytes.Contains(rec.Body.Bytes(), []byte("invalid_grant")) {

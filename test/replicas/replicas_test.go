@@ -536,21 +536,16 @@ func newTokenProxy(t *testing.T, target string) *tokenProxy {
 	p := &tokenProxy{}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			body, _ := io.ReadAll(r.Body)
-			if f, err := url.ParseQuery(string(body)); err == nil && f.Get("grant_type") == "refresh_token" {
-				p.refreshes.Add(1)
-				p.last.Store(time.Now().UnixNano())
-				p.mu.Lock()
-				hold, held := p.hold, p.held
-				p.mu.Unlock()
-				if hold != nil {
-					held <- struct{}{}
-					<-hold
-				}
+		if providertest.GrantType(r) == "refresh_token" {
+			p.refreshes.Add(1)
+			p.last.Store(time.Now().UnixNano())
+			p.mu.Lock()
+			hold, held := p.hold, p.held
+			p.mu.Unlock()
+			if hold != nil {
+				held <- struct{}{}
+				<-hold
 			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.ContentLength = int64(len(body))
 		}
 		rp.ServeHTTP(w, r)
 	}))

@@ -8,10 +8,12 @@
 package providertest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -229,4 +231,26 @@ func redirectOf(ctx context.Context, client *http.Client, u string) (*url.URL, e
 		return nil, errors.New("redirect without a Location")
 	}
 	return loc, nil
+}
+
+// GrantType returns the grant_type of a POST to a token endpoint passing
+// through a test proxy (empty for anything else), leaving the body intact
+// for forwarding. Tests use it to count or hold refresh and
+// client-credentials grants on their way to the real OP.
+func GrantType(r *http.Request) string {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/token") || r.Body == nil {
+		return ""
+	}
+	body, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	if err != nil {
+		return ""
+	}
+	f, err := url.ParseQuery(string(body))
+	if err != nil {
+		return ""
+	}
+	return f.Get("grant_type")
 }
