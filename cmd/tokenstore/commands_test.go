@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenstore/tokenstore/server/crypto"
+	sqlfiles "github.com/tokenstore/tokenstore/sql"
 )
 
 // run executes the root command in-process with args and the given
@@ -100,8 +102,13 @@ func TestMigrateAndRotateOnSQLite(t *testing.T) {
 	if out, _, err = run(t, "migrate", "status", "--database-url", other); err != nil || !strings.Contains(out, "pending") {
 		t.Fatalf("status of the flag's database: %q %v", out, err)
 	}
-	// down undoes the newest migration, whichever that is now.
-	if out, _, err = run(t, "migrate", "down"); err != nil || !strings.Contains(out, "undid 0000") {
+	// down undoes the newest embedded migration.
+	names, err := fs.Glob(sqlfiles.SQLiteMigrations(), "*.sql")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("embedded migrations: %v %v", names, err)
+	}
+	newest := names[len(names)-1]
+	if out, _, err = run(t, "migrate", "down"); err != nil || !strings.Contains(out, "undid "+newest) {
 		t.Fatalf("down: %q %v", out, err)
 	}
 }
