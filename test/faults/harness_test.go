@@ -39,6 +39,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/config"
 	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/metrics"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
 	"github.com/tokenstore/tokenstore/server/store"
@@ -251,6 +252,11 @@ type deployment struct {
 	instances []*instance
 	logs      *syncBuffer
 	first     net.Listener
+	// registry, when set, is what the instances serve from (a registry the
+	// controllers fill) instead of one holding the providers above as they
+	// are; metrics, when set, is the instances' metrics.
+	registry *providers.Registry
+	metrics  *metrics.Metrics
 }
 
 type instance struct {
@@ -311,14 +317,17 @@ func (d *deployment) start() *instance {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	reg := providers.NewRegistry()
-	for _, tp := range d.providers {
-		reg.Set(tp.provider)
+	reg := d.registry
+	if reg == nil {
+		reg = providers.NewRegistry()
+		for _, tp := range d.providers {
+			reg.Set(tp.provider)
+		}
+		reg.MarkReady()
 	}
-	reg.MarkReady()
 	logger := slog.New(slog.NewTextHandler(d.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv, err := server.New(server.Options{Settings: d.settings, Store: st, Keys: d.keys, Providers: reg, Logger: logger,
-		CacheTTL: server.DefaultCacheTTL})
+		CacheTTL: server.DefaultCacheTTL, Metrics: d.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
