@@ -6,7 +6,9 @@
 #              database round trip);
 #   measured   GET /api/v1.0/alpha/token on a real `tokenstore serve`
 #              process (same PostgreSQL), 32 keep-alive connections from
-#              hack/bench/loadgen in its own process.
+#              wrk (C, 2 threads, like pgbench's -j 2) in its own process;
+#              also from hack/bench/loadgen (Go), whose own CPU use on the
+#              shared cores is reported alongside as a second column.
 #
 # Both alternate ROUNDS times; each round gives a ratio tokenstore rps /
 # pgbench tps, and the medians are what counts (the machine is shared and
@@ -37,6 +39,8 @@ export PGHOST PGPORT PGUSER
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 
+WRK=$(command -v wrk || true)
+[[ -x "$WRK" ]] || { echo "wrk not found: apt-get install wrk (Debian's package)" >&2; exit 1; }
 PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -n1 || true)
 [[ -x "$PGBENCH" ]] || { echo "pgbench not found: apt-get install postgresql-contrib (or postgresql-client)" >&2; exit 1; }
 hack/ensure-postgres.sh
@@ -109,26 +113,70 @@ first=$(head -n1 "$work/sessions")
 code=$(curl -s -o /dev/null -w '%{http_code}' -b "tokenstore_session=$first" "http://127.0.0.1:$PORT/api/v1.0/alpha/token")
 [[ "$code" == 200 ]] || { echo "token request answered $code" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
 
+# wrk reads the session file in each of its threads and sends every request
+# as the next person of the file (each thread starts at a different one):
+# the same mix of people the Go loadgen sends. Requests are formatted once.
+cat >"$work/people.lua" <<'LUA'
+local reqs = {}
+local i = 0
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+init = function(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      reqs[#reqs + 1] = wrk.format("GET", args[2], { Cookie = "tokenstore_session=" .. line })
+    end
+  end
+  i = ((id or 1) * 7) % #reqs
+end
+request = function()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+LUA
+# run_wrk SESSIONFILE: prints "RPS P50MS P99MS ERRORS".
+run_wrk() {
+  local out
+  out=$("$WRK" -t 2 -c "$CLIENTS" -d "${DURATION}s" --latency -s "$work/people.lua" \
+    "http://127.0.0.1:$PORT/api/v1.0/alpha/token" -- "$1" /api/v1.0/alpha/token 2>&1)
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /^Requests\/sec:/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { err += $NF }
+    /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+    END { if (rps == "") exit 1; printf "%s %.3f %.3f %d\n", rps, p50, p99, err }' <<<"$out" || { echo "$out" >&2; return 1; }
+}
+
 json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 # Main figure: PEOPLE clients (by default one per connection, each its own
 # person, session and credential) calling in a loop, as apps do. Spread
 # figure: every request from one of SESSIONS people in turn, so each
 # person's cache entry serves only a few requests before it lapses.
 head -n "$PEOPLE" "$work/sessions" >"$work/sessions.hot"
-declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD
+declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: pgbench -S -M prepared -c $CLIENTS -j 2 -T $DURATION"
   out=$("$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB" 2>&1)
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$out")
   [[ -n "$tps" ]] || { echo "$out" >&2; exit 1; }
-  log "round $r/$ROUNDS: loadgen -c $CLIENTS -d ${DURATION}s"
+  log "round $r/$ROUNDS: wrk -t 2 -c $CLIENTS -d ${DURATION}s, $PEOPLE people"
+  read -r rps p50 p99 errs < <(run_wrk "$work/sessions.hot")
+  [[ -n "$rps" ]] || exit 1
+  (( errs == 0 )) || { echo "wrk: $errs failed requests" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
+  log "round $r/$ROUNDS: wrk, $SESSIONS people in turn"
+  read -r rps2 _ _ errs < <(run_wrk "$work/sessions")
+  [[ -n "$rps2" ]] || exit 1
+  (( errs == 0 )) || { echo "wrk: $errs failed requests" >&2; exit 1; }
+  log "round $r/$ROUNDS: Go loadgen -c $CLIENTS -d ${DURATION}s, $PEOPLE people"
   res=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.hot" -c "$CLIENTS" -d "${DURATION}s")
-  rps=$(json rps "$res"); p50=$(json p50_ms "$res"); p99=$(json p99_ms "$res")
-  if grep -q '"errors"' <<<"$res"; then log "loadgen errors: $res"; fi
-  log "round $r/$ROUNDS: loadgen -c $CLIENTS -d ${DURATION}s, $SESSIONS people in turn"
-  res2=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -sessions "$work/sessions" -c "$CLIENTS" -d "${DURATION}s")
-  if grep -q '"errors"' <<<"$res2"; then log "loadgen errors: $res2"; fi
-  R_SPREAD+=("$(json rps "$res2")")
+  if grep -q '"errors"' <<<"$res"; then echo "loadgen errors: $res" >&2; exit 1; fi
+  R_GO+=("$(json rps "$res")")
+  R_SPREAD+=("$rps2")
   R_TPS+=("$tps"); R_RPS+=("$rps"); R_P50+=("$p50"); R_P99+=("$p99")
   R_RATIO+=("$(awk -v a="$rps" -v b="$tps" 'BEGIN{printf "%.2f", a/b}')")
 done
@@ -137,19 +185,20 @@ rss=$(awk '/VmRSS/{print $2}' "/proc/$tpid/status")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 m_tps=$(median "${R_TPS[@]}"); m_rps=$(median "${R_RPS[@]}"); m_ratio=$(median "${R_RATIO[@]}")
-m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}"); m_spread=$(median "${R_SPREAD[@]}")
+m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}"); m_spread=$(median "${R_SPREAD[@]}"); m_go=$(median "${R_GO[@]}")
 
 cpu=$(sed -nE 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1)
 machine="$(nproc) cores ($cpu), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go env GOVERSION), $("$PGBENCH" --version | head -n1), $(date -u +%Y-%m-%d)"
 
 table=$(
-  echo "| round | pgbench -S tps | tokenstore req/s | ratio | p50 ms | p99 ms | req/s, $SESSIONS people in turn (ratio) |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| round | pgbench -S tps | tokenstore req/s (wrk) | ratio | p50 ms | p99 ms | req/s, $SESSIONS people in turn (ratio) | req/s from the Go loadgen (ratio) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
   for i in "${!R_TPS[@]}"; do
-    printf '| %d | %.0f | %.0f | %s | %s | %s | %.0f (%.2f) |\n' $((i + 1)) "${R_TPS[$i]}" "${R_RPS[$i]}" "${R_RATIO[$i]}" "${R_P50[$i]}" "${R_P99[$i]}" \
-      "${R_SPREAD[$i]}" "$(awk -v a="${R_SPREAD[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')"
+    printf '| %d | %.0f | %.0f | %s | %s | %s | %.0f (%.2f) | %.0f (%.2f) |\n' $((i + 1)) "${R_TPS[$i]}" "${R_RPS[$i]}" "${R_RATIO[$i]}" "${R_P50[$i]}" "${R_P99[$i]}" \
+      "${R_SPREAD[$i]}" "$(awk -v a="${R_SPREAD[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')" \
+      "${R_GO[$i]}" "$(awk -v a="${R_GO[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')"
   done
-  printf '| **median** | %.0f | %.0f | **%s** | %s | %s | %.0f |\n' "$m_tps" "$m_rps" "$m_ratio" "$m_p50" "$m_p99" "$m_spread"
+  printf '| **median** | %.0f | %.0f | **%s** | %s | %s | %.0f | %.0f |\n' "$m_tps" "$m_rps" "$m_ratio" "$m_p50" "$m_p99" "$m_spread" "$m_go"
 )
 extra=$(
   printf '| peak RSS (VmHWM) under load, %s credentials stored | %.1f MiB (RSS at the end %.1f MiB) |\n' "$CREDENTIALS" "$(awk -v k="$hwm" 'BEGIN{print k/1024}')" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
@@ -172,12 +221,16 @@ section=$(cat <<DOC
 
 \`GET /api/v1.0/alpha/token\` on a real \`tokenstore serve\` process
 (PostgreSQL on 127.0.0.1, per-replica cache on, as \`serve\` runs it), from
-\`hack/bench/loadgen\` in its own process: $CLIENTS keep-alive connections,
-$DURATION s per round, $PEOPLE people (each connection one client with its own
-session and credential, calling in a loop), access tokens still valid;
-$CREDENTIALS credentials stored. The last column sends every request as the
-next of $SESSIONS people in turn, so that each cache entry serves only a few
-requests before it lapses (more database reads).
+\`wrk -t 2 -c $CLIENTS\` in its own process: $CLIENTS keep-alive connections,
+$DURATION s per round, every request from the next of $PEOPLE people (each
+with its own session and credential), access tokens still valid;
+$CREDENTIALS credentials stored. wrk is a C client like pgbench, with the
+same two threads, so that the load generator takes about as much of the
+shared cores on both sides. The column "$SESSIONS people in turn" spreads
+requests over that many people, so that each cache entry serves only a few
+requests before it lapses (more database reads). The last column is the
+same load as the main figure from \`hack/bench/loadgen\` (Go, one
+goroutine per connection), which uses more of the two cores itself.
 Reference in the same run, alternating with it: \`pgbench -S -M prepared
 -c $CLIENTS -j 2 -T $DURATION\` (scale 1) on the same server — one primary-key
 SELECT per transaction, i.e. one database round trip. The ratio is
