@@ -149,7 +149,7 @@ func (s *Server) createGrant(c *gin.Context) {
 	}
 	exists, err := s.opt.ServiceAccounts.ServiceAccountExists(ctx, ns, name)
 	if err != nil {
-		s.log.Warn("service account lookup failed", "namespace", ns, "name", name, "error", err)
+		s.log.WarnContext(ctx, "service account lookup failed", "namespace", ns, "name", name, "error", err)
 		_ = c.Error(&apiError{Status: http.StatusBadGateway, Code: "kubernetes_unavailable",
 			Message: "The Kubernetes API could not be asked whether the ServiceAccount exists; try again shortly."})
 		return
@@ -173,7 +173,7 @@ func (s *Server) createGrant(c *gin.Context) {
 		detail["expires_at"] = g.ExpiresAt.Format(time.RFC3339)
 	}
 	s.audit(c, id.UserID, "user:"+id.UserID, ActionGrantCreate, p.ID, detail)
-	s.log.Info("grant created", "grant", g.ID, "provider", p.ID, "user", id.UserID, "service_account", ns+"/"+name)
+	s.log.InfoContext(ctx, "grant created", "grant", g.ID, "provider", p.ID, "user", id.UserID, "service_account", ns+"/"+name)
 	c.Header("Location", s.base()+"/api/v1.0/grants/"+strconv.FormatInt(g.ID, 10))
 	c.JSON(http.StatusCreated, toGrantJSON(g, now))
 }
@@ -233,7 +233,7 @@ func (s *Server) revokeGrant(c *gin.Context) {
 		}
 		s.audit(c, id.UserID, "user:"+id.UserID, ActionGrantRevoke, g.Provider,
 			map[string]any{"grant_id": g.ID, "service_account": g.ServiceAccountNamespace + "/" + g.ServiceAccountName})
-		s.log.Info("grant revoked", "grant", g.ID, "provider", g.Provider, "user", id.UserID)
+		s.log.InfoContext(ctx, "grant revoked", "grant", g.ID, "provider", g.Provider, "user", id.UserID)
 	}
 	c.JSON(http.StatusOK, toGrantJSON(g, now))
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -49,12 +50,12 @@ func (s *Server) redirect(c *gin.Context, to string) {
 func (s *Server) login(c *gin.Context) {
 	ret, err := s.returns.Check(c.Query("return_url"))
 	if err != nil {
-		_ = c.Error(s.authError(err))
+		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
 	authURL, browser, err := s.auth.StartLogin(c.Request.Context(), ret)
 	if err != nil {
-		_ = c.Error(s.authError(err))
+		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
 	s.setCookie(c, loginCookie, browser, "/api/oidc", 600, http.SameSiteLaxMode)
@@ -68,7 +69,7 @@ func (s *Server) loginCallback(c *gin.Context) {
 	if e := c.Query("error"); e != "" {
 		ret, err := s.auth.AbortLogin(ctx, browser, c.Query("state"))
 		if err != nil {
-			_ = c.Error(s.authError(err))
+			_ = c.Error(s.authError(c.Request.Context(), err))
 			return
 		}
 		s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
@@ -77,14 +78,14 @@ func (s *Server) loginCallback(c *gin.Context) {
 	}
 	cookie, ret, err := s.auth.FinishLogin(ctx, browser, c.Query("state"), c.Query("code"))
 	if err != nil {
-		_ = c.Error(s.authError(err))
+		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
 	// A login replaces the browser's previous session rather than leaving it
 	// alive in the database.
 	if old, _ := c.Cookie(s.opt.Settings.SessionCookieName); old != "" {
 		if err := s.auth.Logout(ctx, old); err != nil {
-			s.log.Warn("ending the previous session failed", "error", err)
+			s.log.WarnContext(ctx, "ending the previous session failed", "error", err)
 		}
 	}
 	s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
@@ -213,7 +214,7 @@ func (s *Server) authorize(c *gin.Context) {
 	}
 	ret, err := s.returns.Check(c.Query("return_url"))
 	if err != nil {
-		_ = c.Error(s.authError(err))
+		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
 	state, pend, err := s.auth.Begin(c.Request.Context(), id.SessionID, p.ID, ret)
@@ -249,7 +250,7 @@ func (s *Server) linkCallback(c *gin.Context) {
 	ctx := c.Request.Context()
 	pend, err := s.auth.Consume(ctx, c.Query("state"), id.SessionID, p.ID)
 	if err != nil {
-		_ = c.Error(s.authError(err))
+		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
 	if e := c.Query("error"); e != "" {
@@ -273,7 +274,7 @@ func (s *Server) linkCallback(c *gin.Context) {
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
 			reason = safeCode(re.ErrorCode)
 		}
-		s.log.Warn("code exchange failed", "provider", p.ID, "user", id.UserID, "reason", reason)
+		s.log.WarnContext(ctx, "code exchange failed", "provider", p.ID, "user", id.UserID, "reason", reason)
 		s.redirect(c, auth.WithParams(pend.ReturnURL, "error", reason, "provider", p.ID))
 		return
 	}
@@ -285,7 +286,7 @@ func (s *Server) linkCallback(c *gin.Context) {
 			return
 		}
 		if idt.Nonce != pend.Nonce {
-			_ = c.Error(s.authError(auth.ErrNonceMismatch))
+			_ = c.Error(s.authError(c.Request.Context(), auth.ErrNonceMismatch))
 			return
 		}
 		subject = idt.Subject
@@ -294,7 +295,7 @@ func (s *Server) linkCallback(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
-	s.log.Info("account linked", "provider", p.ID, "user", id.UserID)
+	s.log.InfoContext(ctx, "account linked", "provider", p.ID, "user", id.UserID)
 	s.redirect(c, pend.ReturnURL)
 }
 
@@ -333,7 +334,7 @@ func (s *Server) token(c *gin.Context) {
 	}
 	t, err := s.broker.Token(c.Request.Context(), req)
 	if err != nil {
-		_ = c.Error(s.brokerError(req.Provider, err))
+		_ = c.Error(s.brokerError(c.Request.Context(), req.Provider, err))
 		return
 	}
 	resp := tokenResponse{AccessToken: t.AccessToken, TokenType: t.TokenType}
@@ -371,7 +372,7 @@ func (s *Server) revoke(c *gin.Context) {
 }
 
 // brokerError maps the broker's errors to API errors.
-func (s *Server) brokerError(provider string, err error) error {
+func (s *Server) brokerError(ctx context.Context, provider string, err error) error {
 	var re *broker.ReauthError
 	var ue *broker.UnavailableError
 	switch {
@@ -384,7 +385,7 @@ func (s *Server) brokerError(provider string, err error) error {
 			Message:  "The provider no longer accepts the stored authorization (" + safeCode(re.Reason) + "); link the account again.",
 			Provider: provider, AuthorizeURL: s.actionURL(provider, "authorize")}
 	case errors.As(err, &ue):
-		s.log.Warn("provider unavailable", "provider", provider, "error", ue.Err)
+		s.log.WarnContext(ctx, "provider unavailable", "provider", provider, "error", ue.Err)
 		return &apiError{Status: http.StatusBadGateway, Code: "provider_unavailable", Message: "The provider could not be reached or failed; the stored authorization is intact, try again shortly.", Provider: provider}
 	}
 	return err

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -220,7 +221,7 @@ func (s *Server) authenticated(c *gin.Context) {
 	id, err := s.identify(c)
 	if err != nil {
 		c.Abort()
-		_ = c.Error(s.authError(err))
+		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
 	c.Set(identityKey, id)
@@ -242,7 +243,7 @@ func (s *Server) identify(c *gin.Context) (*auth.Identity, error) {
 func identity(c *gin.Context) *auth.Identity { return c.MustGet(identityKey).(*auth.Identity) }
 
 // authError maps the auth package's errors to API errors.
-func (s *Server) authError(err error) error {
+func (s *Server) authError(ctx context.Context, err error) error {
 	var ue *auth.UnavailableError
 	switch {
 	case errors.Is(err, auth.ErrUnauthenticated):
@@ -260,7 +261,7 @@ func (s *Server) authError(err error) error {
 	case errors.Is(err, auth.ErrBadReturnURL):
 		return &apiError{Status: http.StatusBadRequest, Code: "invalid_return_url", Message: "return_url must be a path on this service or an allowed origin."}
 	case errors.As(err, &ue):
-		s.log.Warn("login provider unavailable", "error", err)
+		s.log.WarnContext(ctx, "login provider unavailable", "error", err)
 		return &apiError{Status: http.StatusBadGateway, Code: "login_provider_unavailable", Message: "The login provider could not be reached; try again shortly."}
 	}
 	return err

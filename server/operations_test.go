@@ -140,6 +140,19 @@ func TestRequestID(t *testing.T) {
 	if !refreshed || !request {
 		t.Errorf("request id missing from the refresh or request line: %q", lines)
 	}
+	// Handlers' own lines carry the id of the request they belong to too.
+	linked := false
+	for _, l := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(l, `msg="account linked"`) {
+			linked = true
+			if !regexp.MustCompile(`request_id=[0-9a-f]{32}`).MatchString(l) {
+				t.Errorf("handler line without its request id: %q", l)
+			}
+		}
+	}
+	if !linked {
+		t.Error(`no "account linked" line`)
+	}
 
 	r = b.do(http.MethodGet, in.url+"/healthz", map[string]string{"X-Request-Id": "bad id\"; injected=1"})
 	if got := r.header.Get("X-Request-Id"); !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(got) {
