@@ -250,6 +250,9 @@ func Run(ctx context.Context, opt Options) (Progress, error) {
 	return p, nil
 }
 
+// maxExpiresAt is 10000-01-01T00:00:00Z in Unix seconds.
+const maxExpiresAt = 253402300800
+
 // importRow handles one row; an error is returned only when the new store
 // fails, which stops the run.
 func importRow(ctx context.Context, opt Options, r Row, token []byte, expiresAt sql.NullFloat64) (Outcome, string, error) {
@@ -297,7 +300,9 @@ func importRow(ctx context.Context, opt Options, r Row, token []byte, expiresAt 
 		RefreshToken: sealed,
 		State:        store.StateActive,
 	}
-	if expiresAt.Valid && expiresAt.Float64 > 0 && !math.IsInf(expiresAt.Float64, 0) {
+	// Later than 9999-12-31 (or infinite) is no real date: PostgreSQL and
+	// JSON cannot hold it, so it counts as unknown rather than failing the run.
+	if expiresAt.Valid && expiresAt.Float64 > 0 && expiresAt.Float64 < maxExpiresAt {
 		sec, frac := math.Modf(expiresAt.Float64)
 		t := time.Unix(int64(sec), int64(frac*1e9)).UTC()
 		c.RefreshExpiresAt = &t
