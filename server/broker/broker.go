@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -501,6 +502,9 @@ func (b *Broker) satisfied(c *store.Credential, req Request, start, now time.Tim
 	return !c.LastRefreshedAt.Before(start.Add(-window))
 }
 
+// maxLifetimeSeconds is the longest refresh_expires_in a time.Duration holds.
+const maxLifetimeSeconds = float64(math.MaxInt64 / int64(time.Second))
+
 // seal puts a token answer into c, both ciphertexts under the primary key
 // (KeyID names the key of both).
 func (b *Broker) seal(c *store.Credential, t *oauth2.Token, now time.Time) error {
@@ -527,7 +531,9 @@ func (b *Broker) seal(c *store.Credential, t *oauth2.Token, now time.Time) error
 		e := t.Expiry.UTC()
 		c.AccessExpiresAt = &e
 	}
-	if v, ok := t.Extra("refresh_expires_in").(float64); ok && v > 0 {
+	// A lifetime beyond what a time.Duration holds (~292 years) would wrap
+	// into the past: it counts as no known expiry.
+	if v, ok := t.Extra("refresh_expires_in").(float64); ok && v > 0 && v < maxLifetimeSeconds {
 		e := now.Add(time.Duration(v) * time.Second).UTC()
 		c.RefreshExpiresAt = &e
 	}
