@@ -10,11 +10,18 @@
 #              credentials holding real refresh tokens of that OP: no access
 #              token is ever valid for a day, so every request refreshes
 #              (a forced refresh would not do: force_refresh is satisfied by
-#              a refresh of the last 2 s, by design).
+#              a refresh of the last 2 s, by design). As in the reference,
+#              connection w has credentials of its own (w, w+C, w+2C, ...):
+#              no two connections ever ask for one credential at once, so
+#              no request shares another's refresh (single flight) or
+#              waits on its row lock.
 #
 # The ratio is tokenstore requests/s over the OP's refreshes/s; target
 # >= 0.8. The refreshes tokenstore made are counted from its log
-# ("credential refreshed") to show that every request did refresh.
+# ("credential refreshed") to show that every request did refresh. The
+# CPU time each process used during a round, per request served, says
+# where the time goes: the OP (fixture), tokenstore, the PostgreSQL
+# backends of the benchmark's database, the load generator.
 #
 #   hack/bench/refresh.sh              # prints the table, updates docs/performance.md
 #   ROUNDS=5 DURATION=10 WRITE_DOCS=0 hack/bench/refresh.sh
@@ -69,21 +76,63 @@ first=$(head -n1 "$work/sessions.refresh")
 code=$(curl -s -o /dev/null -w '%{http_code}' -b "tokenstore_session=$first" "http://127.0.0.1:$PORT/api/v1.0/alpha/token?min_valid=86400")
 [[ "$code" == 200 ]] || { echo "token request answered $code" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
 
+# The load generator walks the session file from its own starting line per
+# connection (line w*N/C of N); a file of C blocks, block w holding only
+# the sessions of connection w's credentials in turn, keeps each connection
+# on its own credentials for BLOCK requests a round.
+BLOCK=$(( DURATION * 500 > 2000 ? DURATION * 500 : 2000 ))
+awk -v c="$CLIENTS" -v b="$BLOCK" '{ s[NR - 1] = $0 }
+  END { for (w = 0; w < c; w++) { k = 0; for (j = 0; j < b; j++) { p = w + c * k++; if (p >= NR) { k = 1; p = w }; print s[p] } } }' \
+  "$work/sessions.refresh" >"$work/sessions.own"
+
+fpid=${pids[0]}
+hz=$(getconf CLK_TCK)
+# cpu PID...: user+system ticks of the processes (0 for any gone).
+cpu() { local t=0 p v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; echo "$t"; }
+# The backends serving the benchmark's database (tokenstore's pool).
+pgpids() { psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'"; }
+# loadgen ARGS...: runs it, sets LG (its JSON line) and LGCPU (its ticks).
+loadgen() {
+  local out
+  out=$( (set +e; "$work/loadgen" "$@"; echo "rc=$?"; times) 2>&1)
+  LG=$(grep '^{' <<<"$out" || true)
+  # `times`: the shell's own line, then its children's "XmY.YYYs XmZ.ZZZs".
+  LGCPU=$(tail -n1 <<<"$out" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }')
+}
+# per REQUESTS TICKS: milliseconds per request.
+per() { awk -v n="$1" -v t="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "-" }'; }
+
 json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 refreshed() { sleep 0.5; grep -c '"msg":"credential refreshed"' "$work/tokenstore.log" || true; }
-declare -a R_OP R_TS R_RATIO R_P50 R_P99 R_OP50 R_REF
+declare -a R_OP R_TS R_RATIO R_P50 R_P99 R_OP50 R_REF R_CPUOP R_CPUTS
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: OP directly, -c $CLIENTS -d ${DURATION}s"
-  res=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -op-refresh "$work/op_refresh.json" -c "$CLIENTS" -d "${DURATION}s" -warmup 0)
+  f0=$(cpu "$fpid")
+  loadgen -url "http://127.0.0.1:$PORT" -op-refresh "$work/op_refresh.json" -c "$CLIENTS" -d "${DURATION}s" -warmup 0
+  f1=$(cpu "$fpid")
+  res=$LG
+  [[ -n "$res" ]] || { echo "loadgen (OP) gave no result" >&2; exit 1; }
   if grep -q '"errors"' <<<"$res"; then log "loadgen errors (OP): $res"; fi
   R_OP+=("$(json rps "$res")"); R_OP50+=("$(json p50_ms "$res")")
+  n=$(json ok "$res")
+  R_CPUOP+=("$(per "$n" $((f1 - f0))) + $(per "$n" "$LGCPU")")
   log "round $r/$ROUNDS: tokenstore, every request a refresh, -c $CLIENTS -d ${DURATION}s"
   before=$(refreshed)
-  res=$("$work/loadgen" -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.refresh" -query min_valid=86400 -c "$CLIENTS" -d "${DURATION}s" -warmup 0)
+  mapfile -t pg < <(pgpids)
+  f0=$(cpu "$fpid"); t0=$(cpu "$tpid"); p0=$(cpu "${pg[@]}")
+  loadgen -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.own" -query min_valid=86400 -c "$CLIENTS" -d "${DURATION}s" -warmup 0
+  # Backends opened during the round count from zero.
+  mapfile -t pg < <(pgpids)
+  f1=$(cpu "$fpid"); t1=$(cpu "$tpid"); p1=$(cpu "${pg[@]}")
+  res=$LG
+  [[ -n "$res" ]] || { echo "loadgen (tokenstore) gave no result" >&2; exit 1; }
   if grep -q '"errors"' <<<"$res"; then log "loadgen errors (tokenstore): $res"; fi
   after=$(refreshed)
+  n=$(json ok "$res")
+  (( n / CLIENTS < BLOCK / 2 )) || log "warning: about $((n / CLIENTS)) requests per connection; raise BLOCK ($BLOCK)"
   R_TS+=("$(json rps "$res")"); R_P50+=("$(json p50_ms "$res")"); R_P99+=("$(json p99_ms "$res")")
-  R_REF+=("$((after - before)) / $(json ok "$res")")
+  R_REF+=("$((after - before)) / $n")
+  R_CPUTS+=("$(per "$n" $((f1 - f0))) + $(per "$n" $((t1 - t0))) + $(per "$n" $((p1 - p0))) + $(per "$n" "$LGCPU")")
   R_RATIO+=("$(awk -v a="${R_TS[-1]}" -v b="${R_OP[-1]}" 'BEGIN{printf "%.2f", a/b}')")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
@@ -97,7 +146,14 @@ table=$(
   done
   printf '| **median** | %.0f | %s | %.0f | **%s** | %s | %s | |\n' "$(median "${R_OP[@]}")" "$(median "${R_OP50[@]}")" "$(median "${R_TS[@]}")" "$(median "${R_RATIO[@]}")" "$(median "${R_P50[@]}")" "$(median "${R_P99[@]}")"
 )
-echo; echo "machine: $machine"; echo "$table"
+cputable=$(
+  echo "| round | direct: OP + load generator | through tokenstore: OP + tokenstore + PostgreSQL + load generator |"
+  echo "| --- | --- | --- |"
+  for i in "${!R_OP[@]}"; do
+    printf '| %d | %s | %s |\n' $((i + 1)) "${R_CPUOP[$i]}" "${R_CPUTS[$i]}"
+  done
+)
+echo; echo "machine: $machine"; echo "$table"; echo; echo "CPU ms per request:"; echo "$cputable"
 [[ "$WRITE_DOCS" == 1 ]] || exit 0
 section=$(cat <<DOC
 <!-- hack/bench/refresh.sh: begin (generated; re-run to replace) -->
@@ -107,20 +163,29 @@ Every request needs a refresh: \`GET /api/v1.0/alpha/token?min_valid=86400\`
 on a real \`tokenstore serve\` process, $CLIENTS keep-alive connections from
 \`hack/bench/loadgen\` over $PEOPLE credentials holding real refresh tokens of
 the fixture's in-process OpenID Provider (zitadel \`op\`, which rotates refresh
-tokens), $DURATION s per round. No access token lives a day, so each request
+tokens), $DURATION s per round. Each connection has credentials of its own
+($((PEOPLE / CLIENTS)), taken in turn), so no request shares another's refresh
+or waits on its row lock. No access token lives a day, so each request
 refreshes (the last column counts the "credential refreshed" log lines);
 \`force_refresh=true\` would not measure this, since a forced request is
 satisfied by a refresh begun in the last 2 s (\`broker.DefaultForceWindow\`).
 Reference in the same run, alternating with it: the same load generator
 sending \`refresh_token\` grants straight to the OP's token endpoint at the
-same concurrency, with $PEOPLE refresh-token chains of its own. The ratio is
-tokenstore requests/s over the OP's refreshes/s; target >= 0.8.
+same concurrency over sockets, each connection with refresh-token chains of
+its own ($PEOPLE in all; no database). The ratio is tokenstore requests/s
+over the OP's refreshes/s; target >= 0.8.
 
 Machine: $machine. Load generator, OP, server and PostgreSQL share these
 cores (and other engineers' builds ran meanwhile): compare ratios, not
 absolutes.
 
 $table
+
+CPU time per request served, in milliseconds, of each process during the
+same rounds (from /proc; PostgreSQL: the backends connected to the
+benchmark's database, so not the WAL writer or checkpointer):
+
+$cputable
 <!-- hack/bench/refresh.sh: end -->
 DOC
 )

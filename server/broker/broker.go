@@ -123,7 +123,10 @@ type Options struct {
 	Keys      *crypto.KeyRing
 	Providers providers.Reader
 	// HTTPClient calls providers' token and revocation endpoints; nil means
-	// a client with a 20 s timeout.
+	// a client with a 20 s timeout. A client on net/http's default
+	// transport is given providers.Transport() instead (the same settings,
+	// but idle connections kept for concurrent refreshes, where the
+	// default's two per host would open a connection per refresh).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -156,8 +159,13 @@ func New(opt Options) (*Broker, error) {
 	if opt.Store == nil || opt.Keys == nil || opt.Providers == nil {
 		return nil, errors.New("broker: store, key ring and provider registry are required")
 	}
-	if opt.HTTPClient == nil {
-		opt.HTTPClient = &http.Client{Timeout: providerTimeout}
+	switch {
+	case opt.HTTPClient == nil:
+		opt.HTTPClient = &http.Client{Timeout: providerTimeout, Transport: providers.Transport()}
+	case opt.HTTPClient.Transport == nil || opt.HTTPClient.Transport == http.DefaultTransport:
+		c := *opt.HTTPClient
+		c.Transport = providers.Transport()
+		opt.HTTPClient = &c
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
@@ -351,8 +359,15 @@ func (e *grantRefused) Error() string { return "refresh token refused: " + e.cod
 // waited, and then the stored token is served.
 func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request, start time.Time) (Token, error) {
 	// Whatever happens here may change the row: the next hot-path read
-	// goes to the store.
-	defer b.forget(req.UserID, req.Provider)
+	// goes to the store, unless this refresh wrote it (then the row as
+	// committed is what that read would find).
+	var written *store.Credential
+	defer func() {
+		b.forget(req.UserID, req.Provider)
+		if written != nil {
+			b.remember(req.UserID, req.Provider, *written)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		var (
 			tok        Token
@@ -361,19 +376,21 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 			gotNewRT   bool
 			unknownExp bool
 		)
-		c, err := b.opt.Store.UpdateCredential(ctx, req.UserID, req.Provider, func(c *store.Credential) error {
+		// The audit event of a refresh is written with the rotated token,
+		// in the same transaction (one commit, one round trip).
+		c, auditErr, err := b.opt.Store.UpdateCredentialAudited(ctx, req.UserID, req.Provider, func(c *store.Credential) (*store.AuditEvent, error) {
 			now := b.opt.Now()
 			usedVer = c.Version
 			if c.State == store.StateNeedsReauth {
-				return &ReauthError{Provider: req.Provider, Reason: c.StateReason}
+				return nil, &ReauthError{Provider: req.Provider, Reason: c.StateReason}
 			}
 			if b.satisfied(c, req, start, now) {
 				t, err := b.serve(c)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				tok = t
-				return errServed
+				return nil, errServed
 			}
 			if len(c.RefreshToken) == 0 {
 				if len(c.AccessToken) > 0 {
@@ -381,23 +398,23 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 						// Never expires, cannot be refreshed: it is what there is.
 						t, err := b.serve(c)
 						if err != nil {
-							return err
+							return nil, err
 						}
 						tok = t
-						return errServed
+						return nil, errServed
 					}
 				}
-				return &ReauthError{Provider: req.Provider, Reason: "no_refresh_token"}
+				return nil, &ReauthError{Provider: req.Provider, Reason: "no_refresh_token"}
 			}
 			rt, err := b.opt.Keys.Open(c.RefreshToken, binding(c.UserID, c.Provider, crypto.PurposeRefreshToken))
 			if err != nil {
-				return fmt.Errorf("opening the refresh token of %s: %w", c.Provider, err)
+				return nil, fmt.Errorf("opening the refresh token of %s: %w", c.Provider, err)
 			}
 			t0 := time.Now()
 			nt, err := b.callRefresh(ctx, p, string(rt))
 			b.observeRefresh(p.ID, err, time.Since(t0))
 			if err != nil {
-				return err
+				return nil, err
 			}
 			// x/oauth2 fills in the old refresh token when the answer has
 			// none, so rotation shows as a different value.
@@ -407,25 +424,28 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 				nt.RefreshToken = string(rt)
 			}
 			if err := b.seal(c, nt, now); err != nil {
-				return err
+				return nil, err
 			}
 			unknownExp = nt.Expiry.IsZero()
 			refreshed = true
 			t, err := b.serve(c)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			tok = t
-			return nil
+			// The store writes the row as version usedVer+1 (it holds the
+			// lock: no other write comes between).
+			return b.auditEvent(req, ActionRefresh, map[string]any{"rotated": gotNewRT, "expiry_known": !unknownExp, "version": usedVer + 1}), nil
 		})
 		switch {
 		case err == nil:
+			written = &c
 			if refreshed {
 				if req.refreshed != nil {
 					*req.refreshed = true
 				}
 				b.log.InfoContext(ctx, "credential refreshed", "provider", req.Provider, "user", req.UserID, "rotated", gotNewRT, "forced", req.Force, "actor", req.Actor)
-				b.audit(ctx, req, ActionRefresh, map[string]any{"rotated": gotNewRT, "expiry_known": !unknownExp, "version": c.Version})
+				b.auditFailed(ctx, req, ActionRefresh, auditErr)
 			}
 			return tok, nil
 		case errors.Is(err, errServed):
@@ -451,9 +471,9 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 			continue
 		}
 		marked := false
-		_, merr := b.opt.Store.UpdateCredential(ctx, req.UserID, req.Provider, func(c *store.Credential) error {
+		_, auditErr, merr := b.opt.Store.UpdateCredentialAudited(ctx, req.UserID, req.Provider, func(c *store.Credential) (*store.AuditEvent, error) {
 			if c.Version != usedVer {
-				return errServed // changed again meanwhile: leave it
+				return nil, errServed // changed again meanwhile: leave it
 			}
 			c.State = store.StateNeedsReauth
 			c.StateReason = gr.code
@@ -461,15 +481,15 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 			// person to see and re-link.
 			c.AccessToken = nil
 			marked = true
-			return nil
+			return b.auditEvent(req, ActionNeedsReauth, map[string]any{"reason": gr.code}), nil
 		})
 		if merr != nil && !errors.Is(merr, errServed) {
 			return Token{}, fmt.Errorf("marking the credential for re-authorization: %w", merr)
 		}
-		if marked {
+		if marked && merr == nil {
 			b.log.WarnContext(ctx, "provider refused the refresh token; credential needs re-authorization",
 				"provider", req.Provider, "user", req.UserID, "reason", gr.code)
-			b.audit(ctx, req, ActionNeedsReauth, map[string]any{"reason": gr.code})
+			b.auditFailed(ctx, req, ActionNeedsReauth, auditErr)
 			b.notify(ctx, ActionNeedsReauth, req.UserID, req.Provider, map[string]any{"reason": gr.code})
 		}
 		return Token{}, &ReauthError{Provider: req.Provider, Reason: gr.code}
@@ -759,17 +779,26 @@ func (b *Broker) revokeAt(ctx context.Context, p *providers.Provider, token, hin
 	return fmt.Errorf("revocation endpoint answered %d %s", resp.StatusCode, e.Error)
 }
 
-// audit appends an event; a failure is logged, not returned, as the
-// operation it records has already happened.
-func (b *Broker) audit(ctx context.Context, req Request, action string, detail map[string]any) {
+// auditEvent is the audit event of action on req's credential.
+func (b *Broker) auditEvent(req Request, action string, detail map[string]any) *store.AuditEvent {
 	d, _ := json.Marshal(detail)
 	actor := req.Actor
 	if actor == "" {
 		actor = "user:" + req.UserID
 	}
-	if _, err := b.opt.Store.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{
-		Time: b.opt.Now().UTC(), UserID: req.UserID, Actor: actor, Action: action, Provider: req.Provider, Detail: d,
-	}); err != nil {
+	return &store.AuditEvent{Time: b.opt.Now().UTC(), UserID: req.UserID, Actor: actor, Action: action, Provider: req.Provider, Detail: d}
+}
+
+// audit appends an event; a failure is logged, not returned, as the
+// operation it records has already happened.
+func (b *Broker) audit(ctx context.Context, req Request, action string, detail map[string]any) {
+	_, err := b.opt.Store.AppendAudit(context.WithoutCancel(ctx), *b.auditEvent(req, action, detail))
+	b.auditFailed(ctx, req, action, err)
+}
+
+// auditFailed logs a failure to write an audit event (err nil: none).
+func (b *Broker) auditFailed(ctx context.Context, req Request, action string, err error) {
+	if err != nil {
 		b.log.ErrorContext(ctx, "writing an audit event failed", "action", action, "provider", req.Provider, "user", req.UserID, "error", err)
 	}
 }

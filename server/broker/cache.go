@@ -56,3 +56,12 @@ func (b *Broker) credential(ctx context.Context, userID, provider string) (store
 func (b *Broker) forget(userID, provider string) {
 	b.cache.Forget(credKey{userID, provider})
 }
+
+// remember caches a row this replica has just committed, in place of the
+// read of it the next request would make. Called after forget: a read
+// that began before that is not cached over it, and one that began after
+// found this row or a newer one (a newer one replaced here is at most one
+// TTL stale, as any cached row).
+func (b *Broker) remember(userID, provider string, c store.Credential) {
+	b.cache.Put(b.cache.Begin(), credKey{userID, provider}, c)
+}

@@ -189,6 +189,15 @@ type Store interface {
 	// held while fn runs). If fn returns an error nothing is written and the error is
 	// returned as is. Returns ErrNotFound when there is no such row.
 	UpdateCredential(ctx context.Context, userID, provider string, fn func(c *Credential) error) (Credential, error)
+	// UpdateCredentialAudited is UpdateCredential whose fn may also return
+	// an audit event (nil: none), appended in the same transaction as the
+	// write: one commit for both, and the event is kept exactly when the
+	// change is. An event without Time is stamped now. Writing the event
+	// must never undo the update (the update may hold a rotated refresh
+	// token that exists nowhere else): if the event cannot be written, the
+	// update is committed without it and the failure is returned as
+	// auditErr, with err nil. err is as UpdateCredential's.
+	UpdateCredentialAudited(ctx context.Context, userID, provider string, fn func(c *Credential) (*AuditEvent, error)) (c Credential, auditErr, err error)
 	// DeleteCredential removes the credential; ErrNotFound if there was none.
 	DeleteCredential(ctx context.Context, userID, provider string) error
 	// ListCredentialsNotUnderKey returns up to limit credentials whose KeyID

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,9 @@ type Store struct {
 	// UpdatedAt); a field so that every backend takes them from Go, not
 	// from the database server, and they agree across backends.
 	now func() time.Time
+	// lockSlots caps the connections UpdateCredential holds (a row lock,
+	// while a provider is called) below the pool's size: see lockSlotsFor.
+	lockSlots chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -34,6 +38,22 @@ var _ store.Store = (*Store)(nil)
 // defaultPingTimeout bounds Open's first connection when ctx has no deadline,
 // so a wrong host fails start-up instead of hanging it.
 const defaultPingTimeout = 15 * time.Second
+
+// DefaultMaxConns is the pool size when the database URL names none
+// (pool_max_conns). pgx's own default, the greater of 4 and the number of
+// CPUs, is too small here: a refresh holds its connection (and the row
+// lock) while the provider answers, so the pool bounds how many refreshes
+// run at once, however many requests wait for one. Connections are opened
+// on demand, so an idle replica holds few.
+const DefaultMaxConns = 32
+
+// lockSlotsFor is how many connections of a pool of size may be held by
+// UpdateCredential at once: three quarters of size (at least one), so that a quarter
+// stays for the short queries of the hot path while slow providers keep
+// rows locked.
+func lockSlotsFor(size int32) int {
+	return max(1, int(size)-max(1, int(size)/4))
+}
 
 // Open connects to the database at databaseURL (a postgres:// URL or a
 // key=value DSN, as pgx accepts) and checks that it answers.
@@ -45,6 +65,9 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	}
 	// One span per query, named by its sqlc name, when tracing is on.
 	cfg.ConnConfig.Tracer = pgtrace.Tracer{}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store/postgres: open: %w", err)
@@ -65,7 +88,8 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 
 // New returns a Store on pool. The Store owns the pool: Close closes it.
 func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, q: db.New(pool), now: time.Now}
+	return &Store{pool: pool, q: db.New(pool), now: time.Now,
+		lockSlots: make(chan struct{}, lockSlotsFor(pool.Config().MaxConns))}
 }
 
 // Pool returns the underlying pool, for health checks and metrics.
@@ -131,53 +155,19 @@ func (s *Store) UpsertCredential(ctx context.Context, c store.Credential) (store
 // UpdateCredential implements store.Store. The row is read with SELECT ...
 // FOR UPDATE inside a transaction that stays open while fn runs, so a second
 // caller (in this process or another replica) blocks on the row until the
-// first commits and then reads its result.
-func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) error) (_ store.Credential, err error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return store.Credential{}, wrap("update credential: begin", err)
-	}
-	defer func() {
-		// After a commit this is a no-op; on every other path (fn's error,
-		// a failed query, a panic in fn) it releases the lock.
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-	}()
-	q := s.q.WithTx(tx)
-	row, err := q.CredentialGetForUpdate(ctx, db.CredentialGetForUpdateParams{UserID: userID, Provider: provider})
-	if err != nil {
-		return store.Credential{}, wrap("update credential: lock row", err)
-	}
-	cur := credential(row)
-	next := cur
-	if err := fn(&next); err != nil {
-		return store.Credential{}, err // as is, per the contract
-	}
-	if err := validState(next.State); err != nil {
-		return store.Credential{}, fmt.Errorf("store/postgres: update credential: %w", err)
-	}
-	row, err = q.CredentialUpdate(ctx, db.CredentialUpdateParams{
-		ID:               cur.ID, // fn cannot re-address the row
-		Subject:          next.Subject,
-		KeyID:            next.KeyID,
-		RefreshToken:     nonNil(next.RefreshToken),
-		AccessToken:      nonNil(next.AccessToken),
-		TokenType:        next.TokenType,
-		Scopes:           nonNilStrings(next.Scopes),
-		AccessExpiresAt:  tsp(next.AccessExpiresAt),
-		RefreshExpiresAt: tsp(next.RefreshExpiresAt),
-		State:            string(next.State),
-		StateReason:      next.StateReason,
-		Now:              ts(s.now()),
-		LastRefreshedAt:  tsp(next.LastRefreshedAt),
-		LastUsedAt:       tsp(next.LastUsedAt),
+// first commits and then reads its result. The transaction takes two round
+// trips (see pipeline.go).
+func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) error) (store.Credential, error) {
+	c, _, err := s.updateCredential(ctx, userID, provider, func(c *store.Credential) (*store.AuditEvent, error) {
+		return nil, fn(c)
 	})
-	if err != nil {
-		return store.Credential{}, wrap("update credential", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return store.Credential{}, wrap("update credential: commit", err)
-	}
-	return credential(row), nil
+	return c, err
+}
+
+// UpdateCredentialAudited implements store.Store: UpdateCredential with the
+// audit event inserted in the same round trip and commit as the update.
+func (s *Store) UpdateCredentialAudited(ctx context.Context, userID, provider string, fn func(c *store.Credential) (*store.AuditEvent, error)) (store.Credential, error, error) {
+	return s.updateCredential(ctx, userID, provider, fn)
 }
 
 // DeleteCredential implements store.Store.
@@ -481,18 +471,7 @@ func (s *Store) RevokeGrant(ctx context.Context, userID string, id int64, now ti
 
 // AppendAudit implements store.Store. An event without Time is stamped now.
 func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) (store.AuditEvent, error) {
-	t := e.Time
-	if t.IsZero() {
-		t = s.now()
-	}
-	row, err := s.q.AuditEventInsert(ctx, db.AuditEventInsertParams{
-		Time:     ts(t),
-		UserID:   e.UserID,
-		Actor:    e.Actor,
-		Action:   e.Action,
-		Provider: e.Provider,
-		Detail:   nonNil(e.Detail),
-	})
+	row, err := s.q.AuditEventInsert(ctx, s.auditParams(e))
 	if err != nil {
 		return store.AuditEvent{}, wrap("append audit event", err)
 	}

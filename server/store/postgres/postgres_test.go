@@ -89,3 +89,113 @@ func BenchmarkUpdateCredential(b *testing.B) {
 	s := open(b, migratedSchema(b, pgtest.NewDatabase(b)))
 	storetest.BenchmarkUpdateCredential(b, s)
 }
+
+// TestUpdateCredentialAuditFails: an audit event that cannot be written
+// does not take the update (here, a rotated refresh token) down with it.
+func TestUpdateCredentialAuditFails(t *testing.T) {
+	s := open(t, migratedSchema(t, pgtest.NewDatabase(t)))
+	ctx := t.Context()
+	orig, err := s.UpsertCredential(ctx, store.Credential{UserID: "alice", Provider: "github", KeyID: "k1",
+		RefreshToken: []byte("rt-1"), State: store.StateActive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(ctx, `
+CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit refused'; END $$;
+CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit();`); err != nil {
+		t.Fatal(err)
+	}
+	got, auditErr, err := s.UpdateCredentialAudited(ctx, "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+		c.RefreshToken = []byte("rt-2")
+		return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "credential.refresh", Provider: "github"}, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateCredentialAudited: %v", err)
+	}
+	if auditErr == nil || !strings.Contains(auditErr.Error(), "audit refused") {
+		t.Errorf("auditErr = %v, want the trigger's refusal", auditErr)
+	}
+	read, err := s.GetCredential(ctx, "alice", "github")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(read.RefreshToken) != "rt-2" || read.Version != orig.Version+1 || got.Version != read.Version {
+		t.Errorf("stored refresh token %q version %d (returned %d); want %q version %d",
+			read.RefreshToken, read.Version, got.Version, "rt-2", orig.Version+1)
+	}
+	if ev, err := s.ListAudit(ctx, "alice", 0, 10); err != nil || len(ev) != 0 {
+		t.Errorf("ListAudit = %v, %v; want no events", ev, err)
+	}
+	// Nothing left locked or half done.
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.UpdateCredential(lctx, "alice", "github", func(*store.Credential) error { return nil }); err != nil {
+		t.Fatalf("UpdateCredential afterwards: %v", err)
+	}
+	// And audited updates work again once events can be written (the
+	// connection's prepared statements survived the failure).
+	if _, err := s.Pool().Exec(ctx, `DROP TRIGGER refuse_audit ON audit_events`); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, auditErr, err := s.UpdateCredentialAudited(lctx, "alice", "github", func(*store.Credential) (*store.AuditEvent, error) {
+			return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "credential.refresh"}, nil
+		}); err != nil || auditErr != nil {
+			t.Fatalf("UpdateCredentialAudited afterwards: %v, audit: %v", err, auditErr)
+		}
+	}
+	if ev, err := s.ListAudit(ctx, "alice", 0, 10); err != nil || len(ev) != 3 {
+		t.Errorf("ListAudit = %d events, %v; want 3", len(ev), err)
+	}
+}
+
+// TestUpdateCredentialLeavesConnections: rows locked by slow updaters (a
+// provider that does not answer) never take the connections the other
+// queries need.
+func TestUpdateCredentialLeavesConnections(t *testing.T) {
+	s := open(t, migratedSchema(t, pgtest.NewDatabase(t))+"&pool_max_conns=4")
+	ctx := t.Context()
+	for _, u := range []string{"u0", "u1", "u2", "u3", "u4"} {
+		if _, err := s.UpsertCredential(ctx, store.Credential{UserID: u, Provider: "github", KeyID: "k1", State: store.StateActive}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	held := make(chan struct{}, 5)
+	done := make(chan error, 5)
+	for _, u := range []string{"u0", "u1", "u2", "u3", "u4"} {
+		go func() {
+			_, err := s.UpdateCredential(ctx, u, "github", func(*store.Credential) error {
+				held <- struct{}{}
+				<-release
+				return nil
+			})
+			done <- err
+		}()
+	}
+	// Three of the four connections may hold a lock; the others wait.
+	for range 3 {
+		select {
+		case <-held:
+		case <-time.After(10 * time.Second):
+			t.Fatal("three updaters did not get their rows")
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.GetCredential(qctx, "u0", "github"); err != nil {
+		t.Errorf("GetCredential while updaters hold the rows: %v", err)
+	}
+	select {
+	case <-held:
+		t.Error("a fourth updater holds a connection: none is left for the rest")
+	default:
+	}
+	close(release)
+	for range 5 {
+		if err := <-done; err != nil {
+			t.Errorf("UpdateCredential: %v", err)
+		}
+	}
+}

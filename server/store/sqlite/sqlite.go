@@ -218,9 +218,23 @@ func (s *Store) UpsertCredential(ctx context.Context, c store.Credential) (store
 // another, waits at BEGIN (up to BusyTimeout) and then reads the first
 // one's result. Readers are not blocked (WAL).
 func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) error) (store.Credential, error) {
+	c, _, err := s.updateCredential(ctx, userID, provider, func(c *store.Credential) (*store.AuditEvent, error) {
+		return nil, fn(c)
+	})
+	return c, err
+}
+
+// UpdateCredentialAudited implements store.Store: the audit event is
+// inserted in the update's write transaction. A failed insert is undone on
+// its own (SQLite rolls back the failed statement, not the transaction).
+func (s *Store) UpdateCredentialAudited(ctx context.Context, userID, provider string, fn func(c *store.Credential) (*store.AuditEvent, error)) (store.Credential, error, error) {
+	return s.updateCredential(ctx, userID, provider, fn)
+}
+
+func (s *Store) updateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) (*store.AuditEvent, error)) (_ store.Credential, auditErr, err error) {
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return store.Credential{}, wrap("update credential: begin", err)
+		return store.Credential{}, nil, wrap("update credential: begin", err)
 	}
 	defer func() {
 		// After a commit this is a no-op (sql.ErrTxDone); on every other
@@ -230,22 +244,23 @@ func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, f
 	q := s.w.WithTx(tx)
 	row, err := q.CredentialGet(ctx, db.CredentialGetParams{UserID: userID, Provider: provider})
 	if err != nil {
-		return store.Credential{}, wrap("update credential: read row", err)
+		return store.Credential{}, nil, wrap("update credential: read row", err)
 	}
 	cur, err := credential(row)
 	if err != nil {
-		return store.Credential{}, err
+		return store.Credential{}, nil, err
 	}
 	next := cur
-	if err := fn(&next); err != nil {
-		return store.Credential{}, err // as is, per the contract
+	ev, err := fn(&next)
+	if err != nil {
+		return store.Credential{}, nil, err // as is, per the contract
 	}
 	if err := validState(next.State); err != nil {
-		return store.Credential{}, fmt.Errorf("store/sqlite: update credential: %w", err)
+		return store.Credential{}, nil, fmt.Errorf("store/sqlite: update credential: %w", err)
 	}
 	scopes, err := encodeScopes(next.Scopes)
 	if err != nil {
-		return store.Credential{}, fmt.Errorf("store/sqlite: update credential: %w", err)
+		return store.Credential{}, nil, fmt.Errorf("store/sqlite: update credential: %w", err)
 	}
 	row, err = q.CredentialUpdate(ctx, db.CredentialUpdateParams{
 		ID:               cur.ID, // fn cannot re-address the row
@@ -264,12 +279,18 @@ func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, f
 		LastUsedAt:       usp(next.LastUsedAt),
 	})
 	if err != nil {
-		return store.Credential{}, wrap("update credential", err)
+		return store.Credential{}, nil, wrap("update credential", err)
+	}
+	if ev != nil {
+		if _, err := q.AuditEventInsert(ctx, s.auditParams(*ev)); err != nil {
+			auditErr = wrap("append audit event", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
-		return store.Credential{}, wrap("update credential: commit", err)
+		return store.Credential{}, nil, wrap("update credential: commit", err)
 	}
-	return credential(row)
+	c, err := credential(row)
+	return c, auditErr, err
 }
 
 // DeleteCredential implements store.Store.
@@ -577,22 +598,27 @@ func (s *Store) RevokeGrant(ctx context.Context, userID string, id int64, now ti
 
 // AppendAudit implements store.Store. An event without Time is stamped now.
 func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) (store.AuditEvent, error) {
+	row, err := s.w.AuditEventInsert(ctx, s.auditParams(e))
+	if err != nil {
+		return store.AuditEvent{}, wrap("append audit event", err)
+	}
+	return auditEvent(row), nil
+}
+
+// auditParams is what AuditEventInsert stores for e.
+func (s *Store) auditParams(e store.AuditEvent) db.AuditEventInsertParams {
 	t := e.Time
 	if t.IsZero() {
 		t = s.now()
 	}
-	row, err := s.w.AuditEventInsert(ctx, db.AuditEventInsertParams{
+	return db.AuditEventInsertParams{
 		Time:     us(t),
 		UserID:   e.UserID,
 		Actor:    e.Actor,
 		Action:   e.Action,
 		Provider: e.Provider,
 		Detail:   nonNil(e.Detail),
-	})
-	if err != nil {
-		return store.AuditEvent{}, wrap("append audit event", err)
 	}
-	return auditEvent(row), nil
 }
 
 // ListAudit implements store.Store.

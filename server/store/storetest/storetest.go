@@ -44,6 +44,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CredentialUpdateMissing", testCredentialUpdateMissing},
 		{"CredentialUpdateFnError", testCredentialUpdateFnError},
 		{"CredentialUpdateInvalidState", testCredentialUpdateInvalidState},
+		{"CredentialUpdateAudited", testCredentialUpdateAudited},
 		{"CredentialUpdateNoLostUpdate", testCredentialUpdateNoLostUpdate},
 		{"CredentialUpdateBlocksReplace", testCredentialUpdateBlocksReplace},
 		{"CredentialDelete", testCredentialDelete},
@@ -520,6 +521,99 @@ func testCredentialUpdateInvalidState(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	sameCredential(t, orig, read)
+}
+
+// testCredentialUpdateAudited: the event fn returns is stored with the
+// update; none when fn returns none; neither when fn fails or the update is
+// refused.
+func testCredentialUpdateAudited(t *testing.T, s store.Store) {
+	orig := mustUpsert(t, s, newCredential("alice", "github"))
+	ev := store.AuditEvent{Time: base, UserID: "alice", Actor: "user:alice", Action: "credential.refresh",
+		Provider: "github", Detail: []byte(`{"rotated":true}`)}
+	got, auditErr, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+		c.RefreshToken = []byte("rt-rotated")
+		e := ev
+		return &e, nil
+	})
+	if err != nil || auditErr != nil {
+		t.Fatalf("UpdateCredentialAudited: %v, audit: %v", err, auditErr)
+	}
+	if got.Version != orig.Version+1 || string(got.RefreshToken) != "rt-rotated" {
+		t.Errorf("UpdateCredentialAudited returned version %d, refresh token %q; want %d, %q",
+			got.Version, got.RefreshToken, orig.Version+1, "rt-rotated")
+	}
+	read, err := s.GetCredential(t.Context(), "alice", "github")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCredential(t, got, read)
+	events, err := s.ListAudit(t.Context(), "alice", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 {
+		t.Fatalf("%d audit events after one audited update, want 1: %+v", len(events), events)
+	}
+	ev.ID = events[0].ID
+	sameAudit(t, ev, events[0])
+
+	// No event: a plain update. The stamp is the store's when Time is zero.
+	if _, auditErr, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+		return nil, nil
+	}); err != nil || auditErr != nil {
+		t.Fatalf("UpdateCredentialAudited without an event: %v, audit: %v", err, auditErr)
+	}
+	before := time.Now()
+	if _, auditErr, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+		return &store.AuditEvent{UserID: "alice", Actor: "system:test", Action: "credential.touch"}, nil
+	}); err != nil || auditErr != nil {
+		t.Fatalf("UpdateCredentialAudited: %v, audit: %v", err, auditErr)
+	}
+	after := time.Now()
+
+	// fn's error, or an invalid state: nothing written, no event.
+	sentinel := &fnError{code: "temporarily_unavailable"}
+	if _, _, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+		c.RefreshToken = []byte("must not be saved")
+		return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "must.not.be.saved"}, sentinel
+	}); err != error(sentinel) {
+		t.Errorf("UpdateCredentialAudited returned %#v, want fn's error unchanged", err)
+	}
+	if _, _, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+		c.State = "bogus"
+		return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "must.not.be.saved"}, nil
+	}); err == nil {
+		t.Error("UpdateCredentialAudited with an invalid state: no error")
+	}
+	if _, _, err := s.UpdateCredentialAudited(t.Context(), "nobody", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+		t.Error("fn was called for a missing credential")
+		return nil, nil
+	}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UpdateCredentialAudited of a missing credential: %v, want ErrNotFound", err)
+	}
+	final, err := s.GetCredential(t.Context(), "alice", "github")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Version != orig.Version+3 || string(final.RefreshToken) != "rt-rotated" {
+		t.Errorf("after the refused updates: version %d, refresh token %q; want %d, %q",
+			final.Version, final.RefreshToken, orig.Version+3, "rt-rotated")
+	}
+	events, err = s.ListAudit(t.Context(), "alice", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 || events[0].Action != "credential.touch" {
+		t.Fatalf("audit events %+v, want credential.touch then credential.refresh", events)
+	}
+	between(t, "stamped audit Time", events[0].Time, before, after)
+
+	// The row is not left locked.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.UpdateCredential(ctx, "alice", "github", func(*store.Credential) error { return nil }); err != nil {
+		t.Fatalf("UpdateCredential after the refused ones: %v", err)
+	}
 }
 
 // testCredentialUpdateNoLostUpdate is the refresh-token guarantee: updaters
