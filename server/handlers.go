@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"html"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -43,7 +44,35 @@ func (s *Server) setCookie(c *gin.Context, name, value, path string, maxAge int,
 
 func (s *Server) redirect(c *gin.Context, to string) {
 	c.Header("Cache-Control", "no-store")
+	if s.strictCrossSite(c) {
+		s.hop(c, to)
+		return
+	}
 	c.Redirect(http.StatusFound, to)
+}
+
+// strictCrossSite tells whether this request arrived by a cross-site
+// navigation (a provider redirecting back) while the session cookie is
+// SameSite=Strict: the browser did not send the session cookie with it, and
+// would not send it along a redirect chain that started cross-site either.
+// Browsers say so in Sec-Fetch-Site; one that does not gets the plain
+// redirect (and, with Strict, the failure it always had).
+func (s *Server) strictCrossSite(c *gin.Context) bool {
+	return s.sameSite() == http.SameSiteStrictMode && c.GetHeader("Sec-Fetch-Site") == "cross-site"
+}
+
+// hop answers with a page that navigates to `to` at once. That navigation
+// starts from our own page, so it is same-site and the browser sends the
+// SameSite=Strict session cookie with it. It carries no script (the page's
+// Content-Security-Policy allows none) and keeps the URL, which may hold a
+// code and state, out of Referer headers.
+func (s *Server) hop(c *gin.Context, to string) {
+	c.Header("Cache-Control", "no-store")
+	c.Header("Referrer-Policy", "no-referrer")
+	c.Header("Content-Security-Policy", "default-src 'none'")
+	u := html.EscapeString(to)
+	c.Data(http.StatusOK, "text/html; charset=utf-8", []byte(`<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=`+u+
+		`"><title>Continuing…</title><p>Continuing to <a href="`+u+`">tokenstore</a>…</p>`))
 }
 
 // login starts an OIDC login at the login issuer.

@@ -219,6 +219,15 @@ func (s *Server) csrf(c *gin.Context) {
 // issuer and records the identity.
 func (s *Server) authenticated(c *gin.Context) {
 	id, err := s.identify(c)
+	if errors.Is(err, auth.ErrUnauthenticated) && c.Request.Method == http.MethodGet &&
+		strings.HasSuffix(c.FullPath(), "/redirect_uri") && s.strictCrossSite(c) {
+		// A provider's redirect back came without the SameSite=Strict
+		// session cookie: come back once from our own page, which brings it.
+		// The second arrival is same-site, so this cannot loop.
+		c.Abort()
+		s.hop(c, c.Request.URL.RequestURI())
+		return
+	}
 	if err != nil {
 		c.Abort()
 		_ = c.Error(s.authError(c.Request.Context(), err))

@@ -377,11 +377,9 @@ func (s *Settings) check() []string {
 		p = append(p, fmt.Sprintf("SESSION_COOKIE_SECURE: want auto, true or false, got %q", s.SessionCookieSecure))
 	}
 	switch strings.ToLower(s.SessionCookieSameSite) {
-	case "strict":
-		// The provider redirects back to /redirect_uri as a cross-site
-		// navigation; a Strict cookie is not sent with it.
-		s.Warnings = append(s.Warnings, "SESSION_COOKIE_SAMESITE=Strict: browsers do not send the session cookie when a provider redirects back, so linking an account fails; Lax is the default for that reason")
-	case "lax", "none":
+	case "strict", "lax", "none":
+		// Strict works for linking too: a provider's cross-site redirect
+		// back is answered with a same-site hop (server.hop).
 	default:
 		p = append(p, fmt.Sprintf("SESSION_COOKIE_SAMESITE: want Lax, Strict or None, got %q", s.SessionCookieSameSite))
 	}

@@ -100,8 +100,15 @@ func startDev(t *testing.T, dataDir string) *devServer {
 
 func startDevOn(t *testing.T, dataDir, api, idp string) *devServer {
 	t.Helper()
+	return startDevEnv(t, dataDir, api, idp)
+}
+
+// startDevEnv starts dev with extra environment settings (NAME=value).
+func startDevEnv(t *testing.T, dataDir, api, idp string, env ...string) *devServer {
+	t.Helper()
 	d := &devServer{URL: "http://" + api, IDP: "http://" + idp, DataDir: dataDir, Out: &syncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(binary, "dev", "--data-dir", dataDir, "--listen-address", api, "--idp-address", idp)
+	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.Out, d.Out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("starting tokenstore dev: %v", err)
