@@ -46,6 +46,16 @@ while IFS=$'\t' read -r pkg name; do
 		rm -f "$log"
 		continue
 	fi
+	# Go before 1.27 can fail a run at the -fuzztime deadline with a bare
+	# "context deadline exceeded" when a loaded machine keeps a worker from
+	# stopping in time (go.dev/issue/75804): no input is written, nothing
+	# failed. Count that as passed once a replay of the corpus passes.
+	if grep -q '^    context deadline exceeded$' "$log" && ! grep -qE 'Failing input written|seed corpus entry|panic:|fuzz_test\.go:[0-9]+:|_test\.go:[0-9]+:' "$log" &&
+		go test -count=1 -run "^${name}\$" "$pkg" >/dev/null 2>&1; then
+		printf 'fuzz: [%d/%d] ok    %-40s %s (%ds; Go fuzz deadline race at the end ignored, go.dev/issue/75804)\n' "$i" "$n" "$pkg" "$name" $((SECONDS - t0))
+		rm -f "$log"
+		continue
+	fi
 	printf 'fuzz: [%d/%d] FAIL  %-40s %s (%ds)\n' "$i" "$n" "$pkg" "$name" $((SECONDS - t0))
 	cat "$log"
 	# A new crasher is written to testdata/fuzz; a failing committed or
