@@ -9,6 +9,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 BENCH ?= .
 BENCH_COUNT ?= 5
+FUZZTIME ?= 8s
 
 .PHONY: all
 all: build
@@ -50,11 +51,16 @@ build: ## Build bin/tokenstore.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/tokenstore ./cmd/tokenstore
 
 .PHONY: test
-test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, generated-code drift).
+test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, Chromium, generated-code drift), then the fuzz targets for FUZZTIME each.
 	hack/ensure-postgres.sh
 	hack/ensure-chromium.sh
 	$(MAKE) verify
 	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) fuzz
+
+.PHONY: fuzz
+fuzz: ## Fuzz every parser of outside input for FUZZTIME each (their seeds also run in plain go test).
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck.
