@@ -25,7 +25,13 @@ const scope = "github.com/tokenstore/tokenstore/server/tracing/pgtrace"
 // Tracer implements pgx.QueryTracer. Its zero value is ready to use.
 type Tracer struct{}
 
-var _ pgx.QueryTracer = Tracer{}
+var (
+	_ pgx.QueryTracer = Tracer{}
+	// A pgx tracer that is not also a BatchTracer gets TraceQueryEnd for
+	// every result of a batch, with the batch's own context: it would end
+	// the caller's span (the HTTP server span) instead of a query's.
+	_ pgx.BatchTracer = Tracer{}
+)
 
 // TraceQueryStart starts the query's span.
 func (Tracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
@@ -55,20 +61,73 @@ func (Tracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQuer
 		return
 	}
 	if data.Err != nil {
-		var pgErr *pgconn.PgError
-		desc := "query failed"
-		switch {
-		case errors.As(data.Err, &pgErr):
-			span.SetAttributes(attribute.String("db.response.status_code", pgErr.Code))
-			desc = "SQLSTATE " + pgErr.Code
-		case errors.Is(data.Err, context.Canceled), errors.Is(data.Err, context.DeadlineExceeded):
-			desc = "canceled"
-		}
-		span.SetStatus(codes.Error, desc)
+		span.SetStatus(codes.Error, failure(span, data.Err))
 	} else {
 		span.SetAttributes(attribute.Int64("db.response.returned_rows", data.CommandTag.RowsAffected()))
 	}
 	span.End()
+}
+
+// TraceBatchStart starts one span for a pipelined batch, named BATCH, with
+// the names of its queries in order (names only, as for single queries).
+func (Tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	ctx, span := otel.Tracer(scope).Start(ctx, "BATCH", trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		var names []string
+		if data.Batch != nil {
+			for _, q := range data.Batch.QueuedQueries {
+				names = append(names, QueryName(q.SQL))
+			}
+		}
+		attrs := []attribute.KeyValue{
+			attribute.String("db.system.name", "postgresql"),
+			attribute.String("db.operation.name", "BATCH"),
+			attribute.Int("db.operation.batch.size", len(names)),
+			attribute.StringSlice("tokenstore.db.queries", names),
+		}
+		if conn != nil {
+			if cfg := conn.Config(); cfg != nil {
+				attrs = append(attrs, attribute.String("db.namespace", cfg.Database))
+			}
+		}
+		span.SetAttributes(attrs...)
+	}
+	return ctx
+}
+
+// TraceBatchQuery marks the batch's span failed with the first failing
+// query's SQLSTATE (never its message).
+func (Tracer) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchQueryData) {
+	if data.Err == nil {
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	span.SetStatus(codes.Error, failure(span, data.Err))
+}
+
+// TraceBatchEnd ends the batch's span.
+func (Tracer) TraceBatchEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchEndData) {
+	span := trace.SpanFromContext(ctx)
+	if data.Err != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, failure(span, data.Err))
+	}
+	span.End()
+}
+
+// failure records err's SQLSTATE on span and returns the span status text.
+func failure(span trace.Span, err error) string {
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr):
+		span.SetAttributes(attribute.String("db.response.status_code", pgErr.Code))
+		return "SQLSTATE " + pgErr.Code
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "canceled"
+	}
+	return "query failed"
 }
 
 // QueryName is the sqlc name of sql ("-- name: X :kind" → X), else its
