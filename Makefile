@@ -75,9 +75,9 @@ bench: ## Run the Go benchmarks (figures go into docs/performance.md).
 	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./... | tee bin/bench.txt
 
 .PHONY: faults
-faults: ## Fault suite: PostgreSQL and provider outages, rotation races (loopback, throwaway cluster).
+faults: ## Fault suite: PostgreSQL and provider outages, provider readiness, rotation races, SIGKILL during refreshes (loopback, throwaway cluster, envtest).
 	hack/ensure-postgres.sh
-	go test -tags faults -count=1 -timeout 15m -v ./test/faults/...
+	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test -tags faults -count=1 -timeout 15m -v ./test/faults/...
 
 .PHONY: bench-hotpath
 bench-hotpath: ## Token hot path against pgbench in one run; writes docs/performance.md (about 4 minutes).
