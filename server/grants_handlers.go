@@ -196,8 +196,8 @@ func (s *Server) listGrants(c *gin.Context) {
 }
 
 // revokeGrant revokes one of the caller's grants. It takes effect on the
-// next token request on every replica: grants are read from the database on
-// each use. Revoking a revoked grant is not an error.
+// next token request on this replica (its cached grant is dropped) and
+// within CacheTTL on the others. Revoking a revoked grant is not an error.
 func (s *Server) revokeGrant(c *gin.Context) {
 	id := identity(c)
 	ctx := c.Request.Context()
@@ -227,6 +227,7 @@ func (s *Server) revokeGrant(c *gin.Context) {
 			_ = c.Error(err)
 			return
 		}
+		s.forgetGrant(g)
 		if g, err = s.opt.Store.GetGrant(ctx, gid); err != nil {
 			_ = c.Error(err)
 			return

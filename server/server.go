@@ -85,6 +85,8 @@ type Server struct {
 	// (EXTERNAL_URL, ALLOWED_RETURN_URLS and CORS_ORIGINS).
 	origins map[string]bool
 	cors    map[string]bool
+	// grants caches usable grants for CacheTTL (workload_grantcache.go).
+	grants *grantCache
 }
 
 // New builds the server and its routes.
@@ -144,7 +146,7 @@ func New(opt Options) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
-		origins: map[string]bool{}, cors: map[string]bool{}}
+		origins: map[string]bool{}, cors: map[string]bool{}, grants: newGrantCache(opt.CacheTTL, opt.Now)}
 	for _, o := range opt.Settings.CORSOrigins {
 		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true

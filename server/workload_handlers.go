@@ -81,10 +81,12 @@ func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *pro
 
 // delegatedToken answers a workload asking for a person's token: the
 // person must have granted this ServiceAccount access at this provider. The
-// grant is read from the database on every request — it is the source of
-// truth, so a revocation or expiry holds at once on every replica.
+// database is the source of truth for grants; a replica reuses a grant it
+// read for at most CacheTTL (usableGrant), so a revocation holds at once on
+// the replica that made it and within that second on the others, and an
+// expiry at once everywhere.
 func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *providers.Provider, userID string) (issued, *oauthError) {
-	g, err := s.opt.Store.FindUsableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount, s.opt.Now())
+	g, err := s.usableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount)
 	if errors.Is(err, store.ErrNotFound) {
 		s.log.Info("delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())
 		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "no_grant",

@@ -5,6 +5,12 @@
 // spreads over many people and credentials). It prints one JSON line:
 // requests, errors by status, requests/s, p50, p90, p99 and max latency.
 //
+// With -post FILE it POSTs form bodies instead, one a line of FILE (taken
+// in turn the same way), as application/x-www-form-urlencoded to -path
+// (default the token-exchange endpoint, /api/oauth2/token): the workload
+// benchmark's mode, each line a token exchange with its own ServiceAccount
+// token.
+//
 // It only targets loopback addresses and stops after D (at most 2 minutes):
 // a benchmark tool for this machine, not a load-testing service. Token
 // values are read and discarded, never printed.
@@ -51,6 +57,8 @@ func main() {
 		dur      = flag.Duration("d", 10*time.Second, "how long to send (at most 2m)")
 		warmup   = flag.Duration("warmup", time.Second, "requests sent before measuring (not counted)")
 		query    = flag.String("query", "", "query string to add, e.g. min_valid=60")
+		postFile = flag.String("post", "", "instead of GET with cookies, POST form bodies, one a line of this file, to -path")
+		path     = flag.String("path", "/api/oauth2/token", "with -post: the path to POST to")
 		opFile   = flag.String("op-refresh", "", "instead of tokenstore, call the OP's token endpoint with refresh_token grants: the fixture's op_refresh.json (the refresh path's reference)")
 	)
 	flag.Parse()
@@ -80,6 +88,25 @@ func main() {
 	target := strings.TrimSuffix(*base, "/") + "/api/v1.0/" + url.PathEscape(*provider) + "/token"
 	if *query != "" {
 		target += "?" + *query
+	}
+	post := *postFile != ""
+	if post {
+		if *sessFile != "" || direct != nil {
+			log.Fatal("-post excludes -sessions and -op-refresh")
+		}
+		if values, err = readLines(*postFile); err != nil {
+			log.Fatal(err)
+		}
+		if len(values) == 0 {
+			log.Fatalf("-post %s: no form bodies", *postFile)
+		}
+		if !strings.HasPrefix(*path, "/") {
+			log.Fatal("-path must start with /")
+		}
+		target = strings.TrimSuffix(*base, "/") + *path
+		if *query != "" {
+			target += "?" + *query
+		}
 	}
 
 	tr := &http.Transport{
@@ -126,8 +153,15 @@ func main() {
 						}
 						continue
 					}
-					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-					if len(values) > 0 {
+					var req *http.Request
+					if post {
+						req, _ = http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(values[i%len(values)]))
+						req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+						i++
+					} else {
+						req, _ = http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+					}
+					if !post && len(values) > 0 {
 						req.AddCookie(&http.Cookie{Name: *cookie, Value: values[i%len(values)]})
 						i++
 					}
