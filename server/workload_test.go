@@ -475,7 +475,9 @@ func TestGrantsAndDelegatedTokens(t *testing.T) {
 		}
 	}
 	w.exchange(app, "alpha", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
-	// ...and stops at once there as well: grants are not cached.
+	// ...and stops at once there as well: these instances run without the
+	// per-replica cache (TestWorkloadGrantCache has the cached case: within
+	// CacheTTL on another replica).
 	w.exchangeAt(replica, app, "alpha", user).want(t, http.StatusForbidden, "unauthorized_client", "no_grant")
 	if r := del(br, g.ID); r.status != http.StatusOK {
 		t.Errorf("revoking twice: %d %s", r.status, r.body)
