@@ -83,6 +83,10 @@ faults: ## Fault suite: PostgreSQL and provider outages, provider readiness, rot
 bench-hotpath: ## Token hot path against pgbench in one run; writes docs/performance.md (about 4 minutes).
 	hack/bench/run.sh
 
+.PHONY: bench-workload
+bench-workload: ## Workload token exchange (delegated, service) against the token hot path over sockets, real kube-apiserver (envtest) and PostgreSQL; writes docs/performance.md (about 5 minutes).
+	hack/bench/workload.sh
+
 .PHONY: bench-refresh
 bench-refresh: ## Refresh path against the provider's own refresh rate in one run; writes docs/performance.md.
 	hack/bench/refresh.sh
