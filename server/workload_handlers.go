@@ -56,7 +56,7 @@ func (s *Server) authenticateWorkload(ctx context.Context, token string) (worklo
 		return workload.Identity{}, &oauthError{Status: http.StatusUnauthorized, Code: "invalid_request", Reason: ae.Reason,
 			Description: "The ServiceAccount token was refused: " + ae.Detail + "."}
 	}
-	s.log.Warn("token review failed", "error", err)
+	s.log.WarnContext(ctx, "token review failed", "error", err)
 	return workload.Identity{}, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "kubernetes_unavailable",
 		Description: "The ServiceAccount token could not be checked with the Kubernetes API; try again shortly."}
 }
@@ -66,13 +66,13 @@ func (s *Server) authenticateWorkload(ctx context.Context, token string) (worklo
 // workloadAccess get one.
 func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *providers.Provider) (issued, *oauthError) {
 	if !p.AllowsServiceAccount(wid.Namespace, wid.ServiceAccount) {
-		s.log.Info("service token refused", "provider", p.ID, "service_account", wid.String())
+		s.log.InfoContext(ctx, "service token refused", "provider", p.ID, "service_account", wid.String())
 		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "service_account_not_allowed",
 			Description: "ServiceAccount " + wid.String() + " is not allowed service tokens from provider " + p.ID + " (TokenProvider spec.workloadAccess.serviceAccounts)."}
 	}
 	t, err := s.opt.ServiceTokens.Token(ctx, p)
 	if err != nil {
-		s.log.Warn("service token failed", "provider", p.ID, "service_account", wid.String(), "error", err)
+		s.log.WarnContext(ctx, "service token failed", "provider", p.ID, "service_account", wid.String(), "error", err)
 		return issued{}, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "provider_unavailable",
 			Description: "Provider " + p.ID + " did not issue a client-credentials token; try again shortly."}
 	}
@@ -88,12 +88,12 @@ func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *pro
 func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *providers.Provider, userID string) (issued, *oauthError) {
 	g, err := s.usableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount)
 	if errors.Is(err, store.ErrNotFound) {
-		s.log.Info("delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())
+		s.log.InfoContext(ctx, "delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())
 		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "no_grant",
 			Description: "No active grant lets ServiceAccount " + wid.String() + " use this person's account at provider " + p.ID + "."}
 	}
 	if err != nil {
-		s.log.Error("reading grants failed", "provider", p.ID, "user", userID, "error", err)
+		s.log.ErrorContext(ctx, "reading grants failed", "provider", p.ID, "user", userID, "error", err)
 		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
 	}
 	actor := "serviceaccount:" + wid.String()
@@ -128,11 +128,11 @@ func (s *Server) personToken(ctx context.Context, userID, provider, actor string
 		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Reason: "reauthorization_required",
 			Description: "Provider " + provider + " no longer accepts the stored authorization (" + safeCode(re.Reason) + "); the person must link the account again."}
 	case errors.As(err, &ue):
-		s.log.Warn("provider unavailable", "provider", provider, "error", ue.Err)
+		s.log.WarnContext(ctx, "provider unavailable", "provider", provider, "error", ue.Err)
 		return issued{}, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "provider_unavailable",
 			Description: "Provider " + provider + " could not be reached or failed; try again shortly."}
 	}
-	s.log.Error("token exchange failed", "provider", provider, "user", userID, "error", err)
+	s.log.ErrorContext(ctx, "token exchange failed", "provider", provider, "user", userID, "error", err)
 	return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
 }
 
@@ -145,7 +145,7 @@ func (s *Server) authenticatePerson(ctx context.Context, token string) (*auth.Id
 	}
 	var ue *auth.UnavailableError
 	if errors.As(err, &ue) || errors.Is(err, auth.ErrLoginNotConfig) {
-		s.log.Warn("login provider unavailable", "error", err)
+		s.log.WarnContext(ctx, "login provider unavailable", "error", err)
 		return nil, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "login_provider_unavailable",
 			Description: "The login provider could not be asked about the access token; try again shortly."}
 	}
@@ -160,7 +160,7 @@ func (s *Server) auditCtx(ctx context.Context, userID, actor, action, provider s
 	if _, err := s.opt.Store.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{
 		Time: s.opt.Now().UTC(), UserID: userID, Actor: actor, Action: action, Provider: provider, Detail: d,
 	}); err != nil {
-		s.log.Error("writing an audit event failed", "action", action, "provider", provider, "user", userID, "error", err)
+		s.log.ErrorContext(ctx, "writing an audit event failed", "action", action, "provider", provider, "user", userID, "error", err)
 	}
 }
 
