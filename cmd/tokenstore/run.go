@@ -16,6 +16,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/config"
 	"github.com/tokenstore/tokenstore/server/crypto"
 	"github.com/tokenstore/tokenstore/server/metrics"
+	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/refresher"
 	"github.com/tokenstore/tokenstore/server/store"
 	storeopen "github.com/tokenstore/tokenstore/server/store/open"
@@ -75,7 +76,9 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	}
 	// With tracing on, calls to providers and the login issuer are client
 	// spans (query strings removed); off, the transport is the plain one.
-	transport := http.DefaultTransport
+	// Providers' keep-alive pool (providers.Transport: more idle connections
+	// per provider than net/http's 2), also under the tracing wrapper.
+	var transport http.RoundTripper = providers.Transport()
 	if tracing.Enabled(s) {
 		transport = tracing.Transport(transport)
 	}
