@@ -263,6 +263,12 @@ type Store interface {
 
 	// AppendAudit stores an event and returns it with ID set.
 	AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error)
+	// AppendAuditBatch stores many events at once, all or none: one
+	// statement or transaction, one commit (PostgreSQL: one round trip).
+	// They are stored in the slice's order (IDs ascend with it) and
+	// returned in it with ID set; an event without Time is stamped now.
+	// An empty slice is a no-op that touches no database.
+	AppendAuditBatch(ctx context.Context, es []AuditEvent) ([]AuditEvent, error)
 	// ListAudit returns a person's events, newest first, with ID below
 	// beforeID (0: from the newest), at most limit.
 	ListAudit(ctx context.Context, userID string, beforeID int64, limit int) ([]AuditEvent, error)

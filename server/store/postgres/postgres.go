@@ -5,9 +5,11 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -476,6 +478,42 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) (store.Audi
 		return store.AuditEvent{}, wrap("append audit event", err)
 	}
 	return auditEvent(row), nil
+}
+
+// AppendAuditBatch implements store.Store: one INSERT ... SELECT over
+// arrays (AuditEventInsertMany), so one round trip and one commit.
+func (s *Store) AppendAuditBatch(ctx context.Context, es []store.AuditEvent) ([]store.AuditEvent, error) {
+	if len(es) == 0 {
+		return nil, nil
+	}
+	arg := db.AuditEventInsertManyParams{
+		Times:     make([]time.Time, len(es)),
+		UserIds:   make([]string, len(es)),
+		Actors:    make([]string, len(es)),
+		Actions:   make([]string, len(es)),
+		Providers: make([]string, len(es)),
+		Details:   make([][]byte, len(es)),
+	}
+	for i, e := range es {
+		p := s.auditParams(e)
+		arg.Times[i], arg.UserIds[i], arg.Actors[i] = p.Time, p.UserID, p.Actor
+		arg.Actions[i], arg.Providers[i], arg.Details[i] = p.Action, p.Provider, p.Detail
+	}
+	rows, err := s.q.AuditEventInsertMany(ctx, arg)
+	if err != nil {
+		return nil, wrap("append audit events", err)
+	}
+	if len(rows) != len(es) {
+		return nil, fmt.Errorf("store/postgres: append audit events: %d rows for %d events", len(rows), len(es))
+	}
+	// Rows were inserted in the slice's order, so their ids ascend with it;
+	// RETURNING itself promises no order.
+	slices.SortFunc(rows, func(a, b db.AuditEvent) int { return cmp.Compare(a.ID, b.ID) })
+	out := make([]store.AuditEvent, len(rows))
+	for i, r := range rows {
+		out[i] = auditEvent(r)
+	}
+	return out, nil
 }
 
 // ListAudit implements store.Store.

@@ -199,3 +199,27 @@ func TestUpdateCredentialLeavesConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendAuditBatchAllOrNone: one event the database refuses fails the
+// whole batch, and none of the others is stored.
+func TestAppendAuditBatchAllOrNone(t *testing.T) {
+	s := open(t, migratedSchema(t, pgtest.NewDatabase(t)))
+	ctx := t.Context()
+	if _, err := s.Pool().Exec(ctx, `
+CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF NEW.action = 'refuse' THEN RAISE EXCEPTION 'audit refused'; END IF; RETURN NEW; END $$;
+CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit();`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.AppendAuditBatch(ctx, []store.AuditEvent{
+		{UserID: "alice", Actor: "user:alice", Action: "a"},
+		{UserID: "alice", Actor: "user:alice", Action: "refuse"},
+		{UserID: "alice", Actor: "user:alice", Action: "b"},
+	})
+	if err == nil || !strings.Contains(err.Error(), "audit refused") {
+		t.Fatalf("AppendAuditBatch = %v, want the trigger's refusal", err)
+	}
+	if evs, err := s.ListAudit(ctx, "alice", 0, 10); err != nil || len(evs) != 0 {
+		t.Errorf("ListAudit after the failed batch = %+v, %v; want none", evs, err)
+	}
+}

@@ -605,6 +605,33 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) (store.Audi
 	return auditEvent(row), nil
 }
 
+// AppendAuditBatch implements store.Store: the inserts share one
+// transaction, so one commit.
+func (s *Store) AppendAuditBatch(ctx context.Context, es []store.AuditEvent) (_ []store.AuditEvent, err error) {
+	if len(es) == 0 {
+		return nil, nil
+	}
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, wrap("append audit events", err)
+	}
+	// After a commit this is a no-op (sql.ErrTxDone).
+	defer func() { _ = tx.Rollback() }()
+	q := s.w.WithTx(tx)
+	out := make([]store.AuditEvent, len(es))
+	for i, e := range es {
+		row, err := q.AuditEventInsert(ctx, s.auditParams(e))
+		if err != nil {
+			return nil, wrap("append audit events", err)
+		}
+		out[i] = auditEvent(row)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, wrap("append audit events", err)
+	}
+	return out, nil
+}
+
 // auditParams is what AuditEventInsert stores for e.
 func (s *Store) auditParams(e store.AuditEvent) db.AuditEventInsertParams {
 	t := e.Time

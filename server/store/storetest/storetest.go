@@ -65,6 +65,9 @@ func Run(t *testing.T, newStore NewStore) {
 		{"GrantRevoke", testGrantRevoke},
 		{"Audit", testAudit},
 		{"AuditPrune", testAuditPrune},
+		{"AuditBatch", testAuditBatch},
+		{"AuditBatchEmpty", testAuditBatchEmpty},
+		{"AuditBatchCanceled", testAuditBatchCanceled},
 		{"CredentialCount", testCredentialCount},
 		{"CredentialClaimForRefresh", testCredentialClaimForRefresh},
 		{"CredentialClaimConcurrent", testCredentialClaimConcurrent},
@@ -1432,6 +1435,134 @@ func testAudit(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	between(t, "Time", stamped.Time, before, time.Now())
+}
+
+// testAuditBatch: many events in one call are stored in the slice's order,
+// ids ascending with it, each as AppendAudit would store it.
+func testAuditBatch(t *testing.T, s store.Store) {
+	first, err := s.AppendAudit(t.Context(), store.AuditEvent{Time: base, UserID: "carol", Actor: "system:test", Action: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More than one page of the writer's batches, two people interleaved,
+	// details empty, nil and set, and one event without a time.
+	const n = 300
+	in := make([]store.AuditEvent, n)
+	for i := range in {
+		user := "alice"
+		if i%3 == 0 {
+			user = "bob"
+		}
+		in[i] = store.AuditEvent{
+			Time: base.Add(time.Duration(i) * time.Millisecond), UserID: user,
+			Actor: "serviceaccount:ns/sa", Action: "grant.use", Provider: "github",
+		}
+		switch i % 4 {
+		case 1:
+			in[i].Detail = []byte{}
+		case 2:
+			in[i].Detail = []byte(`{"n":` + strconv.Itoa(i) + `}`)
+		}
+	}
+	in[7].Time = time.Time{}
+	before := time.Now()
+	got, err := s.AppendAuditBatch(t.Context(), in)
+	after := time.Now()
+	if err != nil {
+		t.Fatalf("AppendAuditBatch: %v", err)
+	}
+	if len(got) != n {
+		t.Fatalf("AppendAuditBatch returned %d events, want %d", len(got), n)
+	}
+	prev := first.ID
+	for i, e := range got {
+		if e.ID <= prev {
+			t.Fatalf("event %d: ID %d not above the one before (%d): not in the slice's order", i, e.ID, prev)
+		}
+		prev = e.ID
+		want := in[i]
+		want.ID = e.ID
+		if i == 7 {
+			between(t, "Time of the event without one", e.Time, before, after)
+			want.Time = e.Time
+		}
+		sameAudit(t, want, e)
+	}
+	// What is read back is what was returned.
+	for _, user := range []string{"alice", "bob"} {
+		listed, err := s.ListAudit(t.Context(), user, 0, n+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []store.AuditEvent
+		for _, e := range got {
+			if e.UserID == user {
+				want = append(want, e)
+			}
+		}
+		slices.Reverse(want)
+		if len(listed) != len(want) {
+			t.Fatalf("ListAudit(%s): %d events, want %d", user, len(listed), len(want))
+		}
+		for i := range listed {
+			sameAudit(t, want[i], listed[i])
+		}
+	}
+	// Later single events follow the batch.
+	last, err := s.AppendAudit(t.Context(), store.AuditEvent{Time: base, UserID: "carol", Actor: "system:test", Action: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.ID <= got[n-1].ID {
+		t.Errorf("event after the batch has ID %d, the batch's last %d", last.ID, got[n-1].ID)
+	}
+	// A batch of one is as good as AppendAudit.
+	one, err := s.AppendAuditBatch(t.Context(), []store.AuditEvent{{Time: base, UserID: "carol", Actor: "system:test", Action: "c", Detail: []byte(`{}`)}})
+	if err != nil || len(one) != 1 || one[0].ID <= last.ID {
+		t.Fatalf("AppendAuditBatch(one) = %+v, %v", one, err)
+	}
+	sameAudit(t, store.AuditEvent{ID: one[0].ID, Time: base, UserID: "carol", Actor: "system:test", Action: "c", Detail: []byte(`{}`)}, one[0])
+}
+
+// testAuditBatchEmpty: an empty slice stores nothing and is no error.
+func testAuditBatchEmpty(t *testing.T, s store.Store) {
+	for _, es := range [][]store.AuditEvent{nil, {}} {
+		got, err := s.AppendAuditBatch(t.Context(), es)
+		if err != nil || len(got) != 0 {
+			t.Errorf("AppendAuditBatch(%#v) = %+v, %v; want none, nil", es, got, err)
+		}
+	}
+	// Not even with a context that has ended: no database is touched.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := s.AppendAuditBatch(ctx, nil); err != nil {
+		t.Errorf("AppendAuditBatch(ended context, nil) = %v", err)
+	}
+	next, err := s.AppendAudit(t.Context(), store.AuditEvent{Time: base, UserID: "alice", Actor: "system:test", Action: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, err := s.ListAudit(t.Context(), "alice", 0, 10)
+	if err != nil || len(listed) != 1 || listed[0].ID != next.ID {
+		t.Errorf("ListAudit = %+v, %v; want only %d", listed, err, next.ID)
+	}
+}
+
+// testAuditBatchCanceled: a batch that fails stores none of its events.
+func testAuditBatchCanceled(t *testing.T, s store.Store) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	es := []store.AuditEvent{
+		{Time: base, UserID: "alice", Actor: "system:test", Action: "a"},
+		{Time: base, UserID: "alice", Actor: "system:test", Action: "b"},
+	}
+	if got, err := s.AppendAuditBatch(ctx, es); err == nil {
+		t.Fatalf("AppendAuditBatch(ended context) = %+v, nil; want an error", got)
+	}
+	listed, err := s.ListAudit(t.Context(), "alice", 0, 10)
+	if err != nil || len(listed) != 0 {
+		t.Errorf("ListAudit after a failed batch = %+v, %v; want none", listed, err)
+	}
 }
 
 func testAuditPrune(t *testing.T, s store.Store) {
