@@ -350,10 +350,12 @@ func TestDrain(t *testing.T) {
 	}
 	// Callers that have all gone: only Drain still waits for their events.
 	ctx, cancel := context.WithCancel(t.Context())
-	_, _, wait := appendAll(ctx, w, 0, 5)
+	_, _, waitFirst := appendAll(ctx, w, 0, 1)
 	<-g.entered
+	_, _, wait := appendAll(ctx, w, 1, 5)
 	waitQueued(t, w, 4)
 	cancel()
+	waitFirst()
 	wait()
 
 	short, stop := context.WithTimeout(t.Context(), 20*time.Millisecond)
