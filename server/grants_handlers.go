@@ -301,5 +301,5 @@ func (s *Server) listAudit(c *gin.Context) {
 
 // audit appends an event about the request's person; see auditCtx.
 func (s *Server) audit(c *gin.Context, userID, actor, action, provider string, detail map[string]any) {
-	s.auditCtx(c.Request.Context(), userID, actor, action, provider, detail)
+	_ = s.auditCtx(c.Request.Context(), userID, actor, action, provider, detail)
 }

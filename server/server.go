@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tokenstore/tokenstore/server/auditlog"
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/broker"
 	"github.com/tokenstore/tokenstore/server/config"
@@ -87,6 +88,9 @@ type Server struct {
 	cors    map[string]bool
 	// grants caches usable grants for CacheTTL (workload_grantcache.go).
 	grants *grantCache
+	// audits writes the audit events of requests, concurrent ones in one
+	// insert and commit (auditCtx).
+	audits *auditlog.Writer
 }
 
 // New builds the server and its routes.
@@ -146,7 +150,8 @@ func New(opt Options) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
-		origins: map[string]bool{}, cors: map[string]bool{}, grants: newGrantCache(opt.CacheTTL, opt.Now)}
+		origins: map[string]bool{}, cors: map[string]bool{}, grants: newGrantCache(opt.CacheTTL, opt.Now),
+		audits: auditlog.New(opt.Store, auditlog.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite})}
 	for _, o := range opt.Settings.CORSOrigins {
 		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true
@@ -178,7 +183,9 @@ func (s *Server) Broker() *broker.Broker { return s.broker }
 func (s *Server) Handler() http.Handler { return s.engine }
 
 // Serve listens on LISTEN_ADDRESS until ctx ends, then stops taking new
-// requests and waits up to 25 s for in-flight ones.
+// requests and waits up to 25 s for in-flight ones, and then up to 10 s
+// more for audit events still being written (those of callers that went
+// away); only then may the store be closed.
 func (s *Server) Serve(ctx context.Context) error {
 	srv := &http.Server{
 		Addr:              s.opt.Settings.ListenAddress,
@@ -195,7 +202,20 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
-	return srv.Shutdown(shutdownCtx)
+	err := srv.Shutdown(shutdownCtx)
+	s.DrainAudit()
+	return err
+}
+
+// DrainAudit waits up to 10 s until no audit event is queued or being
+// written; what is left then is logged. For whoever stops a server that
+// did not run Serve, before closing the store.
+func (s *Server) DrainAudit() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.audits.Drain(ctx); err != nil {
+		s.log.Error("audit events not written before shutdown", "error", err)
+	}
 }
 
 // apiError is the one JSON shape of every error: a stable code and a sentence,

@@ -105,7 +105,10 @@ func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *p
 	if wid.Pod != "" {
 		detail["pod"] = wid.Pod
 	}
-	s.auditCtx(ctx, userID, actor, ActionGrantUse, p.ID, detail)
+	// The token goes out only once its use is on record.
+	if err := s.auditCtx(ctx, userID, actor, ActionGrantUse, p.ID, detail); err != nil {
+		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
+	}
 	return t, nil
 }
 
@@ -153,15 +156,21 @@ func (s *Server) authenticatePerson(ctx context.Context, token string) (*auth.Id
 		Description: "The access token was not accepted by the login issuer."}
 }
 
-// auditCtx appends an event; a failure is logged, not answered, since what
-// it records has already happened (and the caller may have gone).
-func (s *Server) auditCtx(ctx context.Context, userID, actor, action, provider string, detail map[string]any) {
+// auditCtx appends an event through the group-commit writer (concurrent
+// requests' events share one insert and commit) and returns once it is
+// stored. A failure is logged and returned; callers recording something
+// that has already happened ignore it, while grant.use refuses the token.
+// If ctx ends first, auditCtx stops waiting but the event is still written
+// (the writer logs it if that fails).
+func (s *Server) auditCtx(ctx context.Context, userID, actor, action, provider string, detail map[string]any) error {
 	d, _ := json.Marshal(detail)
-	if _, err := s.opt.Store.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{
+	_, err := s.audits.Append(ctx, store.AuditEvent{
 		Time: s.opt.Now().UTC(), UserID: userID, Actor: actor, Action: action, Provider: provider, Detail: d,
-	}); err != nil {
+	})
+	if err != nil && ctx.Err() == nil {
 		s.log.ErrorContext(ctx, "writing an audit event failed", "action", action, "provider", provider, "user", userID, "error", err)
 	}
+	return err
 }
 
 func scopeString(sc []string) string { return strings.Join(sc, " ") }

@@ -112,6 +112,7 @@ type Metrics struct {
 	refresherResults  *prometheus.CounterVec
 	refresherLastRun  prometheus.Gauge
 	auditPruned       prometheus.Counter
+	auditWrites       *prometheus.HistogramVec
 	webhookDeliveries *prometheus.CounterVec
 	webhookAttempts   *prometheus.CounterVec
 	webhookDuration   *prometheus.HistogramVec
@@ -157,6 +158,9 @@ func New(opt Options) (*Metrics, error) {
 			Help: "When the background refresher last finished a pass without error."}),
 		auditPruned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "audit_events_pruned_total",
 			Help: "Audit events deleted for being older than AUDIT_RETENTION."}),
+		auditWrites: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "audit_write_batch_size",
+			Help:    "Audit events per database write (concurrent events share one insert and commit), by result (ok, error).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9)}, []string{"result"}),
 		webhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "webhook_deliveries_total",
 			Help: "Webhook events by type and final outcome (delivered, failed, dropped)."}, []string{"event", "outcome"}),
 		webhookAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "webhook_attempts_total",
@@ -167,7 +171,7 @@ func New(opt Options) (*Metrics, error) {
 			Help: "Webhook events waiting to be delivered."}),
 	}
 	cs := []prometheus.Collector{m.httpRequests, m.httpDuration, m.refreshes, m.refreshDuration, m.served,
-		m.refresherRuns, m.refresherClaimed, m.refresherResults, m.refresherLastRun, m.auditPruned,
+		m.refresherRuns, m.refresherClaimed, m.refresherResults, m.refresherLastRun, m.auditPruned, m.auditWrites,
 		m.webhookDeliveries, m.webhookAttempts, m.webhookDuration, m.webhookQueue}
 	if opt.Store != nil {
 		cs = append(cs, &storeCollector{st: opt.Store, cacheFor: opt.CacheFor})
@@ -304,6 +308,18 @@ func (m *Metrics) AuditPruned(n int64) {
 		return
 	}
 	m.auditPruned.Add(float64(n))
+}
+
+// AuditWrite records one write of audit events (err nil: stored).
+func (m *Metrics) AuditWrite(events int, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.auditWrites.WithLabelValues(result).Observe(float64(events))
 }
 
 // WebhookAttempt records one POST to the webhook URL; status 0 means it got
