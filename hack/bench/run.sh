@@ -161,7 +161,7 @@ head -n "$PEOPLE" "$work/sessions" >"$work/sessions.hot"
 declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: pgbench -S -M prepared -c $CLIENTS -j 2 -T $DURATION"
-  out=$("$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB" 2>&1)
+  out=$("$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB" 2>&1) || { echo "pgbench failed:" >&2; echo "$out" >&2; exit 1; }
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$out")
   [[ -n "$tps" ]] || { echo "$out" >&2; exit 1; }
   log "round $r/$ROUNDS: wrk -t 2 -c $CLIENTS -d ${DURATION}s, $PEOPLE people"
