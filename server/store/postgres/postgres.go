@@ -45,9 +45,17 @@ const defaultPingTimeout = 15 * time.Second
 // (pool_max_conns). pgx's own default, the greater of 4 and the number of
 // CPUs, is too small here: a refresh holds its connection (and the row
 // lock) while the provider answers, so the pool bounds how many refreshes
-// run at once, however many requests wait for one. Connections are opened
-// on demand, so an idle replica holds few.
-const DefaultMaxConns = 32
+// run at once, however many requests wait for one. It is not larger
+// because every replica's pool counts against PostgreSQL's max_connections
+// (100 by default): three replicas, a migrations job and an operator's psql
+// must fit. Connections are opened on demand and closed after
+// DefaultMaxConnIdleTime unused, so an idle replica holds few.
+const DefaultMaxConns = 16
+
+// DefaultMaxConnIdleTime closes a connection unused this long (pgx's own
+// default is 30 minutes), when the URL names no pool_max_conn_idle_time:
+// a burst's connections go back to the server soon after it.
+const DefaultMaxConnIdleTime = time.Minute
 
 // lockSlotsFor is how many connections of a pool of size may be held by
 // UpdateCredential at once: three quarters of size (at least one), so that a quarter
@@ -69,6 +77,9 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	cfg.ConnConfig.Tracer = pgtrace.Tracer{}
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		cfg.MaxConns = DefaultMaxConns
+	}
+	if !strings.Contains(databaseURL, "pool_max_conn_idle_time") {
+		cfg.MaxConnIdleTime = DefaultMaxConnIdleTime
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

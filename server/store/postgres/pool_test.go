@@ -1,0 +1,43 @@
+package postgres_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenstore/tokenstore/server/store/postgres"
+	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
+)
+
+// TestPoolDefaults: without pool settings in the URL a replica's pool fits
+// three replicas into PostgreSQL's default max_connections and lets idle
+// connections go; settings in the URL win.
+func TestPoolDefaults(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	st, err := postgres.Open(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.Pool().Config()
+	st.Close()
+	if cfg.MaxConns != postgres.DefaultMaxConns || 3*cfg.MaxConns > 90 {
+		t.Errorf("default pool size %d (three replicas must fit in max_connections 100 with room to spare)", cfg.MaxConns)
+	}
+	if cfg.MaxConnIdleTime != time.Minute {
+		t.Errorf("default idle time %v, want 1m", cfg.MaxConnIdleTime)
+	}
+
+	sep := "?"
+	if strings.Contains(dbURL, "?") {
+		sep = "&"
+	}
+	st, err = postgres.Open(t.Context(), dbURL+sep+"pool_max_conns=5&pool_max_conn_idle_time=10s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = st.Pool().Config()
+	st.Close()
+	if cfg.MaxConns != 5 || cfg.MaxConnIdleTime != 10*time.Second {
+		t.Errorf("URL settings not kept: %d conns, idle %v", cfg.MaxConns, cfg.MaxConnIdleTime)
+	}
+}
