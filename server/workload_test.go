@@ -711,3 +711,54 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	w.checkLogs()
 }
+
+// TestWorkloadReviewRenewedAhead: a workload calling steadily does not wait
+// for a TokenReview every CacheTTL. A cached acceptance used in the last
+// tenth of its life is served at once and renewed by one background review,
+// so the call after the first verdict would have lapsed needs no review.
+// kubeauth's clock is moved (skew) rather than slept on.
+func TestWorkloadReviewRenewedAhead(t *testing.T) {
+	ttl := time.Minute
+	w := newWorkloadEnv(t, kubeauth.Options{CacheTTL: ttl, NegativeTTL: ttl})
+	tok := w.saToken("allowed", testAudience)
+	if a := w.exchange(tok, "svc", ""); a.status != http.StatusOK {
+		t.Fatalf("%d %s", a.status, a.redacted())
+	}
+	if r := w.reviews.Load(); r != 1 {
+		t.Fatalf("first exchange made %d TokenReviews, want 1", r)
+	}
+	// Before the last tenth: nothing to renew.
+	w.skew.Store(int64(ttl / 2))
+	if a := w.exchange(tok, "svc", ""); a.status != http.StatusOK {
+		t.Fatalf("%d %s", a.status, a.redacted())
+	}
+	time.Sleep(200 * time.Millisecond)
+	if r := w.reviews.Load(); r != 1 {
+		t.Fatalf("%d TokenReviews at half the cache's life, want 1", r)
+	}
+	// In the last tenth: served from the cache, one review in the
+	// background however many calls arrive.
+	w.skew.Store(int64(ttl - ttl/20))
+	for range 5 {
+		if a := w.exchange(tok, "svc", ""); a.status != http.StatusOK {
+			t.Fatalf("%d %s", a.status, a.redacted())
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for w.reviews.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if r := w.reviews.Load(); r != 2 {
+		t.Fatalf("%d TokenReviews after calls in the verdict's last tenth, want 2 (one renewal)", r)
+	}
+	// Past the first verdict's lapse: the renewed one answers.
+	w.skew.Store(int64(ttl + ttl/10))
+	if a := w.exchange(tok, "svc", ""); a.status != http.StatusOK {
+		t.Fatalf("%d %s", a.status, a.redacted())
+	}
+	if r := w.reviews.Load(); r != 2 {
+		t.Errorf("%d TokenReviews after the first verdict lapsed, want 2: the renewal was not used", r)
+	}
+	w.checkLogs()
+}

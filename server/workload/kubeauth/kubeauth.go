@@ -83,12 +83,18 @@ type Authenticator struct {
 
 	mu    sync.Mutex
 	cache map[[32]byte]entry
+	// ahead holds the keys whose verdict is being renewed in the background.
+	ahead sync.Map
 }
 
 type entry struct {
 	id      workload.Identity
 	err     error // an *workload.AuthError for a cached refusal
 	expires time.Time
+	// renewAt: from then on an accepted verdict is still served but renewed
+	// by a background TokenReview (the last tenth of CacheTTL), so a busy
+	// workload does not wait for a review every CacheTTL.
+	renewAt time.Time
 }
 
 var (
@@ -183,6 +189,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (workloa
 	e, ok := a.cache[key]
 	a.mu.Unlock()
 	if ok && now.Before(e.expires) {
+		if e.err == nil && !e.renewAt.IsZero() && !now.Before(e.renewAt) {
+			a.renew(ctx, key, token, e.id.ExpiresAt)
+		}
 		return e.id, e.err
 	}
 	c, err := parseUnverified(token)
@@ -209,23 +218,52 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (workloa
 		if ok && a.opt.Now().Before(e.expires) {
 			return e.id, e.err
 		}
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
-		defer cancel()
-		id, err := a.review(rctx, token)
-		var ae *workload.AuthError
-		switch {
-		case err == nil:
-			id.ExpiresAt = exp
-			a.store(key, entry{id: id, expires: minTime(exp, a.opt.Now().Add(a.opt.CacheTTL))}, a.opt.CacheTTL > 0)
-		case errors.As(err, &ae):
-			a.store(key, entry{err: ae, expires: minTime(exp, a.opt.Now().Add(a.opt.NegativeTTL))}, a.opt.NegativeTTL > 0)
-		}
-		return id, err
+		return a.reviewAndStore(ctx, key, token, exp)
 	})
 	if err != nil {
 		return workload.Identity{}, err
 	}
 	return v.(workload.Identity), nil
+}
+
+// reviewAndStore asks the API server and caches its verdict: an acceptance
+// for at most CacheTTL (never past the token's exp), a refusal for
+// NegativeTTL. Errors reaching the API server are not cached.
+func (a *Authenticator) reviewAndStore(ctx context.Context, key [32]byte, token string, exp time.Time) (workload.Identity, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
+	defer cancel()
+	id, err := a.review(rctx, token)
+	var ae *workload.AuthError
+	now := a.opt.Now()
+	switch {
+	case err == nil:
+		id.ExpiresAt = exp
+		e := entry{id: id, expires: minTime(exp, now.Add(a.opt.CacheTTL))}
+		if e.expires.Before(exp) {
+			// Bounded by CacheTTL, not by the token's own life: worth
+			// renewing before it lapses.
+			e.renewAt = e.expires.Add(-a.opt.CacheTTL / 10)
+		}
+		a.store(key, e, a.opt.CacheTTL > 0)
+	case errors.As(err, &ae):
+		a.store(key, entry{err: ae, expires: minTime(exp, now.Add(a.opt.NegativeTTL))}, a.opt.NegativeTTL > 0)
+	}
+	return id, err
+}
+
+// renew starts one background TokenReview for a cached acceptance in its
+// last tenth of CacheTTL. Its verdict replaces the entry: a token the API
+// server now refuses (its pod or ServiceAccount deleted) is refused from
+// then on, as it would be once the entry lapsed; if the API server cannot
+// be reached the entry is kept until it lapses, as without renewal.
+func (a *Authenticator) renew(ctx context.Context, key [32]byte, token string, exp time.Time) {
+	if _, busy := a.ahead.LoadOrStore(key, struct{}{}); busy {
+		return
+	}
+	go func() {
+		defer a.ahead.Delete(key)
+		_, _ = a.reviewAndStore(context.WithoutCancel(ctx), key, token, exp)
+	}()
 }
 
 func minTime(a, b time.Time) time.Time {
