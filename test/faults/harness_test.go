@@ -441,6 +441,35 @@ func (p *person) token(in *instance, id, query string) (string, response) {
 }
 
 // tally counts outcomes of requests made under load.
+// checkOutagePhases: in every phase each request for a still-valid token
+// answered 200; in the first failing phases (the provider failing) every
+// forced refresh answered 502 provider_unavailable, and some were tried;
+// in the phase after them some forced refresh succeeded again.
+func checkOutagePhases(t *testing.T, names []string, valid, forced []tally, failing int) {
+	t.Helper()
+	for i := range names {
+		for k, n := range valid[i].snapshot() {
+			if k != "200" {
+				t.Errorf("%s: %d requests for a valid token answered %q", names[i], n, k)
+			}
+		}
+	}
+	for i := range failing {
+		f := forced[i].snapshot()
+		for k, n := range f {
+			if k != "502 provider_unavailable" {
+				t.Errorf("%s: %d forced refreshes answered %q, want 502 provider_unavailable", names[i], n, k)
+			}
+		}
+		if f["502 provider_unavailable"] == 0 {
+			t.Errorf("%s: no forced refresh reached the provider", names[i])
+		}
+	}
+	if forced[failing].snapshot()["200"] == 0 {
+		t.Error("no forced refresh succeeded after the provider came back")
+	}
+}
+
 type tally struct {
 	mu sync.Mutex
 	m  map[string]int

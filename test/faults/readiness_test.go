@@ -500,27 +500,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	if !stillServed {
 		t.Error("the provider left the registry while its discovery failed")
 	}
-	for i := range names {
-		for k, n := range valid[i].snapshot() {
-			if k != "200" {
-				t.Errorf("%s: %d requests for a valid token answered %q", names[i], n, k)
-			}
-		}
-	}
-	for i := range 3 {
-		f := forced[i].snapshot()
-		for k, n := range f {
-			if k != "502 provider_unavailable" {
-				t.Errorf("%s: %d forced refreshes answered %q, want 502 provider_unavailable", names[i], n, k)
-			}
-		}
-		if f["502 provider_unavailable"] == 0 {
-			t.Errorf("%s: no forced refresh reached the provider", names[i])
-		}
-	}
-	if forced[3].snapshot()["200"] == 0 {
-		t.Error("no forced refresh succeeded after the provider came back")
-	}
+	checkOutagePhases(t, names, valid, forced, 3)
 	for id, b := range before {
 		if !sameCredential(b, mid[id]) {
 			t.Errorf("%s's credential was changed while the provider was failing", id)
