@@ -29,6 +29,10 @@ const maxJSONBody = 16 << 10
 type serviceAccountJSON struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// UID is the ServiceAccount's uid the grant is bound to; absent for
+	// grants made before grants were bound to uids (and ignored in
+	// requests).
+	UID string `json:"uid,omitempty"`
 }
 
 // grantJSON is a grant as the API shows it.
@@ -62,7 +66,7 @@ func toGrantJSON(g store.Grant, now time.Time) grantJSON {
 		return &u
 	}
 	return grantJSON{ID: g.ID, Provider: g.Provider,
-		ServiceAccount: serviceAccountJSON{Namespace: g.ServiceAccountNamespace, Name: g.ServiceAccountName},
+		ServiceAccount: serviceAccountJSON{Namespace: g.ServiceAccountNamespace, Name: g.ServiceAccountName, UID: g.ServiceAccountUID},
 		CreatedAt:      g.CreatedAt.UTC(), ExpiresAt: utc(g.ExpiresAt), RevokedAt: utc(g.RevokedAt), State: grantState(g, now)}
 }
 
@@ -147,7 +151,7 @@ func (s *Server) createGrant(c *gin.Context) {
 			Message: "This server is not connected to Kubernetes, so it cannot check the ServiceAccount; grants are unavailable."})
 		return
 	}
-	exists, err := s.opt.ServiceAccounts.ServiceAccountExists(ctx, ns, name)
+	uid, exists, err := s.opt.ServiceAccounts.ServiceAccountUID(ctx, ns, name)
 	if err != nil {
 		s.log.WarnContext(ctx, "service account lookup failed", "namespace", ns, "name", name, "error", err)
 		_ = c.Error(&apiError{Status: http.StatusBadGateway, Code: "kubernetes_unavailable",
@@ -158,7 +162,9 @@ func (s *Server) createGrant(c *gin.Context) {
 		_ = c.Error(badRequest("unknown_service_account", "There is no ServiceAccount "+ns+"/"+name+" in the cluster."))
 		return
 	}
-	g := store.Grant{UserID: id.UserID, Provider: p.ID, ServiceAccountNamespace: ns, ServiceAccountName: name}
+	// Bound to this ServiceAccount's uid: one deleted and created again
+	// under the same name does not inherit the grant.
+	g := store.Grant{UserID: id.UserID, Provider: p.ID, ServiceAccountNamespace: ns, ServiceAccountName: name, ServiceAccountUID: uid}
 	if exp != nil {
 		e := exp.UTC()
 		g.ExpiresAt = &e
@@ -168,12 +174,12 @@ func (s *Server) createGrant(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
-	detail := map[string]any{"grant_id": g.ID, "service_account": ns + "/" + name}
+	detail := map[string]any{"grant_id": g.ID, "service_account": ns + "/" + name, "service_account_uid": uid}
 	if g.ExpiresAt != nil {
 		detail["expires_at"] = g.ExpiresAt.Format(time.RFC3339)
 	}
 	s.audit(c, id.UserID, "user:"+id.UserID, ActionGrantCreate, p.ID, detail)
-	s.log.InfoContext(ctx, "grant created", "grant", g.ID, "provider", p.ID, "user", id.UserID, "service_account", ns+"/"+name)
+	s.log.InfoContext(ctx, "grant created", "grant", g.ID, "provider", p.ID, "user", id.UserID, "service_account", ns+"/"+name, "service_account_uid", uid)
 	c.Header("Location", s.base()+"/api/v1.0/grants/"+strconv.FormatInt(g.ID, 10))
 	c.JSON(http.StatusCreated, toGrantJSON(g, now))
 }

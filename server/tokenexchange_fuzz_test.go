@@ -39,7 +39,7 @@ func (fuzzWorkloads) Authenticate(_ context.Context, token string) (workload.Ide
 // grant: there is none.
 type grantlessStore struct{ store.Store }
 
-func (grantlessStore) FindUsableGrant(context.Context, string, string, string, string, time.Time) (store.Grant, error) {
+func (grantlessStore) FindUsableGrant(context.Context, string, string, string, string, string, time.Time) (store.Grant, error) {
 	return store.Grant{}, store.ErrNotFound
 }
 

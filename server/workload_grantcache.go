@@ -32,15 +32,20 @@ func newGrantCache(ttl time.Duration, now func() time.Time) *grantCache {
 	return ttlcache.New[grantKey, store.Grant](ttl, grantCacheSize, now)
 }
 
-// usableGrant is store.FindUsableGrant through the grant cache.
-func (s *Server) usableGrant(ctx context.Context, userID, provider, namespace, name string) (store.Grant, error) {
+// usableGrant is store.FindUsableGrant through the grant cache. The entry
+// is keyed by namespace/name (so that a revoke, which knows the grant, can
+// drop it) and honoured only for a caller whose ServiceAccount uid it
+// matches (store.Grant.MatchesUID); any other caller reads the database.
+// The grant returned may be bound to another uid than uid, when that is
+// the only usable one: the caller must refuse it.
+func (s *Server) usableGrant(ctx context.Context, userID, provider, namespace, name, uid string) (store.Grant, error) {
 	k := grantKey{userID, provider, namespace, name}
 	now := s.opt.Now()
-	if g, ok := s.grants.Get(k); ok && g.Usable(now) {
+	if g, ok := s.grants.Get(k); ok && g.Usable(now) && g.MatchesUID(uid) {
 		return g, nil
 	}
 	t := s.grants.Begin()
-	g, err := s.opt.Store.FindUsableGrant(ctx, userID, provider, namespace, name, now)
+	g, err := s.opt.Store.FindUsableGrant(ctx, userID, provider, namespace, name, uid, now)
 	if err == nil {
 		s.grants.Put(t, k, g)
 	}

@@ -23,9 +23,9 @@ type grantCountingStore struct {
 	reads atomic.Int64
 }
 
-func (s *grantCountingStore) FindUsableGrant(ctx context.Context, userID, provider, ns, name string, now time.Time) (store.Grant, error) {
+func (s *grantCountingStore) FindUsableGrant(ctx context.Context, userID, provider, ns, name, uid string, now time.Time) (store.Grant, error) {
 	s.reads.Add(1)
-	return s.Store.FindUsableGrant(ctx, userID, provider, ns, name, now)
+	return s.Store.FindUsableGrant(ctx, userID, provider, ns, name, uid, now)
 }
 
 // startCachedWorkloadInstance is startWorkloadInstance with the per-replica

@@ -86,15 +86,26 @@ func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *pro
 // the replica that made it and within that second on the others, and an
 // expiry at once everywhere.
 func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *providers.Provider, userID string) (issued, *oauthError) {
-	g, err := s.usableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount)
-	if errors.Is(err, store.ErrNotFound) {
-		s.log.InfoContext(ctx, "delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())
+	g, err := s.usableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount, wid.UID)
+	noGrant := func() (issued, *oauthError) {
 		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "no_grant",
 			Description: "No active grant lets ServiceAccount " + wid.String() + " use this person's account at provider " + p.ID + "."}
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		s.log.InfoContext(ctx, "delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())
+		return noGrant()
 	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "reading grants failed", "provider", p.ID, "user", userID, "error", err)
 		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
+	}
+	if !g.MatchesUID(wid.UID) {
+		// The grant was made for another ServiceAccount of this name, since
+		// deleted: this one does not inherit it. The answer is the same as
+		// without a grant.
+		s.log.InfoContext(ctx, "delegated token refused: grant bound to another service account uid", "provider", p.ID, "user", userID,
+			"service_account", wid.String(), "service_account_uid", wid.UID, "grant", g.ID, "grant_service_account_uid", g.ServiceAccountUID)
+		return noGrant()
 	}
 	actor := "serviceaccount:" + wid.String()
 	t, oe := s.personToken(ctx, userID, p.ID, actor)

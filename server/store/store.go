@@ -108,7 +108,13 @@ type Grant struct {
 	Provider                string
 	ServiceAccountNamespace string
 	ServiceAccountName      string
-	CreatedAt               time.Time
+	// ServiceAccountUID is the uid the ServiceAccount had when the grant
+	// was made; only a caller with that uid may use the grant, so a
+	// ServiceAccount deleted and created again under the same name does not
+	// inherit it. Empty for grants made before grants were bound to uids:
+	// those are honoured by namespace and name alone.
+	ServiceAccountUID string
+	CreatedAt         time.Time
 	// ExpiresAt is nil for a grant without end.
 	ExpiresAt *time.Time
 	// RevokedAt is set when the person revoked it; revoked grants are kept
@@ -122,6 +128,13 @@ func (g Grant) Usable(now time.Time) bool {
 		return false
 	}
 	return g.ExpiresAt == nil || now.Before(*g.ExpiresAt)
+}
+
+// MatchesUID reports whether a ServiceAccount with uid may use the grant:
+// the grant is bound to that uid, or to none (a grant made before grants
+// were bound to uids).
+func (g Grant) MatchesUID(uid string) bool {
+	return g.ServiceAccountUID == "" || g.ServiceAccountUID == uid
 }
 
 // AuditEvent records something that happened to a credential or grant. It
@@ -256,7 +269,12 @@ type Store interface {
 	ListGrants(ctx context.Context, userID string) ([]Grant, error)
 	// FindUsableGrant returns the newest unrevoked, unexpired grant of
 	// userID's credential at provider to the ServiceAccount, or ErrNotFound.
-	FindUsableGrant(ctx context.Context, userID, provider, saNamespace, saName string, now time.Time) (Grant, error)
+	//
+	// Among several, it prefers one bound to saUID, then one without uid
+	// (made before grants were bound to uids), then one bound to another
+	// uid, which the caller must refuse (see Grant.MatchesUID): returning it
+	// lets the caller tell a uid mismatch from no grant at all.
+	FindUsableGrant(ctx context.Context, userID, provider, saNamespace, saName, saUID string, now time.Time) (Grant, error)
 	// RevokeGrant marks a person's grant revoked at now; ErrNotFound when the
 	// grant does not exist or belongs to someone else.
 	RevokeGrant(ctx context.Context, userID string, id int64, now time.Time) error

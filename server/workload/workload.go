@@ -43,9 +43,13 @@ type Authenticator interface {
 }
 
 // Directory answers whether a ServiceAccount exists, so that a grant to a
-// misspelt one is refused when it is made rather than silently never used.
+// misspelt one is refused when it is made rather than silently never used,
+// and gives its uid, which the grant is bound to: a ServiceAccount deleted
+// and created again under the same name (another uid) does not inherit it.
 type Directory interface {
-	ServiceAccountExists(ctx context.Context, namespace, name string) (bool, error)
+	// ServiceAccountUID returns the ServiceAccount's uid and true, or
+	// false when there is no such ServiceAccount.
+	ServiceAccountUID(ctx context.Context, namespace, name string) (uid string, exists bool, err error)
 }
 
 // Reasons a ServiceAccount token is refused; stable codes the API returns.

@@ -421,6 +421,7 @@ func (s *Store) CreateGrant(ctx context.Context, g store.Grant) (store.Grant, er
 		Provider:                g.Provider,
 		ServiceAccountNamespace: g.ServiceAccountNamespace,
 		ServiceAccountName:      g.ServiceAccountName,
+		ServiceAccountUid:       optString(g.ServiceAccountUID),
 		CreatedAt:               ts(s.now()),
 		ExpiresAt:               tsp(g.ExpiresAt),
 		RevokedAt:               tsp(g.RevokedAt),
@@ -454,13 +455,14 @@ func (s *Store) ListGrants(ctx context.Context, userID string) ([]store.Grant, e
 }
 
 // FindUsableGrant implements store.Store.
-func (s *Store) FindUsableGrant(ctx context.Context, userID, provider, saNamespace, saName string, now time.Time) (store.Grant, error) {
+func (s *Store) FindUsableGrant(ctx context.Context, userID, provider, saNamespace, saName, saUID string, now time.Time) (store.Grant, error) {
 	row, err := s.q.GrantFindUsable(ctx, db.GrantFindUsableParams{
 		Provider:                provider,
 		ServiceAccountNamespace: saNamespace,
 		ServiceAccountName:      saName,
 		UserID:                  userID,
 		Now:                     ts(now),
+		ServiceAccountUid:       saUID,
 	})
 	if err != nil {
 		return store.Grant{}, wrap("find usable grant", err)
@@ -598,6 +600,7 @@ func grant(r db.Grant) store.Grant {
 		Provider:                r.Provider,
 		ServiceAccountNamespace: r.ServiceAccountNamespace,
 		ServiceAccountName:      r.ServiceAccountName,
+		ServiceAccountUID:       deref(r.ServiceAccountUid),
 		CreatedAt:               fromTS(r.CreatedAt),
 		ExpiresAt:               fromTSP(r.ExpiresAt),
 		RevokedAt:               fromTSP(r.RevokedAt),
@@ -697,4 +700,19 @@ func wrap(op string, err error) error {
 		return fmt.Errorf("store/postgres: %s: %w (constraint %s)", op, store.ErrAlreadyExists, pgErr.ConstraintName)
 	}
 	return fmt.Errorf("store/postgres: %s: %w", op, err)
+}
+
+// optString stores "" as NULL.
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

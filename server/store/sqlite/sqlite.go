@@ -535,6 +535,7 @@ func (s *Store) CreateGrant(ctx context.Context, g store.Grant) (store.Grant, er
 		Provider:                g.Provider,
 		ServiceAccountNamespace: g.ServiceAccountNamespace,
 		ServiceAccountName:      g.ServiceAccountName,
+		ServiceAccountUid:       optString(g.ServiceAccountUID),
 		CreatedAt:               us(s.now()),
 		ExpiresAt:               usp(g.ExpiresAt),
 		RevokedAt:               usp(g.RevokedAt),
@@ -568,13 +569,14 @@ func (s *Store) ListGrants(ctx context.Context, userID string) ([]store.Grant, e
 }
 
 // FindUsableGrant implements store.Store.
-func (s *Store) FindUsableGrant(ctx context.Context, userID, provider, saNamespace, saName string, now time.Time) (store.Grant, error) {
+func (s *Store) FindUsableGrant(ctx context.Context, userID, provider, saNamespace, saName, saUID string, now time.Time) (store.Grant, error) {
 	row, err := s.q.GrantFindUsable(ctx, db.GrantFindUsableParams{
 		Provider:                provider,
 		ServiceAccountNamespace: saNamespace,
 		ServiceAccountName:      saName,
 		UserID:                  userID,
 		Now:                     us(now),
+		ServiceAccountUid:       saUID,
 	})
 	if err != nil {
 		return store.Grant{}, wrap("find usable grant", err)
@@ -727,6 +729,7 @@ func grant(r db.Grant) store.Grant {
 		Provider:                r.Provider,
 		ServiceAccountNamespace: r.ServiceAccountNamespace,
 		ServiceAccountName:      r.ServiceAccountName,
+		ServiceAccountUID:       deref(r.ServiceAccountUid),
 		CreatedAt:               fromUS(r.CreatedAt),
 		ExpiresAt:               fromUSP(r.ExpiresAt),
 		RevokedAt:               fromUSP(r.RevokedAt),
@@ -833,4 +836,19 @@ func wrap(op string, err error) error {
 		}
 	}
 	return fmt.Errorf("store/sqlite: %s: %w", op, err)
+}
+
+// optString stores "" as NULL.
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

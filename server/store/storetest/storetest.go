@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"LinkStateDeleteExpired", testLinkStateDeleteExpired},
 		{"Grant", testGrant},
 		{"GrantFindUsable", testGrantFindUsable},
+		{"GrantServiceAccountUID", testGrantServiceAccountUID},
 		{"GrantRevoke", testGrantRevoke},
 		{"Audit", testAudit},
 		{"AuditPrune", testAuditPrune},
@@ -1214,6 +1215,7 @@ func mustGrant(t *testing.T, s store.Store, g store.Grant) store.Grant {
 func testGrant(t *testing.T, s store.Store) {
 	in := newGrant("alice", "github", "ci")
 	in.ExpiresAt = ptr(base.Add(24 * time.Hour))
+	in.ServiceAccountUID = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 	in.ID, in.CreatedAt = 999, base.Add(-time.Hour) // the store's to set
 	before := time.Now()
 	got := mustGrant(t, s, in)
@@ -1271,7 +1273,7 @@ func testGrantFindUsable(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	now := base
 	find := func(user, provider, ns, name string) (store.Grant, error) {
-		return s.FindUsableGrant(ctx, user, provider, ns, name, now)
+		return s.FindUsableGrant(ctx, user, provider, ns, name, "", now)
 	}
 	_, err := find("alice", "github", "team-a", "ci")
 	wantErr(t, "FindUsableGrant with no grants", err, store.ErrNotFound)
@@ -1318,6 +1320,73 @@ func testGrantFindUsable(t *testing.T, s store.Store) {
 	wantErr(t, "FindUsableGrant with only revoked and expired grants", err, store.ErrNotFound)
 	_, err = find("carol", "github", "team-a", "ci")
 	wantErr(t, "FindUsableGrant for another user", err, store.ErrNotFound)
+}
+
+// testGrantServiceAccountUID: the uid a grant is bound to is kept (none
+// stays none), and FindUsableGrant prefers a grant bound to the caller's
+// uid, then one without uid, then one bound to another uid (which the
+// caller refuses), newest first within each.
+func testGrantServiceAccountUID(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := base
+	find := func(uid string) store.Grant {
+		t.Helper()
+		g, err := s.FindUsableGrant(ctx, "alice", "github", "team-a", "ci", uid, now)
+		if err != nil {
+			t.Fatalf("FindUsableGrant(uid %q): %v", uid, err)
+		}
+		return g
+	}
+	bound := func(uid string) store.Grant {
+		g := newGrant("alice", "github", "ci")
+		g.ServiceAccountUID = uid
+		return mustGrant(t, s, g)
+	}
+
+	legacy := mustGrant(t, s, newGrant("alice", "github", "ci"))
+	if legacy.ServiceAccountUID != "" {
+		t.Errorf("grant without uid stored with uid %q", legacy.ServiceAccountUID)
+	}
+	if read, err := s.GetGrant(ctx, legacy.ID); err != nil || read.ServiceAccountUID != "" {
+		t.Errorf("GetGrant of a grant without uid = %+v, %v", read, err)
+	}
+	if g := find("uid-a"); g.ID != legacy.ID {
+		t.Errorf("only a grant without uid: chose %d, want %d", g.ID, legacy.ID)
+	}
+
+	a := bound("uid-a")
+	if read, err := s.GetGrant(ctx, a.ID); err != nil || read.ServiceAccountUID != "uid-a" {
+		t.Errorf("GetGrant = %+v, %v; want uid-a", read, err)
+	}
+	b := bound("uid-b")
+	if g := find("uid-a"); g.ID != a.ID || g.ServiceAccountUID != "uid-a" {
+		t.Errorf("caller uid-a: chose %d (uid %q), want %d", g.ID, g.ServiceAccountUID, a.ID)
+	}
+	if g := find("uid-b"); g.ID != b.ID {
+		t.Errorf("caller uid-b: chose %d, want %d", g.ID, b.ID)
+	}
+	// Another uid: the grant without uid is honoured by name.
+	if g := find("uid-c"); g.ID != legacy.ID {
+		t.Errorf("caller uid-c: chose %d, want the grant without uid %d", g.ID, legacy.ID)
+	}
+	if err := s.RevokeGrant(ctx, "alice", legacy.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	// Only grants bound to other uids: the newest is returned and refused
+	// by the caller.
+	g := find("uid-c")
+	if g.ID != b.ID || g.MatchesUID("uid-c") {
+		t.Errorf("caller uid-c: chose %d (uid %q), want %d, not matching", g.ID, g.ServiceAccountUID, b.ID)
+	}
+	if !g.MatchesUID("uid-b") || !legacy.MatchesUID("anything") {
+		t.Error("MatchesUID refuses a grant's own uid or a grant without uid")
+	}
+	if err := s.RevokeGrant(ctx, "alice", a.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	if g := find("uid-a"); g.ID != b.ID || g.MatchesUID("uid-a") {
+		t.Errorf("after revoking uid-a's grant, caller uid-a: chose %d (uid %q), want %d, not matching", g.ID, g.ServiceAccountUID, b.ID)
+	}
 }
 
 func testGrantRevoke(t *testing.T, s store.Store) {

@@ -347,18 +347,18 @@ func splitUsername(u string) (string, string, bool) {
 	return ns, name, true
 }
 
-// ServiceAccountExists implements workload.Directory.
-func (a *Authenticator) ServiceAccountExists(ctx context.Context, namespace, name string) (bool, error) {
+// ServiceAccountUID implements workload.Directory.
+func (a *Authenticator) ServiceAccountUID(ctx context.Context, namespace, name string) (string, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
 	defer cancel()
-	_, err := a.client.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
+	sa, err := a.client.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case err == nil:
-		return true, nil
+		return string(sa.UID), true, nil
 	case apierrors.IsNotFound(err):
-		return false, nil
+		return "", false, nil
 	}
-	return false, fmt.Errorf("looking up service account %s/%s: %w", namespace, name, err)
+	return "", false, fmt.Errorf("looking up service account %s/%s: %w", namespace, name, err)
 }
 
 // scrub drops the request body client-go may quote in some errors; the

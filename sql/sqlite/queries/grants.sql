@@ -1,10 +1,10 @@
 -- name: GrantInsert :one
 INSERT INTO grants (
     user_id, provider, service_account_namespace, service_account_name,
-    created_at, expires_at, revoked_at
+    service_account_uid, created_at, expires_at, revoked_at
 ) VALUES (
     @user_id, @provider, @service_account_namespace, @service_account_name,
-    @created_at, sqlc.narg(expires_at), sqlc.narg(revoked_at)
+    sqlc.narg(service_account_uid), @created_at, sqlc.narg(expires_at), sqlc.narg(revoked_at)
 )
 RETURNING *;
 
@@ -18,14 +18,21 @@ WHERE user_id = @user_id
 ORDER BY id DESC;
 
 -- name: GrantFindUsable :one
-SELECT * FROM grants
+-- Prefers a grant bound to the caller's ServiceAccount uid, then a legacy
+-- grant without uid, then (so that the caller can tell and log a mismatch)
+-- one bound to another uid; newest first within each.
+SELECT grants.* FROM grants, (SELECT CAST(@service_account_uid AS TEXT) AS uid) AS caller
 WHERE provider = @provider
   AND service_account_namespace = @service_account_namespace
   AND service_account_name = @service_account_name
   AND user_id = @user_id
   AND revoked_at IS NULL
   AND (expires_at IS NULL OR expires_at > CAST(@now AS INTEGER))
-ORDER BY id DESC
+ORDER BY CASE
+    WHEN service_account_uid = caller.uid THEN 0
+    WHEN service_account_uid IS NULL THEN 1
+    ELSE 2
+  END, id DESC
 LIMIT 1;
 
 -- name: GrantRevoke :execrows

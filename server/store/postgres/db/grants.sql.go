@@ -11,14 +11,18 @@ import (
 )
 
 const grantFindUsable = `-- name: GrantFindUsable :one
-SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at FROM grants
+SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid FROM grants
 WHERE provider = $1
   AND service_account_namespace = $2
   AND service_account_name = $3
   AND user_id = $4
   AND revoked_at IS NULL
   AND (expires_at IS NULL OR expires_at > $5::timestamptz)
-ORDER BY id DESC
+ORDER BY CASE
+    WHEN service_account_uid = $6::text THEN 0
+    WHEN service_account_uid IS NULL THEN 1
+    ELSE 2
+  END, id DESC
 LIMIT 1
 `
 
@@ -28,8 +32,12 @@ type GrantFindUsableParams struct {
 	ServiceAccountName      string
 	UserID                  string
 	Now                     time.Time
+	ServiceAccountUid       string
 }
 
+// Prefers a grant bound to the caller's ServiceAccount uid, then a legacy
+// grant without uid, then (so that the caller can tell and log a mismatch)
+// one bound to another uid; newest first within each.
 func (q *Queries) GrantFindUsable(ctx context.Context, arg GrantFindUsableParams) (Grant, error) {
 	row := q.db.QueryRow(ctx, grantFindUsable,
 		arg.Provider,
@@ -37,6 +45,7 @@ func (q *Queries) GrantFindUsable(ctx context.Context, arg GrantFindUsableParams
 		arg.ServiceAccountName,
 		arg.UserID,
 		arg.Now,
+		arg.ServiceAccountUid,
 	)
 	var i Grant
 	err := row.Scan(
@@ -48,12 +57,13 @@ func (q *Queries) GrantFindUsable(ctx context.Context, arg GrantFindUsableParams
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.RevokedAt,
+		&i.ServiceAccountUid,
 	)
 	return i, err
 }
 
 const grantGet = `-- name: GrantGet :one
-SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at FROM grants
+SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid FROM grants
 WHERE id = $1
 `
 
@@ -69,6 +79,7 @@ func (q *Queries) GrantGet(ctx context.Context, id int64) (Grant, error) {
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.RevokedAt,
+		&i.ServiceAccountUid,
 	)
 	return i, err
 }
@@ -76,12 +87,12 @@ func (q *Queries) GrantGet(ctx context.Context, id int64) (Grant, error) {
 const grantInsert = `-- name: GrantInsert :one
 INSERT INTO grants (
     user_id, provider, service_account_namespace, service_account_name,
-    created_at, expires_at, revoked_at
+    service_account_uid, created_at, expires_at, revoked_at
 ) VALUES (
     $1, $2, $3, $4,
-    $5, $6, $7
+    $5, $6, $7, $8
 )
-RETURNING id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at
+RETURNING id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid
 `
 
 type GrantInsertParams struct {
@@ -89,6 +100,7 @@ type GrantInsertParams struct {
 	Provider                string
 	ServiceAccountNamespace string
 	ServiceAccountName      string
+	ServiceAccountUid       *string
 	CreatedAt               time.Time
 	ExpiresAt               *time.Time
 	RevokedAt               *time.Time
@@ -100,6 +112,7 @@ func (q *Queries) GrantInsert(ctx context.Context, arg GrantInsertParams) (Grant
 		arg.Provider,
 		arg.ServiceAccountNamespace,
 		arg.ServiceAccountName,
+		arg.ServiceAccountUid,
 		arg.CreatedAt,
 		arg.ExpiresAt,
 		arg.RevokedAt,
@@ -114,12 +127,13 @@ func (q *Queries) GrantInsert(ctx context.Context, arg GrantInsertParams) (Grant
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.RevokedAt,
+		&i.ServiceAccountUid,
 	)
 	return i, err
 }
 
 const grantListByUser = `-- name: GrantListByUser :many
-SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at FROM grants
+SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid FROM grants
 WHERE user_id = $1
 ORDER BY id DESC
 `
@@ -142,6 +156,7 @@ func (q *Queries) GrantListByUser(ctx context.Context, userID string) ([]Grant, 
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.RevokedAt,
+			&i.ServiceAccountUid,
 		); err != nil {
 			return nil, err
 		}

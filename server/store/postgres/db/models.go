@@ -49,6 +49,7 @@ type Grant struct {
 	CreatedAt               time.Time
 	ExpiresAt               *time.Time
 	RevokedAt               *time.Time
+	ServiceAccountUid       *string
 }
 
 type LinkState struct {

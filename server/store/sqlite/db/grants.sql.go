@@ -10,18 +10,23 @@ import (
 )
 
 const grantFindUsable = `-- name: GrantFindUsable :one
-SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at FROM grants
-WHERE provider = ?1
-  AND service_account_namespace = ?2
-  AND service_account_name = ?3
-  AND user_id = ?4
+SELECT grants.id, grants.user_id, grants.provider, grants.service_account_namespace, grants.service_account_name, grants.created_at, grants.expires_at, grants.revoked_at, grants.service_account_uid FROM grants, (SELECT CAST(?1 AS TEXT) AS uid) AS caller
+WHERE provider = ?2
+  AND service_account_namespace = ?3
+  AND service_account_name = ?4
+  AND user_id = ?5
   AND revoked_at IS NULL
-  AND (expires_at IS NULL OR expires_at > CAST(?5 AS INTEGER))
-ORDER BY id DESC
+  AND (expires_at IS NULL OR expires_at > CAST(?6 AS INTEGER))
+ORDER BY CASE
+    WHEN service_account_uid = caller.uid THEN 0
+    WHEN service_account_uid IS NULL THEN 1
+    ELSE 2
+  END, id DESC
 LIMIT 1
 `
 
 type GrantFindUsableParams struct {
+	ServiceAccountUid       string
 	Provider                string
 	ServiceAccountNamespace string
 	ServiceAccountName      string
@@ -29,8 +34,12 @@ type GrantFindUsableParams struct {
 	Now                     int64
 }
 
+// Prefers a grant bound to the caller's ServiceAccount uid, then a legacy
+// grant without uid, then (so that the caller can tell and log a mismatch)
+// one bound to another uid; newest first within each.
 func (q *Queries) GrantFindUsable(ctx context.Context, arg GrantFindUsableParams) (Grant, error) {
 	row := q.db.QueryRowContext(ctx, grantFindUsable,
+		arg.ServiceAccountUid,
 		arg.Provider,
 		arg.ServiceAccountNamespace,
 		arg.ServiceAccountName,
@@ -47,12 +56,13 @@ func (q *Queries) GrantFindUsable(ctx context.Context, arg GrantFindUsableParams
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.RevokedAt,
+		&i.ServiceAccountUid,
 	)
 	return i, err
 }
 
 const grantGet = `-- name: GrantGet :one
-SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at FROM grants
+SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid FROM grants
 WHERE id = ?1
 `
 
@@ -68,6 +78,7 @@ func (q *Queries) GrantGet(ctx context.Context, id int64) (Grant, error) {
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.RevokedAt,
+		&i.ServiceAccountUid,
 	)
 	return i, err
 }
@@ -75,12 +86,12 @@ func (q *Queries) GrantGet(ctx context.Context, id int64) (Grant, error) {
 const grantInsert = `-- name: GrantInsert :one
 INSERT INTO grants (
     user_id, provider, service_account_namespace, service_account_name,
-    created_at, expires_at, revoked_at
+    service_account_uid, created_at, expires_at, revoked_at
 ) VALUES (
     ?1, ?2, ?3, ?4,
-    ?5, ?6, ?7
+    ?5, ?6, ?7, ?8
 )
-RETURNING id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at
+RETURNING id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid
 `
 
 type GrantInsertParams struct {
@@ -88,6 +99,7 @@ type GrantInsertParams struct {
 	Provider                string
 	ServiceAccountNamespace string
 	ServiceAccountName      string
+	ServiceAccountUid       *string
 	CreatedAt               int64
 	ExpiresAt               *int64
 	RevokedAt               *int64
@@ -99,6 +111,7 @@ func (q *Queries) GrantInsert(ctx context.Context, arg GrantInsertParams) (Grant
 		arg.Provider,
 		arg.ServiceAccountNamespace,
 		arg.ServiceAccountName,
+		arg.ServiceAccountUid,
 		arg.CreatedAt,
 		arg.ExpiresAt,
 		arg.RevokedAt,
@@ -113,12 +126,13 @@ func (q *Queries) GrantInsert(ctx context.Context, arg GrantInsertParams) (Grant
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.RevokedAt,
+		&i.ServiceAccountUid,
 	)
 	return i, err
 }
 
 const grantListByUser = `-- name: GrantListByUser :many
-SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at FROM grants
+SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid FROM grants
 WHERE user_id = ?1
 ORDER BY id DESC
 `
@@ -141,6 +155,7 @@ func (q *Queries) GrantListByUser(ctx context.Context, userID string) ([]Grant, 
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.RevokedAt,
+			&i.ServiceAccountUid,
 		); err != nil {
 			return nil, err
 		}

@@ -45,6 +45,7 @@ type Grant struct {
 	CreatedAt               int64
 	ExpiresAt               *int64
 	RevokedAt               *int64
+	ServiceAccountUid       *string
 }
 
 type LinkState struct {
