@@ -83,18 +83,12 @@ type Authenticator struct {
 
 	mu    sync.Mutex
 	cache map[[32]byte]entry
-	// ahead holds the keys whose verdict is being renewed in the background.
-	ahead sync.Map
 }
 
 type entry struct {
 	id      workload.Identity
 	err     error // an *workload.AuthError for a cached refusal
 	expires time.Time
-	// renewAt: from then on an accepted verdict is still served but renewed
-	// by a background TokenReview (the last tenth of CacheTTL), so a busy
-	// workload does not wait for a review every CacheTTL.
-	renewAt time.Time
 }
 
 var (
@@ -189,7 +183,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (workloa
 	e, ok := a.cache[key]
 	a.mu.Unlock()
 	if ok && now.Before(e.expires) {
-		if e.err == nil && !e.renewAt.IsZero() && !now.Before(e.renewAt) {
+		if a.renewDue(e, now) {
 			a.renew(ctx, key, token, e.id.ExpiresAt)
 		}
 		return e.id, e.err
@@ -238,32 +232,31 @@ func (a *Authenticator) reviewAndStore(ctx context.Context, key [32]byte, token 
 	switch {
 	case err == nil:
 		id.ExpiresAt = exp
-		e := entry{id: id, expires: minTime(exp, now.Add(a.opt.CacheTTL))}
-		if e.expires.Before(exp) {
-			// Bounded by CacheTTL, not by the token's own life: worth
-			// renewing before it lapses.
-			e.renewAt = e.expires.Add(-a.opt.CacheTTL / 10)
-		}
-		a.store(key, e, a.opt.CacheTTL > 0)
+		a.store(key, entry{id: id, expires: minTime(exp, now.Add(a.opt.CacheTTL))}, a.opt.CacheTTL > 0)
 	case errors.As(err, &ae):
 		a.store(key, entry{err: ae, expires: minTime(exp, now.Add(a.opt.NegativeTTL))}, a.opt.NegativeTTL > 0)
 	}
 	return id, err
 }
 
-// renew starts one background TokenReview for a cached acceptance in its
-// last tenth of CacheTTL. Its verdict replaces the entry: a token the API
-// server now refuses (its pod or ServiceAccount deleted) is refused from
-// then on, as it would be once the entry lapsed; if the API server cannot
-// be reached the entry is kept until it lapses, as without renewal.
+// renewDue: a cached acceptance bounded by CacheTTL rather than by the
+// token's own life is, in its last tenth of CacheTTL, still served but
+// renewed by a background TokenReview, so a busy workload does not wait for
+// a review every CacheTTL.
+func (a *Authenticator) renewDue(e entry, now time.Time) bool {
+	return e.err == nil && e.expires.Before(e.id.ExpiresAt) && !now.Before(e.expires.Add(-a.opt.CacheTTL/10))
+}
+
+// renew starts one background TokenReview for a cached acceptance (the
+// flight, shared with first reviews of the token, runs it once however many
+// callers ask; nobody waits for it). Its verdict replaces the entry: a token
+// the API server now refuses (its pod or ServiceAccount deleted) is refused
+// from then on, as it would be once the entry lapsed; if the API server
+// cannot be reached the entry is kept until it lapses, as without renewal.
 func (a *Authenticator) renew(ctx context.Context, key [32]byte, token string, exp time.Time) {
-	if _, busy := a.ahead.LoadOrStore(key, struct{}{}); busy {
-		return
-	}
-	go func() {
-		defer a.ahead.Delete(key)
-		_, _ = a.reviewAndStore(context.WithoutCancel(ctx), key, token, exp)
-	}()
+	a.flight.DoChan(string(key[:]), func() (any, error) {
+		return a.reviewAndStore(ctx, key, token, exp)
+	})
 }
 
 func minTime(a, b time.Time) time.Time {
