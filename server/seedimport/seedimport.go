@@ -228,10 +228,7 @@ func Run(ctx context.Context, opt Options) (Progress, error) {
 		}
 		if err := rows.Scan(dest...); err != nil {
 			// A value of an unexpected type in one row; the cursor goes on.
-			p.Failed++
-			if opt.OnRow != nil {
-				opt.OnRow(Row{ID: id}, Failed, "unreadable row: "+scanReason(err))
-			}
+			report(Row{ID: id}, Failed, "unreadable row: "+scanReason(err))
 			continue
 		}
 		r := Row{ID: id, UserID: user.String, Provider: provider.String}

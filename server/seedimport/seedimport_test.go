@@ -440,6 +440,44 @@ func TestColumnsAndMissingTable(t *testing.T) {
 	}
 }
 
+// An unreadable row (here an expires_at that is no number) is reported and
+// counted like any failed row, progress included, and the run goes on.
+func TestUnreadableRow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := rawKey(t)
+	tok, _ := fernet.EncryptAndSign([]byte("rt-x"), fkey(k))
+	if _, err := db.Exec(oldSchemaSQLite); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO refresh_token (id, provider, token, expires_at, user_id) VALUES
+		(1, 'p', ?, 'not-a-number', 'u1'), (2, 'p', ?, NULL, 'u2')`, tok, tok); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	keys, _ := ParseOldKeys(hex.EncodeToString(k))
+	st, _ := newStore(t)
+	var rec recorder
+	opt := rec.options(Options{Source: "sqlite://" + path, OldKeys: keys, Ring: newRing(t), Store: st})
+	opt.BatchSize = 1
+	p, err := Run(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Progress{Total: 2, Imported: 1, Failed: 1}); p != want {
+		t.Fatalf("got %+v, want %+v", p, want)
+	}
+	if rec.outcomes[1] != Failed || !strings.HasPrefix(rec.rows[1], "unreadable row") {
+		t.Errorf("row 1: %q %q, want failed as unreadable", rec.outcomes[1], rec.rows[1])
+	}
+	if want := []Progress{{Total: 2, Failed: 1}, p}; fmt.Sprint(rec.progress) != fmt.Sprint(want) {
+		t.Errorf("progress reports %+v, want one per row: %+v", rec.progress, want)
+	}
+}
+
 func TestParseOldKeys(t *testing.T) {
 	k := rawKey(t)
 	rawPrintable := strings.Repeat("k", 32)
