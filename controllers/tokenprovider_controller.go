@@ -182,38 +182,6 @@ func ReadyzCheck(r providers.Reader) healthz.Checker {
 	}
 }
 
-// secretLookup reads Secrets straight from the API server. Secrets are
-// watched as metadata only (a change event is all that is needed), so
-// reading them through the cache would start a second, full informer that
-// keeps every Secret's data in memory.
-func secretLookup(ctx context.Context, r client.Reader, namespace string) SecretLookup {
-	return func(name, key string) ([]byte, error) {
-		var s corev1.Secret
-		err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &s)
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("secret %s/%s: %w", namespace, name, ErrSecretNotFound)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
-		}
-		return SecretValue(&s, name, key)
-	}
-}
-
-func (r *RegistryReconciler) secretLookup(ctx context.Context, namespace string) SecretLookup {
-	if r.secrets != nil {
-		return r.secrets.lookup(ctx, namespace)
-	}
-	return secretLookup(ctx, r.SecretReader, namespace)
-}
-
-func (r *StatusReconciler) secretLookup(ctx context.Context, namespace string) SecretLookup {
-	if r.secrets != nil {
-		return r.secrets.lookup(ctx, namespace)
-	}
-	return secretLookup(ctx, r.SecretReader, namespace)
-}
-
 // providersForSecret maps a Secret event to the TokenProviders that
 // reference the Secret (through the field index).
 func providersForSecret(c client.Reader) handler.MapFunc {
@@ -314,7 +282,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, nil
 	}
-	res, err := Resolve(ctx, tp, r.secretLookup(ctx, tp.Namespace), r.Discoverer)
+	res, err := Resolve(ctx, tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -484,7 +452,7 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			Message: fmt.Sprintf("provider id %q is already provided by TokenProvider %s/%s (created earlier); rename this one",
 				tp.Name, o.Namespace, o.Name),
 		}
-	} else if res, err = Resolve(ctx, &tp, r.secretLookup(ctx, tp.Namespace), r.Discoverer); err != nil {
+	} else if res, err = Resolve(ctx, &tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer); err != nil {
 		return ctrl.Result{}, err
 	}
 
