@@ -44,6 +44,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The workload-auth ClusterRole and its binding: cluster-scoped names must be unique per release and namespace. */}}
+{{- define "tokenstore.workloadAuthName" -}}
+{{- printf "%s-%s-workload-auth" .Release.Namespace (include "tokenstore.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "tokenstore.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
