@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -39,6 +38,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/server/crypto"
 	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/server/store/sqlite"
 )
 
 // Columns names the old table and its columns. The defaults are the old
@@ -352,10 +352,9 @@ func OpenSource(source string) (*sql.DB, string, error) {
 			return nil, "", errors.New("import: a SQLite URL is sqlite:///absolute/path or sqlite://relative/path")
 		}
 		path = filepath.Clean(path)
-		u := url.URL{Scheme: "file", Opaque: strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)}
 		// mode=ro opens the file read-only (and fails if it is missing rather
 		// than creating it); query_only refuses writes on top of that.
-		dsn := u.String() + "?mode=ro&_pragma=query_only(1)"
+		dsn := sqlite.FileURI(path) + "?mode=ro&_pragma=query_only(1)"
 		db, err := sql.Open("sqlite", dsn)
 		if err != nil {
 			return nil, "", fmt.Errorf("import: old database: %w", err)

@@ -63,16 +63,7 @@ var _ store.Store = (*Store)(nil)
 //     waiting when another writer got in between, and would let two
 //     updaters read the same row version.
 func DSN(path string) string {
-	// A "file:" URI, so that every character of the path is taken literally
-	// once escaped; the query carries the driver's settings. Clean turns a
-	// leading "//" (as in SQLAlchemy's sqlite:////abs/path) into "/", which
-	// the URI would otherwise read as an authority.
-	p := path
-	if p != Memory {
-		p = filepath.Clean(p)
-	}
-	p = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
-	return "file:" + p +
+	return FileURI(path) +
 		"?_pragma=busy_timeout(" + fmt.Sprint(BusyTimeout.Milliseconds()) + ")" +
 		"&_pragma=journal_mode(WAL)" +
 		"&_pragma=foreign_keys(1)" +
@@ -81,6 +72,19 @@ func DSN(path string) string {
 		// old one is already spent at the provider).
 		"&_pragma=synchronous(FULL)" +
 		"&_txlock=immediate"
+}
+
+// FileURI is the "file:" URI of the database file at path (or Memory),
+// without a query: every character of the path is taken literally once
+// escaped, and a query appended to it carries the driver's settings. Clean
+// turns a leading "//" (as in SQLAlchemy's sqlite:////abs/path) into "/",
+// which the URI would otherwise read as an authority.
+func FileURI(path string) string {
+	p := path
+	if p != Memory {
+		p = filepath.Clean(p)
+	}
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
 }
 
 // OpenDB opens a database/sql handle on the file at path (or Memory) with
