@@ -370,7 +370,7 @@ func (s *Store) ListCredentialsRefreshExpiringBefore(ctx context.Context, before
 	}
 	b := us(before)
 	rows, err := s.q.CredentialListRefreshExpiringBefore(ctx, db.CredentialListRefreshExpiringBeforeParams{
-		Before: &b, AfterID: afterID, MaxRows: int64(min(limit, 10000)),
+		Before: &b, AfterID: afterID, MaxRows: int64(limit),
 	})
 	if err != nil {
 		return nil, wrap("list credentials with refresh tokens expiring", err)
