@@ -51,7 +51,7 @@ type service struct {
 
 // newService checks the settings, migrates when asked, opens the store and
 // builds the provider sources and the HTTP server. Close it when done.
-func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migrate bool) (*service, error) {
+func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migrate bool) (_ *service, err error) {
 	keys, err := crypto.ParseKeyRing(s.CryptoKey)
 	if err != nil {
 		return nil, err
@@ -74,6 +74,11 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
 	// With tracing on, calls to providers and the login issuer are client
 	// spans (query strings removed); off, the transport is the plain one.
 	// Providers' keep-alive pool (providers.Transport: more idle connections
@@ -84,7 +89,6 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	}
 	svc := &service{Settings: s, Log: log, Keys: keys, Store: st, HTTPClient: &http.Client{Timeout: 20 * time.Second, Transport: transport}}
 	if svc.Sources, err = newProviderSources(s, log, svc.HTTPClient); err != nil {
-		st.Close()
 		return nil, err
 	}
 	// tokenstore's own registry, gathered together with controller-runtime's
@@ -93,21 +97,18 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	own := prometheus.NewRegistry()
 	if svc.Metrics, err = metrics.New(metrics.Options{Registerer: own, Gatherer: prometheus.Gatherers{own, ctrlmetrics.Registry},
 		Store: st, Providers: svc.Sources.Registry, Readiness: svc.Sources.Readiness}); err != nil {
-		st.Close()
 		return nil, err
 	}
 	var notifier webhooksNotifier
 	if s.WebhookURL != "" {
 		if svc.Webhooks, err = webhooks.New(webhooks.Options{URL: s.WebhookURL, Secret: s.WebhookSecret, Source: s.ExternalURL,
 			Metrics: svc.Metrics, Logger: log}); err != nil {
-			st.Close()
 			return nil, err
 		}
 		notifier = svc.Webhooks
 		if s.ExpiringWarning > 0 {
 			if svc.Expiring, err = refresher.NewExpiringScanner(refresher.ExpiringOptions{Store: st, Notifier: svc.Webhooks,
 				Logger: log, Warning: s.ExpiringWarning}); err != nil {
-				st.Close()
 				return nil, err
 			}
 		}
@@ -121,7 +122,6 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 	if cfg := svc.Sources.RestConfig; cfg != nil {
 		ka, err := kubeauth.New(cfg, kubeauth.Options{Audience: s.WorkloadAudience})
 		if err != nil {
-			st.Close()
 			return nil, err
 		}
 		workloads, directory = ka, ka
@@ -144,19 +144,16 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 		CacheTTL: server.DefaultCacheTTL,
 	})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	if s.RefresherInterval > 0 {
 		if svc.Refresher, err = refresher.New(refresher.Options{Store: st, Broker: svc.Server.Broker(), Providers: svc.Sources.Registry,
 			Metrics: svc.Metrics, Expiring: svc.Expiring, Logger: log, Interval: s.RefresherInterval, Window: s.RefresherWindow}); err != nil {
-			st.Close()
 			return nil, err
 		}
 	}
 	// Last, so that no failure above leaves an exporter running.
 	if svc.stopTracing, err = tracing.Setup(ctx, s, version, log); err != nil {
-		st.Close()
 		return nil, err
 	}
 	return svc, nil
