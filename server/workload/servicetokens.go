@@ -57,7 +57,16 @@ type ServiceTokens struct {
 	opt    ServiceTokenOptions
 	flight singleflight.Group
 	mu     sync.Mutex
-	cache  map[string]ServiceToken // key: provider id + version
+	cache  map[string]versionedToken // key: provider id
+}
+
+// versionedToken is a cached token with the provider Version it was
+// obtained under: a changed client secret, token URL or scope list must not
+// be served the token of the old configuration. One entry per provider, so
+// a token of a newer Version replaces the older one.
+type versionedToken struct {
+	version string
+	ServiceToken
 }
 
 // ServiceToken is a client-credentials access token.
@@ -102,23 +111,20 @@ func NewServiceTokens(opt ServiceTokenOptions) *ServiceTokens {
 	if opt.UnknownLifetime <= 0 {
 		opt.UnknownLifetime = DefaultServiceUnknownLifetime
 	}
-	return &ServiceTokens{opt: opt, cache: map[string]ServiceToken{}}
+	return &ServiceTokens{opt: opt, cache: map[string]versionedToken{}}
 }
-
-// cacheKey includes the provider's Version: a changed client secret, token
-// URL or scope list must not be served the token of the old configuration.
-func cacheKey(p *providers.Provider) string { return p.ID + "\x00" + p.Version }
 
 // Token returns a service token of provider p valid for at least MinValid.
 func (s *ServiceTokens) Token(ctx context.Context, p *providers.Provider) (ServiceToken, error) {
-	key := cacheKey(p)
-	if t, ok := s.cached(key); ok {
+	if t, ok := s.cached(p); ok {
 		return t, nil
 	}
-	v, err, _ := s.flight.Do(key, func() (any, error) {
+	// One flight per provider Version: callers of another configuration
+	// must not be handed this one's token.
+	v, err, _ := s.flight.Do(p.ID+"\x00"+p.Version, func() (any, error) {
 		// Another flight may have filled the cache between our look and
 		// taking the flight.
-		if t, ok := s.cached(key); ok {
+		if t, ok := s.cached(p); ok {
 			return t, nil
 		}
 		// The first caller leaving must not fail the others waiting on
@@ -130,14 +136,7 @@ func (s *ServiceTokens) Token(ctx context.Context, p *providers.Provider) (Servi
 			return ServiceToken{}, err
 		}
 		s.mu.Lock()
-		// Entries of an older Version of this provider are dropped here
-		// rather than left to linger.
-		for k := range s.cache {
-			if strings.HasPrefix(k, p.ID+"\x00") {
-				delete(s.cache, k)
-			}
-		}
-		s.cache[key] = t
+		s.cache[p.ID] = versionedToken{version: p.Version, ServiceToken: t}
 		s.mu.Unlock()
 		return t, nil
 	})
@@ -147,26 +146,22 @@ func (s *ServiceTokens) Token(ctx context.Context, p *providers.Provider) (Servi
 	return v.(ServiceToken), nil
 }
 
-func (s *ServiceTokens) cached(key string) (ServiceToken, bool) {
+func (s *ServiceTokens) cached(p *providers.Provider) (ServiceToken, bool) {
 	s.mu.Lock()
-	t, ok := s.cache[key]
+	t, ok := s.cache[p.ID]
 	s.mu.Unlock()
-	if !ok || !t.Expiry.After(s.opt.Now().Add(s.opt.MinValid)) {
+	if !ok || t.version != p.Version || !t.Expiry.After(s.opt.Now().Add(s.opt.MinValid)) {
 		return ServiceToken{}, false
 	}
-	return t, true
+	return t.ServiceToken, true
 }
 
 // Forget drops the cached token of a provider (for example after the
 // provider rejected it).
 func (s *ServiceTokens) Forget(providerID string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k := range s.cache {
-		if strings.HasPrefix(k, providerID+"\x00") {
-			delete(s.cache, k)
-		}
-	}
+	delete(s.cache, providerID)
+	s.mu.Unlock()
 }
 
 func (s *ServiceTokens) fetch(ctx context.Context, p *providers.Provider) (ServiceToken, error) {
