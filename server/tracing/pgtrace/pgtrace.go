@@ -35,20 +35,29 @@ var (
 
 // TraceQueryStart starts the query's span.
 func (Tracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	name := QueryName(data.SQL)
+	return start(ctx, conn, QueryName(data.SQL), nil)
+}
+
+// start starts a client span named name, with the attributes every span of
+// this package carries and, when it is recorded, those of more.
+func start(ctx context.Context, conn *pgx.Conn, name string, more func() []attribute.KeyValue) context.Context {
 	ctx, span := otel.Tracer(scope).Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
-	if span.IsRecording() {
-		attrs := []attribute.KeyValue{
-			attribute.String("db.system.name", "postgresql"),
-			attribute.String("db.operation.name", name),
-		}
-		if conn != nil {
-			if cfg := conn.Config(); cfg != nil {
-				attrs = append(attrs, attribute.String("db.namespace", cfg.Database))
-			}
-		}
-		span.SetAttributes(attrs...)
+	if !span.IsRecording() {
+		return ctx
 	}
+	attrs := []attribute.KeyValue{
+		attribute.String("db.system.name", "postgresql"),
+		attribute.String("db.operation.name", name),
+	}
+	if more != nil {
+		attrs = append(attrs, more()...)
+	}
+	if conn != nil {
+		if cfg := conn.Config(); cfg != nil {
+			attrs = append(attrs, attribute.String("db.namespace", cfg.Database))
+		}
+	}
+	span.SetAttributes(attrs...)
 	return ctx
 }
 
@@ -71,28 +80,18 @@ func (Tracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQuer
 // TraceBatchStart starts one span for a pipelined batch, named BATCH, with
 // the names of its queries in order (names only, as for single queries).
 func (Tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
-	ctx, span := otel.Tracer(scope).Start(ctx, "BATCH", trace.WithSpanKind(trace.SpanKindClient))
-	if span.IsRecording() {
+	return start(ctx, conn, "BATCH", func() []attribute.KeyValue {
 		var names []string
 		if data.Batch != nil {
 			for _, q := range data.Batch.QueuedQueries {
 				names = append(names, QueryName(q.SQL))
 			}
 		}
-		attrs := []attribute.KeyValue{
-			attribute.String("db.system.name", "postgresql"),
-			attribute.String("db.operation.name", "BATCH"),
+		return []attribute.KeyValue{
 			attribute.Int("db.operation.batch.size", len(names)),
 			attribute.StringSlice("tokenstore.db.queries", names),
 		}
-		if conn != nil {
-			if cfg := conn.Config(); cfg != nil {
-				attrs = append(attrs, attribute.String("db.namespace", cfg.Database))
-			}
-		}
-		span.SetAttributes(attrs...)
-	}
-	return ctx
+	})
 }
 
 // TraceBatchQuery marks the batch's span failed with the first failing
