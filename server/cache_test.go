@@ -2,17 +2,13 @@ package server
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 )
 
 // countingStore counts the hot path's reads, to show the cache spares them.
@@ -34,28 +30,12 @@ func (s *countingStore) GetSession(ctx context.Context, id string, now time.Time
 // startCachedInstance is startInstance with the per-replica cache on, as
 // cmd runs it, and a store that counts reads.
 func (e *env) startCachedInstance(ttl time.Duration) (*instance, *countingStore) {
-	t := e.t
-	raw, err := storeopen.Open(e.ctx, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
-	st := &countingStore{Store: raw}
-	reg := providers.NewRegistry()
-	for _, tp := range e.providers {
-		reg.Set(tp.provider)
-	}
-	reg.MarkReady()
-	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(Options{Settings: e.settings, Store: st, Keys: e.keys, Providers: reg, Logger: logger, CacheTTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	in := &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
-	e.instances = append(e.instances, in)
-	return in, st
+	var counting *countingStore
+	in := e.serve(nil, Options{CacheTTL: ttl}, func(st store.Store) store.Store {
+		counting = &countingStore{Store: st}
+		return counting
+	})
+	return in, counting
 }
 
 // untilRefused polls in until the token request is no longer answered 200

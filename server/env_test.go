@@ -184,19 +184,36 @@ func (e *env) addProvider(id string) {
 // startInstance starts one more tokenstore process on the shared database:
 // its own store (connection pool), registry and server.
 func (e *env) startInstance(ln net.Listener) *instance {
+	return e.serve(ln, Options{}, nil)
+}
+
+// serve starts one more tokenstore instance on the shared database: its own
+// store (connection pool; wrap, when not nil, wraps it, e.g. to count
+// reads), a registry of the env's providers plus extra, and a server from
+// o with the env's settings, keys and logger filled in. ln, when not nil,
+// is the listener to serve on.
+func (e *env) serve(ln net.Listener, o Options, wrap func(store.Store) store.Store, extra ...*providers.Provider) *instance {
 	t := e.t
-	st, err := storeopen.Open(e.ctx, e.dbURL)
+	raw, err := storeopen.Open(e.ctx, e.dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { raw.Close() })
+	var st store.Store = raw
+	if wrap != nil {
+		st = wrap(st)
+	}
 	reg := providers.NewRegistry()
 	for _, tp := range e.providers {
 		reg.Set(tp.provider)
 	}
+	for _, p := range extra {
+		reg.Set(p)
+	}
 	reg.MarkReady()
-	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(Options{Settings: e.settings, Store: st, Keys: e.keys, Providers: reg, Logger: logger})
+	o.Settings, o.Store, o.Keys, o.Providers = e.settings, st, e.keys, reg
+	o.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

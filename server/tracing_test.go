@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -14,35 +13,13 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/tokenstore/tokenstore/server/providers"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 	"github.com/tokenstore/tokenstore/server/tracing"
 )
 
 // startTracedInstance starts one more instance whose provider calls go
 // through tracing.Transport, as cmd builds it when tracing is on.
 func (e *env) startTracedInstance() *instance {
-	t := e.t
-	st, err := storeopen.Open(e.ctx, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg := providers.NewRegistry()
-	for _, tp := range e.providers {
-		reg.Set(tp.provider)
-	}
-	reg.MarkReady()
-	srv, err := New(Options{Settings: e.settings, Store: st, Keys: e.keys, Providers: reg,
-		HTTPClient: &http.Client{Timeout: 20 * time.Second, Transport: tracing.Transport(http.DefaultTransport)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	in := &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
-	e.instances = append(e.instances, in)
-	return in
+	return e.serve(nil, Options{HTTPClient: &http.Client{Timeout: 20 * time.Second, Transport: tracing.Transport(http.DefaultTransport)}}, nil)
 }
 
 // TestTracing: with a provider installed, a token request that refreshes

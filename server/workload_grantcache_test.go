@@ -3,17 +3,13 @@ package server
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
 )
 
@@ -31,30 +27,13 @@ func (s *grantCountingStore) FindUsableGrant(ctx context.Context, userID, provid
 // startCachedWorkloadInstance is startWorkloadInstance with the per-replica
 // cache on (as serve runs) and a clock of its own, moved by skew.
 func (w *wlEnv) startCachedWorkloadInstance(ka *kubeauth.Authenticator, ttl time.Duration, skew *atomic.Int64) (*instance, *grantCountingStore) {
-	t := w.t
-	st, err := storeopen.Open(w.ctx, w.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	counting := &grantCountingStore{Store: st}
-	reg := providers.NewRegistry()
-	for _, tp := range w.providers {
-		reg.Set(tp.provider)
-	}
-	reg.Set(w.svc)
-	reg.MarkReady()
-	logger := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(Options{Settings: w.settings, Store: counting, Keys: w.keys, Providers: reg, Logger: logger,
-		Workloads: ka, ServiceAccounts: ka, CacheTTL: ttl,
-		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	in := &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
-	w.instances = append(w.instances, in)
+	var counting *grantCountingStore
+	in := w.serve(nil, Options{Workloads: ka, ServiceAccounts: ka, CacheTTL: ttl,
+		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }},
+		func(st store.Store) store.Store {
+			counting = &grantCountingStore{Store: st}
+			return counting
+		}, w.svc)
 	return in, counting
 }
 

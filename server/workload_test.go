@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -21,7 +20,6 @@ import (
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
 	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
 )
 
@@ -53,29 +51,7 @@ type wlEnv struct {
 // startWorkloadInstance starts a tokenstore replica that accepts workloads
 // (through ka) on the shared database.
 func (w *wlEnv) startWorkloadInstance(ka *kubeauth.Authenticator) *instance {
-	t := w.t
-	st, err := storeopen.Open(w.ctx, w.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg := providers.NewRegistry()
-	for _, tp := range w.providers {
-		reg.Set(tp.provider)
-	}
-	reg.Set(w.svc)
-	reg.MarkReady()
-	logger := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(Options{Settings: w.settings, Store: st, Keys: w.keys, Providers: reg, Logger: logger,
-		Workloads: ka, ServiceAccounts: ka})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	in := &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
-	w.instances = append(w.instances, in)
-	return in
+	return w.serve(nil, Options{Workloads: ka, ServiceAccounts: ka}, nil, w.svc)
 }
 
 // newWorkloadEnv starts everything. ServiceAccounts "allowed", "other" and
