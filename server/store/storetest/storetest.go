@@ -607,7 +607,7 @@ func testCredentialUpdateAudited(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(events) != 2 || events[0].Action != "credential.touch" {
+	if len(events) != 2 || events[0].Action != "credential.touch" || events[1].Action != "credential.refresh" {
 		t.Fatalf("audit events %+v, want credential.touch then credential.refresh", events)
 	}
 	between(t, "stamped audit Time", events[0].Time, before, after)
