@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -137,7 +138,12 @@ func New(opt Options) (*Sender, error) {
 // Send queues an event (name is one of the Event names). A full queue drops
 // it rather than slow down the request or refresh that caused it.
 func (s *Sender) Send(name, subject string, data map[string]any) {
-	s.enqueue(Event{SpecVersion: "1.0", ID: randomID(), Source: s.opt.Source, Type: TypePrefix + name,
+	s.send(randomID(), name, subject, data)
+}
+
+// send queues the event of that id, name and subject.
+func (s *Sender) send(id, name, subject string, data map[string]any) {
+	s.enqueue(Event{SpecVersion: "1.0", ID: id, Source: s.opt.Source, Type: TypePrefix + name,
 		Subject: subject, Time: s.opt.Now().UTC(), DataContentType: "application/json", Data: data})
 }
 
@@ -152,12 +158,8 @@ func (s *Sender) enqueue(e Event) {
 }
 
 // CredentialEvent implements broker.Notifier (and the refresher's).
-func (s *Sender) CredentialEvent(_ context.Context, event, userID, provider string, detail map[string]any) {
-	data := map[string]any{"user_id": userID, "provider": provider}
-	for k, v := range detail {
-		data[k] = v
-	}
-	s.Send(event, "credentials/"+provider, data)
+func (s *Sender) CredentialEvent(ctx context.Context, event, userID, provider string, detail map[string]any) {
+	s.CredentialEventID(ctx, randomID(), event, userID, provider, detail)
 }
 
 // CredentialEventID is CredentialEvent with the event id given: an event
@@ -165,11 +167,8 @@ func (s *Sender) CredentialEvent(_ context.Context, event, userID, provider stri
 // carries the same id everywhere, so receivers drop the duplicates.
 func (s *Sender) CredentialEventID(_ context.Context, id, event, userID, provider string, detail map[string]any) {
 	data := map[string]any{"user_id": userID, "provider": provider}
-	for k, v := range detail {
-		data[k] = v
-	}
-	s.enqueue(Event{SpecVersion: "1.0", ID: id, Source: s.opt.Source, Type: TypePrefix + event,
-		Subject: "credentials/" + provider, Time: s.opt.Now().UTC(), DataContentType: "application/json", Data: data})
+	maps.Copy(data, detail)
+	s.send(id, event, "credentials/"+provider, data)
 }
 
 // Run delivers until ctx ends, then gives in-flight deliveries a few
@@ -397,8 +396,7 @@ func (s *Sender) providerNotReady(id, eventID, reason string) {
 	if reason != "" {
 		data["reason"] = reason
 	}
-	s.enqueue(Event{SpecVersion: "1.0", ID: eventID, Source: s.opt.Source, Type: TypePrefix + ProviderNotReady,
-		Subject: "providers/" + id, Time: s.opt.Now().UTC(), DataContentType: "application/json", Data: data})
+	s.send(eventID, ProviderNotReady, "providers/"+id, data)
 }
 
 func randomID() string {
