@@ -25,7 +25,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/store"
 )
 
-// EventExpiring is told to the Notifier when a credential's refresh token
+// EventExpiring is announced (ExpiringScanner) when a credential's refresh token
 // has an absolute expiry that is near: only a new link extends it.
 const EventExpiring = "credential.expiring"
 
@@ -36,22 +36,16 @@ type Options struct {
 	Providers providers.Reader
 	// Metrics records progress; nil records none.
 	Metrics *metrics.Metrics
-	// Notifier hears of credentials whose refresh token expires soon; nil
-	// tells no one.
-	Notifier broker.Notifier
-	Logger   *slog.Logger
+	Logger  *slog.Logger
 	// Interval between passes; 0 means 1 minute.
 	Interval time.Duration
 	// Window: access tokens lapsing within it are refreshed ahead; 0 turns
 	// this off (idle keep-alive still runs).
 	Window time.Duration
-	// ExpiringWarning: a refresh token whose absolute expiry is this close
-	// is announced as credential.expiring; 0 means 7 days. Ignored when
-	// Expiring is set.
-	ExpiringWarning time.Duration
 	// Expiring, when set, announces credential.expiring for the credentials
 	// the refresher handles, sharing its memory of what was announced (and
-	// its event ids) with the periodic scan, so one expiry is told once.
+	// its event ids) with the periodic scan, so one expiry is told once;
+	// nil tells no one.
 	Expiring *ExpiringScanner
 	// Batch is how many credentials one claim takes; 0 means 50.
 	Batch int
@@ -78,9 +72,6 @@ func New(opt Options) (*Refresher, error) {
 	}
 	if opt.Interval <= 0 {
 		opt.Interval = time.Minute
-	}
-	if opt.ExpiringWarning <= 0 {
-		opt.ExpiringWarning = 7 * 24 * time.Hour
 	}
 	if opt.Batch <= 0 {
 		opt.Batch = 50
@@ -219,13 +210,6 @@ func (r *Refresher) one(ctx context.Context, c store.Credential, idleSince time.
 	}
 	if r.opt.Expiring != nil {
 		r.opt.Expiring.Notify(ctx, c)
-		return nil
-	}
-	if c.RefreshExpiresAt != nil && r.opt.Notifier != nil {
-		if left := c.RefreshExpiresAt.Sub(r.opt.Now()); left < r.opt.ExpiringWarning {
-			r.opt.Notifier.CredentialEvent(ctx, EventExpiring, c.UserID, c.Provider,
-				map[string]any{"refresh_expires_at": c.RefreshExpiresAt.UTC().Format(time.RFC3339)})
-		}
 	}
 	return nil
 }
