@@ -114,7 +114,7 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(s)
+	log := warnedLogger(s)
 	if s.ListenAddress != listen || s.ExternalURL != external {
 		// The demo provider's redirect URIs were built from the flag or
 		// variable values above, before the settings file was read.

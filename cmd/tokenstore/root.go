@@ -46,11 +46,17 @@ func loadSettings(cmd *cobra.Command) (*config.Settings, *slog.Logger, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return s, warnedLogger(s), nil
+}
+
+// warnedLogger returns the logger s asks for, having logged s's warnings
+// with it: every command that loads settings says what it ignores.
+func warnedLogger(s *config.Settings) *slog.Logger {
 	log := newLogger(s)
 	for _, w := range s.Warnings {
 		log.Warn(w)
 	}
-	return s, log, nil
+	return log
 }
 
 func newLogger(s *config.Settings) *slog.Logger {

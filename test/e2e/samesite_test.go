@@ -3,6 +3,7 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -16,8 +17,17 @@ import (
 func TestStrictSessionCookieInChromium(t *testing.T) {
 	api, idp := freePort(t), freePort(t)
 	port := api[strings.LastIndex(api, ":")+1:]
+	// SESSION_TYPE is a setting dev warns about: once its warning is out,
+	// so would be one about SameSite (the log is buffered up to 200 ms).
 	d := startDevEnv(t, t.TempDir(), api, idp,
-		"TOKENSTORE_EXTERNAL_URL=http://localhost:"+port, "TOKENSTORE_SESSION_COOKIE_SAMESITE=Strict")
+		"TOKENSTORE_EXTERNAL_URL=http://localhost:"+port, "TOKENSTORE_SESSION_COOKIE_SAMESITE=Strict",
+		"TOKENSTORE_SESSION_TYPE=filesystem")
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.Out.String(), "SESSION_TYPE=filesystem is ignored"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not log its settings warnings:\n%s", d.Out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if strings.Contains(d.Out.String(), "SESSION_COOKIE_SAMESITE") {
 		t.Errorf("dev warns about Strict although it works:\n%s", d.Out)
 	}
