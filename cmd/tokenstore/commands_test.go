@@ -45,7 +45,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		}
 	}
 	walk(newRootCmd())
-	for _, want := range []string{"serve", "dev", "migrate", "keys", "providers", "version"} {
+	for _, want := range []string{"serve", "dev", "migrate", "keys", "providers", "import", "version"} {
 		if _, _, err := newRootCmd().Find([]string{want}); err != nil {
 			t.Errorf("no %s command: %v", want, err)
 		}
