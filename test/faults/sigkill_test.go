@@ -733,7 +733,7 @@ spec:
 		grants, grantsOK          int64
 	}
 	var stats []roundStat
-	staleBefore := map[string]bool{}
+	var staleBefore map[string]bool
 	var reauthRelinks int
 	var readyTimes []time.Duration
 	for round := 1; round <= kills; round++ {
@@ -1005,8 +1005,14 @@ spec:
 	issued := op.issuedValues()
 	var logs bytes.Buffer
 	for _, p := range sr.procs {
-		b, _ := os.ReadFile(p.log)
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatalf("reading a serve process's log for the secret check: %v", err)
+		}
 		logs.Write(b)
+	}
+	if logs.Len() == 0 || len(issued) == 0 {
+		t.Fatalf("nothing to check for secrets: %d bytes of serve logs, %d token values issued", logs.Len(), len(issued))
 	}
 	for v := range issued {
 		if len(v) >= 8 && bytes.Contains(logs.Bytes(), []byte(v)) {
