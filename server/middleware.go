@@ -215,19 +215,25 @@ func (s *Server) csrf(c *gin.Context) {
 	c.Next()
 }
 
+// strictHop stands before authenticated on the link callback: a provider's
+// redirect back that came without the SameSite=Strict session cookie comes
+// back once from our own page, which brings it. The second arrival is
+// same-site, so this cannot loop.
+func (s *Server) strictHop(c *gin.Context) {
+	if s.strictCrossSite(c) && c.GetHeader("Authorization") == "" {
+		if cookie, _ := c.Cookie(s.opt.Settings.SessionCookieName); cookie == "" {
+			c.Abort()
+			s.hop(c, c.Request.URL.RequestURI())
+			return
+		}
+	}
+	c.Next()
+}
+
 // authenticated requires a session cookie or a bearer token from the login
 // issuer and records the identity.
 func (s *Server) authenticated(c *gin.Context) {
 	id, err := s.identify(c)
-	if errors.Is(err, auth.ErrUnauthenticated) && c.Request.Method == http.MethodGet &&
-		strings.HasSuffix(c.FullPath(), "/redirect_uri") && s.strictCrossSite(c) {
-		// A provider's redirect back came without the SameSite=Strict
-		// session cookie: come back once from our own page, which brings it.
-		// The second arrival is same-site, so this cannot loop.
-		c.Abort()
-		s.hop(c, c.Request.URL.RequestURI())
-		return
-	}
 	if err != nil {
 		c.Abort()
 		_ = c.Error(s.authError(c.Request.Context(), err))

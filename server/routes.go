@@ -34,10 +34,12 @@ func (s *Server) routes() {
 	login.GET("/callback", s.loginCallback)
 	login.POST("/logout", s.logout)
 
+	// The provider's redirect back may arrive without a Strict session
+	// cookie (strictHop); everything else under /v1.0 needs a caller.
+	api.GET("/v1.0/:provider/redirect_uri", s.strictHop, s.authenticated, s.linkCallback)
 	v1 := api.Group("/v1.0", s.authenticated)
 	v1.GET("/authorizations", s.authorizations)
 	v1.GET("/:provider/authorize", s.authorize)
-	v1.GET("/:provider/redirect_uri", s.linkCallback)
 	v1.GET("/:provider/token", s.token)
 	v1.POST("/:provider/revoke", s.revoke)
 	v1.POST("/:provider/grants", s.createGrant)
