@@ -210,6 +210,19 @@ func TestWorkloadServiceTokens(t *testing.T) {
 	if n := w.cc.Load(); n != 1 {
 		t.Errorf("21 requests made %d client-credentials requests, want 1", n)
 	}
+	// A changed TokenProvider (new Version) is not handed the token of its
+	// old configuration: one new client-credentials request, then cached.
+	changed := *w.svc
+	changed.Version = "2"
+	w.in.reg.Set(&changed)
+	for i := range 3 {
+		if b := w.exchange(good, "svc", ""); b.status != http.StatusOK {
+			t.Fatalf("after the provider changed, request %d: %d %s", i, b.status, b.redacted())
+		}
+	}
+	if n := w.cc.Load(); n != 2 {
+		t.Errorf("3 requests after the provider changed made %d client-credentials requests in all, want 2", n)
+	}
 	// resource works as well as audience, also as the provider's URL.
 	if b := w.exchangeForm(url.Values{"grant_type": {GrantTypeTokenExchange}, "subject_token": {good}, "subject_token_type": {TokenTypeJWT},
 		"resource": {w.ext + "/api/v1.0/svc"}}); b.status != http.StatusOK {
