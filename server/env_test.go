@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/config"
 	"github.com/tokenstore/tokenstore/server/crypto"
@@ -31,24 +31,6 @@ import (
 	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
 )
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // tokenProvider is one test token provider: a real OP behind a counting
 // reverse proxy on its token endpoint (instrumentation, not a fake: every
@@ -72,7 +54,7 @@ type env struct {
 	settings  *config.Settings
 	login     *providertest.OP
 	providers map[string]*tokenProvider
-	logs      *syncBuffer
+	logs      *testutil.SyncBuffer
 	instances []*instance
 	// seen collects every secret value the test saw, for the log check.
 	seenMu sync.Mutex
@@ -100,7 +82,7 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &env{t: t, ctx: ctx, logs: &syncBuffer{}, providers: map[string]*tokenProvider{}, seen: map[string]string{}}
+	e := &env{t: t, ctx: ctx, logs: &testutil.SyncBuffer{}, providers: map[string]*tokenProvider{}, seen: map[string]string{}}
 	e.dbURL = pgtest.NewDatabase(t)
 	m, err := storeopen.NewMigrator(e.dbURL)
 	if err != nil {

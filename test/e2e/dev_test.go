@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,12 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tokenstore/tokenstore/internal/testutil"
 )
 
 // binary is the tokenstore built once for all tests of this package.
@@ -53,29 +53,10 @@ func repoRoot() string {
 	return filepath.Clean(filepath.Join(wd, "..", ".."))
 }
 
-// syncBuffer collects the subprocess's output; the test reads it while the
-// process writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // devServer is a running `tokenstore dev`.
 type devServer struct {
 	URL, IDP, DataDir string
-	Out               *syncBuffer
+	Out               *testutil.SyncBuffer
 	cmd               *exec.Cmd
 	done              chan error
 }
@@ -106,7 +87,7 @@ func startDevOn(t *testing.T, dataDir, api, idp string) *devServer {
 // startDevEnv starts dev with extra environment settings (NAME=value).
 func startDevEnv(t *testing.T, dataDir, api, idp string, env ...string) *devServer {
 	t.Helper()
-	d := &devServer{URL: "http://" + api, IDP: "http://" + idp, DataDir: dataDir, Out: &syncBuffer{}, done: make(chan error, 1)}
+	d := &devServer{URL: "http://" + api, IDP: "http://" + idp, DataDir: dataDir, Out: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(binary, "dev", "--data-dir", dataDir, "--listen-address", api, "--idp-address", idp)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.Out, d.Out

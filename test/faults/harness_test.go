@@ -35,6 +35,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server"
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/config"
@@ -250,7 +251,7 @@ type deployment struct {
 	settings  *config.Settings
 	providers map[string]*tokenProvider
 	instances []*instance
-	logs      *syncBuffer
+	logs      *testutil.SyncBuffer
 	first     net.Listener
 	// registry, when set, is what the instances serve from (a registry the
 	// controllers fill) instead of one holding the providers above as they
@@ -265,29 +266,12 @@ type instance struct {
 	url   string
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // newDeployment prepares keys, settings and token providers for dbURL; the
 // first instance's address (EXTERNAL_URL) is fixed now, as the OPs' redirect
 // URIs are built from it.
 func newDeployment(t testing.TB, ctx context.Context, dbURL string, providerIDs ...string) *deployment {
 	t.Helper()
-	d := &deployment{t: t, ctx: ctx, dbURL: dbURL, providers: map[string]*tokenProvider{}, logs: &syncBuffer{}}
+	d := &deployment{t: t, ctx: ctx, dbURL: dbURL, providers: map[string]*tokenProvider{}, logs: &testutil.SyncBuffer{}}
 	key, err := crypto.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
