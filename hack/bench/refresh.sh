@@ -27,6 +27,7 @@
 #   ROUNDS=5 DURATION=10 WRITE_DOCS=0 hack/bench/refresh.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. hack/bench/lib.sh
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-8}
@@ -50,7 +51,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-log() { echo ">> $*" >&2; }
 
 log "building tokenstore, fixture and loadgen"
 CGO_ENABLED=0 go build -trimpath -o "$work/tokenstore" ./cmd/tokenstore
@@ -102,7 +102,6 @@ loadgen() {
 # per REQUESTS TICKS: milliseconds per request.
 per() { awk -v n="$1" -v t="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "-" }'; }
 
-json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 refreshed() { sleep 0.5; grep -c '"msg":"credential refreshed"' "$work/tokenstore.log" || true; }
 declare -a R_OP R_TS R_RATIO R_P50 R_P99 R_OP50 R_REF R_CPUOP R_CPUTS R_CPURATIO
 for r in $(seq 1 "$ROUNDS"); do
@@ -137,9 +136,7 @@ for r in $(seq 1 "$ROUNDS"); do
   R_CPURATIO+=("$(awk -v n="$n" -v t=$((f1 - f0 + t1 - t0 + p1 - p0 + LGCPU)) -v o="$c_op" 'BEGIN { printf "%.2f", o / (t / n) }')")
   R_RATIO+=("$(awk -v a="${R_TS[-1]}" -v b="${R_OP[-1]}" 'BEGIN{printf "%.2f", a/b}')")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-cpu=$(sed -nE 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1)
-machine="$(nproc) cores ($cpu), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go env GOVERSION), $(date -u +%Y-%m-%d)"
+machine=$(machine_line)
 table=$(
   echo "| round | OP refreshes/s (direct) | OP p50 ms | tokenstore req/s | ratio | p50 ms | p99 ms | refreshes logged / requests served |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -197,13 +194,4 @@ $cputable
 <!-- hack/bench/refresh.sh: end -->
 DOC
 )
-doc=docs/performance.md
-if grep -q '<!-- hack/bench/refresh.sh: begin' "$doc"; then
-  awk -v s="$section" '
-    /<!-- hack\/bench\/refresh.sh: begin/ {print s; skip=1; next}
-    /<!-- hack\/bench\/refresh.sh: end -->/ {skip=0; next}
-    !skip {print}' "$doc" >"$work/doc" && cat "$work/doc" >"$doc"
-else
-  printf '\n%s\n' "$section" >>"$doc"
-fi
-log "wrote the figures into $doc"
+write_doc_section refresh.sh "$section"

@@ -24,6 +24,7 @@
 #   ROUNDS=5 DURATION=10 CREDENTIALS=100000 WRITE_DOCS=0 hack/bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. hack/bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
@@ -61,7 +62,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { echo ">> $*" >&2; }
 
 log "building tokenstore, fixture and loadgen"
 CGO_ENABLED=0 go build -trimpath -o "$work/tokenstore" ./cmd/tokenstore
@@ -152,7 +152,6 @@ run_wrk() {
     END { if (rps == "") exit 1; printf "%s %.3f %.3f %d\n", rps, p50, p99, err }' <<<"$out" || { echo "$out" >&2; return 1; }
 }
 
-json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 # Main figure: PEOPLE clients (by default one per connection, each its own
 # person, session and credential) calling in a loop, as apps do. Spread
 # figure: every request from one of SESSIONS people in turn, so each
@@ -183,12 +182,10 @@ done
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$tpid/status")
 rss=$(awk '/VmRSS/{print $2}' "/proc/$tpid/status")
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 m_tps=$(median "${R_TPS[@]}"); m_rps=$(median "${R_RPS[@]}"); m_ratio=$(median "${R_RATIO[@]}")
 m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}"); m_spread=$(median "${R_SPREAD[@]}"); m_go=$(median "${R_GO[@]}")
 
-cpu=$(sed -nE 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1)
-machine="$(nproc) cores ($cpu), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go env GOVERSION), $("$PGBENCH" --version | head -n1), $(date -u +%Y-%m-%d)"
+machine=$(machine_line "$("$PGBENCH" --version | head -n1)")
 
 table=$(
   echo "| round | pgbench -S tps | tokenstore req/s (wrk) | ratio | p50 ms | p99 ms | req/s, $SESSIONS people in turn (ratio) | req/s from the Go loadgen (ratio) |"
@@ -247,13 +244,4 @@ $extra
 <!-- hack/bench/run.sh: end -->
 DOC
 )
-doc=docs/performance.md
-if grep -q '<!-- hack/bench/run.sh: begin' "$doc"; then
-  awk -v s="$section" '
-    /<!-- hack\/bench\/run.sh: begin/ {print s; skip=1; next}
-    /<!-- hack\/bench\/run.sh: end -->/ {skip=0; next}
-    !skip {print}' "$doc" >"$work/doc" && cat "$work/doc" >"$doc"
-else
-  printf '\n%s\n' "$section" >>"$doc"
-fi
-log "wrote the figures into $doc"
+write_doc_section run.sh "$section"

@@ -33,6 +33,7 @@
 #   TOKENSTORE_BIN=/tmp/ts WRITE_DOCS=0 hack/bench/workload.sh   # measure a prebuilt binary
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. hack/bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
@@ -50,7 +51,6 @@ export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 (( PEOPLE >= 1 && PEOPLE <= 1000 && PEOPLE <= CREDENTIALS )) || { echo "PEOPLE must be 1..1000 and at most CREDENTIALS" >&2; exit 1; }
-log() { echo ">> $*" >&2; }
 
 # The envtest binaries: KUBEBUILDER_ASSETS, else bin/k8s/<version>; while
 # someone else builds them (hack/build-envtest.sh running), wait for that
@@ -159,7 +159,6 @@ reviews() {
 grant_uses() { psql -qXtA -d "$DB" -c "SELECT count(*) FROM audit_events WHERE action = 'grant.use'"; }
 reviews0=$(reviews); uses0=$(grant_uses)
 
-json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 # load NAME ARGS...: runs loadgen, fails on any error answer, prints the JSON.
 load() {
   local name=$1 res; shift
@@ -203,9 +202,7 @@ reviews1=$(reviews); uses1=$(grant_uses)
 n_reviews=$(( reviews1 - reviews0 )); n_uses=$(( uses1 - uses0 ))
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$tpid/status")
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-cpu=$(sed -nE 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1)
-machine="$(nproc) cores ($cpu), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go env GOVERSION), kube-apiserver $("$KUBEBUILDER_ASSETS/kube-apiserver" --version 2>/dev/null | awk '{print $2}'), $(psql -qXtA -d postgres -c 'SHOW server_version' | awk '{print "PostgreSQL " $1}'), $(date -u +%Y-%m-%d)"
+machine=$(machine_line "kube-apiserver $("$KUBEBUILDER_ASSETS/kube-apiserver" --version 2>/dev/null | awk '{print $2}'), $(psql -qXtA -d postgres -c 'SHOW server_version' | awk '{print "PostgreSQL " $1}')")
 
 table=$(
   if [[ "$SERVICE" == 1 ]]; then
@@ -281,18 +278,6 @@ $extra
 <!-- hack/bench/workload.sh: end -->
 DOC
 )
-doc=docs/performance.md
-if grep -q '<!-- hack/bench/workload.sh: begin' "$doc"; then
-  awk -v s="$section" '
-    /<!-- hack\/bench\/workload.sh: begin/ {print s; skip=1; next}
-    /<!-- hack\/bench\/workload.sh: end -->/ {skip=0; next}
-    !skip {print}' "$doc" >"$work/doc" && cat "$work/doc" >"$doc"
-else
-  # Before the hot path's generated section: right after the "Workload
-  # token exchange" section it belongs to.
-  awk -v s="$section" '
-    /<!-- hack\/bench\/run.sh: begin/ && !done {print s; print ""; done=1}
-    {print}
-    END {if (!done) {print ""; print s}}' "$doc" >"$work/doc" && cat "$work/doc" >"$doc"
-fi
-log "wrote the figures into $doc"
+# The first time, before the hot path's generated section: right after
+# the "Workload token exchange" section it belongs to.
+write_doc_section workload.sh "$section" run.sh
