@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,13 +19,13 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/tokenstore/tokenstore/internal/testutil"
 )
 
 // The workload tests run against one real kube-apiserver and etcd
 // (envtest), started on first use and stopped by TestMain: it issues real
 // ServiceAccount tokens (TokenRequest) and answers TokenReview.
-
-const kubeVersion = "v1.37.2"
 
 var (
 	kubeOnce sync.Once
@@ -48,37 +47,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// kubeAssets finds etcd and kube-apiserver: KUBEBUILDER_ASSETS, else
-// bin/k8s/<version> as hack/build-envtest.sh leaves them.
-func kubeAssets() (string, error) {
-	have := func(dir string) bool {
-		for _, b := range []string{"etcd", "kube-apiserver"} {
-			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.Mode()&0o111 == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		if have(dir) {
-			return dir, nil
-		}
-		return "", fmt.Errorf("KUBEBUILDER_ASSETS=%s lacks etcd or kube-apiserver; run hack/build-envtest.sh and set KUBEBUILDER_ASSETS to the directory it prints", dir)
-	}
-	dir, _ := filepath.Abs(filepath.Join("..", "bin", "k8s", kubeVersion))
-	if have(dir) {
-		return dir, nil
-	}
-	return "", fmt.Errorf("the envtest control plane (etcd, kube-apiserver %s) is missing from %s: run hack/build-envtest.sh (it builds them from the Go module proxy) and set KUBEBUILDER_ASSETS=$(hack/build-envtest.sh | tail -n1)", kubeVersion, dir)
-}
-
 // kubeConfig returns a copy of the admin rest config of the shared API
 // server, starting it on first use. Missing binaries fail the test (never
 // skip it): these tests are the proof that workload authentication works.
 func kubeConfig(t testing.TB) *rest.Config {
 	t.Helper()
 	kubeOnce.Do(func() {
-		assets, err := kubeAssets()
+		assets, err := testutil.EnvtestAssets("etcd", "kube-apiserver")
 		if err != nil {
 			kubeErr = err
 			return

@@ -14,42 +14,21 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/tokenstore/tokenstore/internal/testutil"
 )
-
-const kubeVersion = "v1.37.2"
-
-// envtestAssets finds etcd, kube-apiserver and kubectl, or fails the test
-// saying how to build them (about ten minutes, too long to do here).
-func envtestAssets(t *testing.T) string {
-	t.Helper()
-	have := func(dir string) bool {
-		for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
-			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.Mode()&0o111 == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		if !have(dir) {
-			t.Fatalf("KUBEBUILDER_ASSETS=%s lacks etcd, kube-apiserver or kubectl; run hack/build-envtest.sh and point it at the directory it prints", dir)
-		}
-		return dir
-	}
-	dir := filepath.Join(repoRoot(), "bin", "k8s", kubeVersion)
-	if !have(dir) {
-		t.Fatalf("no envtest binaries in %s and KUBEBUILDER_ASSETS is unset: run hack/build-envtest.sh (it prints the directory)", dir)
-	}
-	return dir
-}
 
 func startAPIServer(t *testing.T) client.Client {
 	t.Helper()
+	assets, err := testutil.EnvtestAssets("etcd", "kube-apiserver", "kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := &envtest.Environment{
 		// The chart's own copy of the CRD: it must install.
 		CRDDirectoryPaths:     []string{filepath.Join(chartDir(), "crds")},
 		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: envtestAssets(t),
+		BinaryAssetsDirectory: assets,
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -24,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tokenstore/tokenstore/internal/testutil"
 )
 
 const (
@@ -72,7 +74,7 @@ func runHelm(t *testing.T, args ...string) (string, string, error) {
 		// helm built with `go install` assumes Kubernetes 1.20 when no
 		// cluster is asked; the chart needs 1.30 (preStop sleep). Render for
 		// the version envtest runs.
-		args = append(args, "--kube-version", kubeVersion)
+		args = append(args, "--kube-version", testutil.KubeVersion)
 	}
 	cmd := exec.Command(helm(t), args...)
 	// A private helm home: no repositories or plugins of the machine's user.

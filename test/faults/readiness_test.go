@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,42 +36,13 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
+	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server/metrics"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
 	"github.com/tokenstore/tokenstore/server/store"
 	"github.com/tokenstore/tokenstore/server/webhooks"
 )
-
-// kubeVersion is the control plane hack/build-envtest.sh builds.
-const kubeVersion = "v1.37.2"
-
-// envtestAssets finds etcd, kube-apiserver and kubectl (KUBEBUILDER_ASSETS,
-// else bin/k8s/<version>), or fails saying how to build them: about ten
-// minutes, too long to do here.
-func envtestAssets(t *testing.T) string {
-	t.Helper()
-	have := func(dir string) bool {
-		for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
-			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.Mode()&0o111 == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		if !have(dir) {
-			t.Fatalf("KUBEBUILDER_ASSETS=%s lacks etcd, kube-apiserver or kubectl; run hack/build-envtest.sh", dir)
-		}
-		return dir
-	}
-	dir, _ := filepath.Abs(filepath.Join("..", "..", "bin", "k8s", kubeVersion))
-	if !have(dir) {
-		t.Fatalf("no envtest binaries in %s and KUBEBUILDER_ASSETS is unset: run hack/build-envtest.sh "+
-			"(KUBEBUILDER_ASSETS=\"$(hack/build-envtest.sh | tail -n1)\")", dir)
-	}
-	return dir
-}
 
 // readyCondition is the Ready condition of a TokenProvider as the API
 // server holds it, at one moment.
@@ -183,7 +153,10 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	began := time.Now()
 	ctx := testContext(t, 3*time.Minute)
 	ctrllog.SetLogger(logr.Discard())
-	assets := envtestAssets(t)
+	assets, err := testutil.EnvtestAssets("etcd", "kube-apiserver", "kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},

@@ -49,6 +49,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server/crypto"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
 	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
@@ -56,8 +57,6 @@ import (
 )
 
 const (
-	// kubeVersion is the control plane hack/build-envtest.sh builds.
-	kubeVersion = "v1.37.2"
 	// leaseName is the leader-election Lease of cmd/tokenstore/sources.go.
 	leaseName = "tokenstore-status-writer"
 	// providerID is the TokenProvider's name, the id in every API path.
@@ -76,31 +75,6 @@ func repoRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return root
-}
-
-// envtestAssets finds etcd, kube-apiserver and kubectl, or fails the test
-// saying how to build them (about ten minutes, too long to do here).
-func envtestAssets(t *testing.T, root string) string {
-	t.Helper()
-	have := func(dir string) bool {
-		for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
-			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.Mode()&0o111 == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		if !have(dir) {
-			t.Fatalf("KUBEBUILDER_ASSETS=%s lacks etcd, kube-apiserver or kubectl; run hack/build-envtest.sh and point KUBEBUILDER_ASSETS at the directory it prints", dir)
-		}
-		return dir
-	}
-	dir := filepath.Join(root, "bin", "k8s", kubeVersion)
-	if !have(dir) {
-		t.Fatalf("no envtest binaries in %s and KUBEBUILDER_ASSETS is unset: run hack/build-envtest.sh (KUBEBUILDER_ASSETS=\"$(hack/build-envtest.sh | tail -n1)\")", dir)
-	}
-	return dir
 }
 
 // eventually polls cond until it returns nil or timeout passes, then fails
@@ -704,7 +678,10 @@ func TestReplicas(t *testing.T) {
 	ctrllog.SetLogger(logr.Discard())
 
 	// The control plane and the binary, in parallel.
-	assets := envtestAssets(t, root)
+	assets, err := testutil.EnvtestAssets("etcd", "kube-apiserver", "kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(work, "tokenstore")
 	buildErr := make(chan error, 1)
 	go func() {
