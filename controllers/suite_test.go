@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"flag"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
+	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server/providers"
 )
 
@@ -44,28 +44,11 @@ var (
 
 	// logs collects everything the managers log, to check at the end that
 	// no client secret was ever written to a log line.
-	logs = &syncBuffer{}
+	logs = &testutil.SyncBuffer{}
 	// secretsUsed are the client secrets the tests put in Secrets.
 	secretsMu   sync.Mutex
 	secretsUsed []string
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestMain(m *testing.M) {
 	flag.Parse() // for testing.Verbose

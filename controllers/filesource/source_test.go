@@ -1,7 +1,6 @@
 package filesource
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,44 +8,26 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
 )
-
-// syncBuffer collects log output from the Source's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type harness struct {
 	t    *testing.T
 	reg  *providers.Registry
 	src  *Source
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 }
 
 // start runs a Source on path until the test ends.
 func start(t *testing.T, path string, tweak func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, reg: providers.NewRegistry(), logs: &syncBuffer{}}
+	h := &harness{t: t, reg: providers.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	opts := Options{
 		Path:              path,
 		Registry:          h.reg,
