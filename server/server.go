@@ -17,6 +17,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/broker"
 	"github.com/tokenstore/tokenstore/server/config"
 	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/server/disclosure"
 	"github.com/tokenstore/tokenstore/server/logctx"
 	"github.com/tokenstore/tokenstore/server/metrics"
 	"github.com/tokenstore/tokenstore/server/providers"
@@ -69,6 +70,11 @@ type Options struct {
 	// logout or revoke through another replica is seen here within it.
 	// 0 means no cache; cmd sets DefaultCacheTTL.
 	CacheTTL time.Duration
+	// GrantUseSummaryInterval is how often the repeats of delegated tokens
+	// already disclosed to their recipient are written as grant.use
+	// summaries (server/disclosure); 0 means disclosure.DefaultInterval
+	// (a minute). Tests shorten it.
+	GrantUseSummaryInterval time.Duration
 }
 
 // DefaultCacheTTL is the design's cross-replica invalidation bound.
@@ -91,6 +97,10 @@ type Server struct {
 	// audits writes the audit events of requests, concurrent ones in one
 	// insert and commit (auditCtx).
 	audits *auditlog.Writer
+	// disclosures remembers which token values went to which workload
+	// under which grant: only a first disclosure waits for its grant.use
+	// event, repeats are summarised (delegatedToken, writeUseSummaries).
+	disclosures *disclosure.Ledger[useRecipient]
 }
 
 // New builds the server and its routes.
@@ -152,6 +162,12 @@ func New(opt Options) (*Server, error) {
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
 		origins: map[string]bool{}, cors: map[string]bool{}, grants: newGrantCache(opt.CacheTTL, opt.Now),
 		audits: auditlog.New(opt.Store, auditlog.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite})}
+	s.disclosures = disclosure.New(disclosure.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
+		Flush: s.writeUseSummaries})
+	// The handlers' store: a grant revoked through this replica also
+	// leaves the disclosure ledger (its repeats still summarised). The
+	// broker, sessions and audit writer keep the store as given.
+	s.opt.Store = revocations{Store: opt.Store, revoked: s.disclosures.ForgetGrant}
 	for _, o := range opt.Settings.CORSOrigins {
 		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true
@@ -163,6 +179,20 @@ func New(opt Options) (*Server, error) {
 	}
 	s.routes()
 	return s, nil
+}
+
+// revocations tells the disclosure ledger of grants revoked through it.
+type revocations struct {
+	store.Store
+	revoked func(grantID int64)
+}
+
+func (r revocations) RevokeGrant(ctx context.Context, userID string, id int64, now time.Time) error {
+	err := r.Store.RevokeGrant(ctx, userID, id, now)
+	if err == nil {
+		r.revoked(id)
+	}
+	return err
 }
 
 // observer keeps a nil *metrics.Metrics out of the broker's interface, so
@@ -184,8 +214,9 @@ func (s *Server) Handler() http.Handler { return s.engine }
 
 // Serve listens on LISTEN_ADDRESS until ctx ends, then stops taking new
 // requests and waits up to 25 s for in-flight ones, and then up to 10 s
-// more for audit events still being written (those of callers that went
-// away); only then may the store be closed.
+// more for the last grant.use summaries and audit events still being
+// written (those of callers that went away); only then may the store be
+// closed.
 func (s *Server) Serve(ctx context.Context) error {
 	srv := &http.Server{
 		Addr:              s.opt.Settings.ListenAddress,
@@ -207,12 +238,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// DrainAudit waits up to 10 s until no audit event is queued or being
-// written; what is left then is logged. For whoever stops a server that
-// did not run Serve, before closing the store.
+// DrainAudit writes the grant.use summaries of the repeats counted so far
+// and waits, up to 10 s in all, until no audit event is queued or being
+// written; what is left then is logged. From then on every delegated
+// answer waits for its own grant.use event. For whoever stops a server
+// that did not run Serve, before closing the store.
 func (s *Server) DrainAudit() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	s.disclosures.Close(ctx)
 	if err := s.audits.Drain(ctx); err != nil {
 		s.log.Error("audit events not written before shutdown", "error", err)
 	}

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/broker"
+	"github.com/tokenstore/tokenstore/server/disclosure"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/store"
 	"github.com/tokenstore/tokenstore/server/workload"
@@ -112,15 +114,87 @@ func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *p
 	if oe != nil {
 		return issued{}, oe
 	}
-	detail := map[string]any{"grant_id": g.ID, "service_account": wid.String()}
-	if wid.Pod != "" {
-		detail["pod"] = wid.Pod
-	}
-	// The token goes out only once its use is on record.
-	if err := s.auditCtx(ctx, userID, actor, ActionGrantUse, p.ID, detail); err != nil {
+	// The token goes out only once its disclosure to this recipient is on
+	// record: the first time this replica hands this token value to this
+	// ServiceAccount (and pod) under this grant, a durable grant.use event;
+	// a repeat only adds to the next summary (writeUseSummaries).
+	k := disclosure.Key{GrantID: g.ID, ServiceAccountUID: wid.UID, Pod: wid.Pod, Token: disclosure.FingerprintOf(t.AccessToken)}
+	who := useRecipient{userID: userID, provider: p.ID, actor: actor, serviceAccount: wid.String()}
+	err = s.disclosures.Disclose(ctx, k, who, t.Expiry, func(ctx context.Context) error {
+		detail := useDetail(g.ID, who.serviceAccount, wid.Pod)
+		if !t.Expiry.IsZero() {
+			detail["token_expires_at"] = t.Expiry.UTC().Format(time.RFC3339)
+		}
+		return s.auditCtx(ctx, userID, actor, ActionGrantUse, p.ID, detail)
+	})
+	if err != nil {
 		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
 	}
 	return t, nil
+}
+
+// useRecipient is what the disclosure ledger keeps with a key for its
+// summaries: whose token went to whom, at which provider.
+type useRecipient struct {
+	userID, provider, actor, serviceAccount string
+}
+
+// useDetail is the detail every grant.use event starts with.
+func useDetail(grantID int64, serviceAccount, pod string) map[string]any {
+	d := map[string]any{"grant_id": grantID, "service_account": serviceAccount}
+	if pod != "" {
+		d["pod"] = pod
+	}
+	return d
+}
+
+// summaryWriters is how many grant.use summaries are handed to the audit
+// writer at once; it groups them into batches while one is being written.
+const summaryWriters = 64
+
+// writeUseSummaries writes one grant.use event per key answered again
+// since the previous summary (the disclosure ledger's Flush): how many
+// times, first and last. They go through the group-commit writer like the
+// requests' events; a failure is logged once for the whole summary (the
+// counts are lost, never the record of a disclosure, which was written
+// before its first answer).
+func (s *Server) writeUseSummaries(ctx context.Context, sums []disclosure.Summary[useRecipient]) {
+	now := s.opt.Now().UTC()
+	events := make(chan store.AuditEvent)
+	var (
+		mu       sync.Mutex
+		failed   int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range min(len(sums), summaryWriters) {
+		wg.Go(func() {
+			for e := range events {
+				if _, err := s.audits.Append(ctx, e); err != nil {
+					mu.Lock()
+					if failed++; failed == 1 {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, sm := range sums {
+		detail := useDetail(sm.Key.GrantID, sm.Meta.serviceAccount, sm.Key.Pod)
+		detail["repeats"] = sm.Repeats
+		detail["first_repeat_at"] = sm.FirstRepeat.UTC().Format(time.RFC3339)
+		detail["last_repeat_at"] = sm.LastRepeat.UTC().Format(time.RFC3339)
+		d, _ := json.Marshal(detail)
+		events <- store.AuditEvent{Time: now, UserID: sm.Meta.userID, Actor: sm.Meta.actor, Action: ActionGrantUse, Provider: sm.Meta.provider, Detail: d}
+	}
+	close(events)
+	wg.Wait()
+	if failed > 0 {
+		// Events not waited for because ctx ended are still queued: the
+		// writer reports those that fail.
+		s.log.Error("writing grant.use summaries failed", "events", failed, "of", len(sums), "error", firstErr)
+	}
 }
 
 // personToken is a person's access token through the broker: the same
