@@ -25,6 +25,9 @@
 #
 #   hack/bench/refresh.sh              # prints the table, updates docs/performance.md
 #   ROUNDS=5 DURATION=10 WRITE_DOCS=0 hack/bench/refresh.sh
+#   PROFILE=6 WRITE_DOCS=0 hack/bench/refresh.sh   # also perf-record the whole machine for 6 s of
+#                                                   # round 1's tokenstore load (into PROFILE_OUT,
+#                                                   # default /tmp/tokenstore-refresh-profile)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . hack/bench/lib.sh
@@ -35,6 +38,7 @@ CLIENTS=${CLIENTS:-32}
 PEOPLE=${PEOPLE:-256}
 PORT=${PORT:-18090}
 WRITE_DOCS=${WRITE_DOCS:-1}
+PROFILE=${PROFILE:-0}
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 (( PEOPLE >= CLIENTS && PEOPLE <= 5000 )) || { echo "PEOPLE must be CLIENTS..5000" >&2; exit 1; }
@@ -120,6 +124,13 @@ for r in $(seq 1 "$ROUNDS"); do
   before=$(refreshed)
   mapfile -t pg < <(pgpids)
   f0=$(cpu "$fpid"); t0=$(cpu "$tpid"); p0=$(cpu "${pg[@]}")
+  ppid=
+  if (( PROFILE > 0 && r == 1 )) && command -v perf >/dev/null; then
+    # System-wide, so that the OP, PostgreSQL and the load generator show
+    # beside tokenstore.
+    ( sleep 1; perf record -F 999 -a -g -o "$work/perf.data" -- sleep "$PROFILE" >/dev/null 2>&1 ) &
+    ppid=$!
+  fi
   loadgen -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.own" -query min_valid=86400 -c "$CLIENTS" -d "${DURATION}s" -warmup 0
   # Backends opened during the round count from zero.
   mapfile -t pg < <(pgpids)
@@ -128,6 +139,18 @@ for r in $(seq 1 "$ROUNDS"); do
   [[ -n "$res" ]] || { echo "loadgen (tokenstore) gave no result" >&2; exit 1; }
   if grep -q '"errors"' <<<"$res"; then log "loadgen errors (tokenstore): $res"; fi
   after=$(refreshed)
+  if [[ -n "$ppid" ]]; then
+    wait "$ppid" || true
+    out=${PROFILE_OUT:-/tmp/tokenstore-refresh-profile}
+    mkdir -p "$out"
+    # Share of the samples by command, then each of tokenstore and
+    # PostgreSQL by symbol, including callees (percentages of that command).
+    perf report -i "$work/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 20 >"$out/perf.comm" || true
+    perf report -i "$work/perf.data" --children --comm tokenstore --sort symbol --stdio -g none --percentage relative 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 150 >"$out/perf.tokenstore" || true
+    perf report -i "$work/perf.data" --children --comm postgres --sort symbol --stdio -g none --percentage relative 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 100 >"$out/perf.postgres" || true
+    cp "$work/perf.data" "$work/tokenstore" "$out/" 2>/dev/null || true
+    log "perf profile in $out"
+  fi
   n=$(json ok "$res")
   (( n / CLIENTS < BLOCK / 2 )) || log "warning: about $((n / CLIENTS)) requests per connection; raise BLOCK ($BLOCK)"
   R_TS+=("$(json rps "$res")"); R_P50+=("$(json p50_ms "$res")"); R_P99+=("$(json p99_ms "$res")")
