@@ -15,8 +15,12 @@ import (
 	"github.com/tokenstore/tokenstore/server/workload"
 )
 
-// Audit actions for grants. Every use of a grant is recorded, so a person
-// can see which workload took their token and when.
+// Audit actions for grants. grant.use records each disclosure of a
+// person's token value to a workload (grant, ServiceAccount uid, pod) under
+// a grant, durably before the token goes out; repeats of a value already
+// disclosed to that recipient are counted and written as periodic
+// summaries (server/disclosure, writeUseSummaries). So a person can see
+// which workload took their token, which token lifetime, when and how often.
 const (
 	ActionGrantCreate = "grant.create"
 	ActionGrantRevoke = "grant.revoke"
@@ -234,6 +238,9 @@ func (s *Server) revokeGrant(c *gin.Context) {
 			return
 		}
 		s.forgetGrant(g)
+		// Its tokens' disclosures leave the ledger too (their pending
+		// repeats are still summarised): nothing more is disclosed under it.
+		s.disclosures.ForgetGrant(g.ID)
 		if g, err = s.opt.Store.GetGrant(ctx, gid); err != nil {
 			_ = c.Error(err)
 			return

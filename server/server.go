@@ -164,10 +164,6 @@ func New(opt Options) (*Server, error) {
 		audits: auditlog.New(opt.Store, auditlog.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite})}
 	s.disclosures = disclosure.New(disclosure.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
 		Flush: s.writeUseSummaries})
-	// The handlers' store: a grant revoked through this replica also
-	// leaves the disclosure ledger (its repeats still summarised). The
-	// broker, sessions and audit writer keep the store as given.
-	s.opt.Store = revocations{Store: opt.Store, revoked: s.disclosures.ForgetGrant}
 	for _, o := range opt.Settings.CORSOrigins {
 		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true
@@ -179,20 +175,6 @@ func New(opt Options) (*Server, error) {
 	}
 	s.routes()
 	return s, nil
-}
-
-// revocations tells the disclosure ledger of grants revoked through it.
-type revocations struct {
-	store.Store
-	revoked func(grantID int64)
-}
-
-func (r revocations) RevokeGrant(ctx context.Context, userID string, id int64, now time.Time) error {
-	err := r.Store.RevokeGrant(ctx, userID, id, now)
-	if err == nil {
-		r.revoked(id)
-	}
-	return err
 }
 
 // observer keeps a nil *metrics.Metrics out of the broker's interface, so
