@@ -199,6 +199,11 @@ func (e *env) serve(ln net.Listener, o Options, wrap func(store.Store) store.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Stopped as serve stops it, after the HTTP server (cleanups run last
+	// first) and before the store closes: the disclosure ledger's flush
+	// loop, which runs while it holds a key (an hour for a token of unknown
+	// expiry), ends with the test, and its last summaries are written.
+	t.Cleanup(srv.DrainAudit)
 	hs := httptest.NewUnstartedServer(srv.Handler())
 	if ln != nil {
 		hs.Listener.Close()

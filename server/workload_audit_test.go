@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -192,7 +193,6 @@ func TestWorkloadGrantUseSummaries(t *testing.T) {
 	const interval = 400 * time.Millisecond
 	fast := w.serve(nil, Options{Workloads: w.ka, ServiceAccounts: w.ka, GrantUseSummaryInterval: interval}, nil, w.svc)
 	slow := w.serve(nil, Options{Workloads: w.ka, ServiceAccounts: w.ka, GrantUseSummaryInterval: time.Hour}, nil, w.svc)
-	t.Cleanup(fast.srv.DrainAudit) // before the store closes
 	br := w.browser()
 	br.loginAt(w.in, "")
 	user := br.whoami(w.in)
@@ -297,4 +297,45 @@ func TestWorkloadGrantUseSummaries(t *testing.T) {
 		t.Errorf("on stop: %d summaries (want %d), the last of %d repeats (want 2)", len(sums), before+1, *sums[len(sums)-1].Repeats)
 	}
 	w.checkLogs()
+}
+
+// ledgerLoops counts the disclosure ledgers' flush loops running in the
+// process.
+func ledgerLoops() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "disclosure.(*Ledger[...]).loop(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// TestWorkloadEnvStopsLedger: the test env stops every server's disclosure
+// ledger when its test ends, as serve does on stop, so a flush loop (a
+// minute's interval, running while a key is held) does not outlive it.
+func TestWorkloadEnvStopsLedger(t *testing.T) {
+	before := ledgerLoops()
+	t.Run("exchange", func(t *testing.T) {
+		w := newWorkloadEnv(t, kubeauth.Options{})
+		br := w.browser()
+		br.loginAt(w.in, "")
+		user := br.whoami(w.in)
+		br.link(w.in, "alpha")
+		w.grantApp(br, w.in, "alpha")
+		if a := w.exchange(w.saToken("app", testAudience), "alpha", user); a.status != http.StatusOK {
+			t.Fatalf("exchange: %d %s", a.status, a.redacted())
+		}
+		if n := ledgerLoops(); n != before+1 {
+			t.Fatalf("%d ledger flush loops after a first disclosure, want %d", n, before+1)
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for ledgerLoops() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := ledgerLoops(); n != before {
+		t.Errorf("%d ledger flush loops outlived their test", n-before)
+	}
 }
