@@ -163,7 +163,7 @@ func New(opt Options) (*Server, error) {
 		origins: map[string]bool{}, cors: map[string]bool{}, grants: newGrantCache(opt.CacheTTL, opt.Now),
 		audits: auditlog.New(opt.Store, auditlog.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite})}
 	s.disclosures = disclosure.New(disclosure.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
-		Flush: s.writeUseSummaries})
+		Flush: s.writeUseSummaries, Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
 	for _, o := range opt.Settings.CORSOrigins {
 		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true

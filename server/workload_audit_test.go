@@ -283,6 +283,9 @@ func TestWorkloadGrantUseSummaries(t *testing.T) {
 	if slow.srv.disclosures.Len() != 1 {
 		t.Fatalf("the other replica holds %d keys, want 1", slow.srv.disclosures.Len())
 	}
+	m := scrape(t, slow)
+	wantSeries(t, m, "tokenstore_grant_use_ledger_keys", "1")
+	wantSeries(t, m, `tokenstore_grant_use_ledger_fallbacks_total{reason="full"}`, "0")
 	// Revoked through that replica: its keys go at once; the pending
 	// counts are written when it stops.
 	if r := br.do(http.MethodDelete, slow.url+"/api/v1.0/grants/"+jsonNumber(g.ID), map[string]string{"Origin": w.ext}); r.status != http.StatusOK {
@@ -291,6 +294,7 @@ func TestWorkloadGrantUseSummaries(t *testing.T) {
 	if k := slow.srv.disclosures.Len(); k != 0 {
 		t.Errorf("the replica that revoked the grant still holds %d of its keys", k)
 	}
+	wantSeries(t, scrape(t, slow), "tokenstore_grant_use_ledger_keys", "0")
 	slow.srv.DrainAudit()
 	_, sums = w.grantUses(user)
 	if len(sums) != before+1 || *sums[len(sums)-1].Repeats != 2 {

@@ -90,6 +90,14 @@ type Options[M any] struct {
 	Now func() time.Time
 	// Logger hears that the ledger is full; nil means slog.Default().
 	Logger *slog.Logger
+	// Keys, if set, hears the number of keys held (Len) each time it
+	// changes (metrics). It is called with the ledger locked and must not
+	// block or call the ledger.
+	Keys func(n int)
+	// Fallback, if set, hears each disclosure that writes its own record
+	// because the ledger is full (closed false) or closed (metrics). It
+	// must not block.
+	Fallback func(closed bool)
 }
 
 // Ledger remembers disclosed keys. The zero value is not usable; see New.
@@ -174,9 +182,13 @@ func (l *Ledger[M]) Disclose(ctx context.Context, k Key, meta M, expiry time.Tim
 		return l.await(ctx, k, e, done, false)
 	}
 	if l.closed || len(l.entries) >= l.opt.MaxKeys {
-		warn := !l.closed && !l.warned
+		closed := l.closed
+		warn := !closed && !l.warned
 		l.warned = l.warned || warn
 		l.mu.Unlock()
+		if l.opt.Fallback != nil {
+			l.opt.Fallback(closed)
+		}
 		if warn {
 			l.opt.Logger.WarnContext(ctx, "disclosure ledger full: a disclosure of a key it does not hold now waits for its own audit event every time",
 				"max_keys", l.opt.MaxKeys)
@@ -189,6 +201,7 @@ func (l *Ledger[M]) Disclose(ctx context.Context, k Key, meta M, expiry time.Tim
 	}
 	e = &entry[M]{meta: meta, until: until, done: make(chan struct{})}
 	l.entries[k] = e
+	l.keysChanged()
 	done := e.done
 	l.mu.Unlock()
 	go l.first(context.WithoutCancel(ctx), k, e, write)
@@ -204,6 +217,7 @@ func (l *Ledger[M]) first(ctx context.Context, k Key, e *entry[M], write func(co
 	current := l.entries[k] == e
 	if err != nil && current {
 		delete(l.entries, k)
+		l.keysChanged()
 	}
 	close(e.done)
 	e.done = nil
@@ -252,6 +266,7 @@ func (l *Ledger[M]) retire(k Key, e *entry[M]) {
 		l.startLoop()
 	}
 	delete(l.entries, k)
+	l.keysChanged()
 }
 
 // take returns the entry's pending counts and resets them.
@@ -271,6 +286,7 @@ func (l *Ledger[M]) Summaries(now time.Time) []Summary[M] {
 	defer l.mu.Unlock()
 	out := l.retired
 	l.retired = nil
+	n := len(l.entries)
 	for k, e := range l.entries {
 		if e.done != nil {
 			continue
@@ -281,6 +297,9 @@ func (l *Ledger[M]) Summaries(now time.Time) []Summary[M] {
 		if !now.Before(e.until) {
 			delete(l.entries, k)
 		}
+	}
+	if len(l.entries) != n {
+		l.keysChanged()
 	}
 	return out
 }
@@ -294,6 +313,13 @@ func (l *Ledger[M]) ForgetGrant(id int64) {
 		if k.GrantID == id {
 			l.retire(k, e)
 		}
+	}
+}
+
+// keysChanged tells Options.Keys the number of keys held. l.mu is held.
+func (l *Ledger[M]) keysChanged() {
+	if l.opt.Keys != nil {
+		l.opt.Keys(len(l.entries))
 	}
 }
 
@@ -369,6 +395,7 @@ func (l *Ledger[M]) Close(ctx context.Context) {
 		}
 	}
 	clear(l.entries)
+	l.keysChanged()
 	l.mu.Unlock()
 	if len(out) > 0 && l.opt.Flush != nil {
 		l.opt.Flush(ctx, out)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -466,5 +467,72 @@ func TestLoopStopsWhenEmpty(t *testing.T) {
 func TestFingerprint(t *testing.T) {
 	if FingerprintOf("a") != FingerprintOf("a") || FingerprintOf("a") == FingerprintOf("b") {
 		t.Error("fingerprints")
+	}
+}
+
+// TestMetricsHooks: Keys hears the number of keys held whenever it changes
+// (first disclosures, a failed one, expiry, revoke, close); Fallback hears
+// each answer that writes its own record, full or closed.
+func TestMetricsHooks(t *testing.T) {
+	c := newClock()
+	var (
+		keys      []int
+		fallbacks = map[bool]int{}
+	)
+	l := New(Options[string]{Now: c.Now, MaxKeys: 2, Logger: slog.New(slog.DiscardHandler),
+		Keys:     func(n int) { keys = append(keys, n) },
+		Fallback: func(closed bool) { fallbacks[closed]++ }})
+	w := &writes{}
+	exp := c.Now().Add(time.Minute)
+	disclose := func(k Key, expiry time.Time, write func(context.Context) error) error {
+		return l.Disclose(t.Context(), k, "", expiry, write)
+	}
+	wantKeys := func(step string, want ...int) {
+		t.Helper()
+		if !slices.Equal(keys, want) {
+			t.Errorf("%s: Keys heard %v, want %v", step, keys, want)
+		}
+		keys = nil
+	}
+	if err := disclose(key(1, "a"), exp, w.write); err != nil {
+		t.Fatal(err)
+	}
+	if err := disclose(key(1, "a"), exp, w.write); err != nil { // a repeat
+		t.Fatal(err)
+	}
+	wantKeys("first disclosure and a repeat", 1)
+	if err := disclose(key(2, "a"), exp, (&writes{err: errors.New("refused")}).write); err == nil {
+		t.Fatal("a failed write succeeded")
+	}
+	wantKeys("failed first disclosure", 2, 1)
+	if err := disclose(key(2, "a"), exp.Add(time.Hour), w.write); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := disclose(key(3, "a"), exp, w.write); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantKeys("full", 2)
+	if fallbacks[false] != 3 || fallbacks[true] != 0 {
+		t.Errorf("fallbacks %v, want 3 full", fallbacks)
+	}
+	c.Add(2 * time.Minute)
+	l.Summaries(c.Now())
+	wantKeys("expiry", 1)
+	l.Summaries(c.Now())
+	wantKeys("nothing expired")
+	if err := disclose(key(1, "a"), c.Now().Add(time.Minute), w.write); err != nil {
+		t.Fatal(err)
+	}
+	l.ForgetGrant(1)
+	wantKeys("revoke", 2, 1)
+	l.Close(t.Context())
+	wantKeys("close", 0)
+	if err := disclose(key(2, "a"), exp, w.write); err != nil {
+		t.Fatal(err)
+	}
+	if fallbacks[false] != 3 || fallbacks[true] != 1 {
+		t.Errorf("fallbacks %v, want 3 full and 1 closed", fallbacks)
 	}
 }

@@ -1,7 +1,7 @@
 // Package metrics holds tokenstore's Prometheus metrics: HTTP requests,
 // refreshes at providers, tokens served from the cache, credentials by
-// provider and state, providers by readiness, the background refresher and
-// webhook deliveries.
+// provider and state, providers by readiness, the background refresher,
+// the grant.use disclosure ledger and webhook deliveries.
 //
 // Labels name routes (templates, never URLs), providers, states and
 // outcomes only: no user id, token or secret ever becomes a label value,
@@ -117,6 +117,10 @@ type Metrics struct {
 	webhookAttempts   *prometheus.CounterVec
 	webhookDuration   *prometheus.HistogramVec
 	webhookQueue      prometheus.Gauge
+	grantUseKeys      prometheus.Gauge
+	// grantUseFallbacks is grant_use_ledger_fallbacks_total by reason
+	// (full, closed), resolved once.
+	grantUseFallbacks [2]prometheus.Counter
 }
 
 // New registers every collector.
@@ -169,10 +173,16 @@ func New(opt Options) (*Metrics, error) {
 			Help: "Latency of webhook POSTs.", Buckets: latency}, []string{"event"}),
 		webhookQueue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "webhook_queue_length",
 			Help: "Webhook events waiting to be delivered."}),
+		grantUseKeys: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "grant_use_ledger_keys",
+			Help: "Recipient-token pairs the grant.use disclosure ledger holds: delegated tokens disclosed whose repeats are only counted."}),
 	}
+	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "grant_use_ledger_fallbacks_total",
+		Help: "Delegated token answers that waited for a grant.use event of their own because the disclosure ledger was full or stopped, by reason (full, closed)."},
+		[]string{"reason"})
+	m.grantUseFallbacks = [2]prometheus.Counter{fallbacks.WithLabelValues("full"), fallbacks.WithLabelValues("closed")}
 	cs := []prometheus.Collector{m.httpRequests, m.httpDuration, m.refreshes, m.refreshDuration, m.served,
 		m.refresherRuns, m.refresherClaimed, m.refresherResults, m.refresherLastRun, m.auditPruned, m.auditWrites,
-		m.webhookDeliveries, m.webhookAttempts, m.webhookDuration, m.webhookQueue}
+		m.webhookDeliveries, m.webhookAttempts, m.webhookDuration, m.webhookQueue, m.grantUseKeys, fallbacks}
 	if opt.Store != nil {
 		cs = append(cs, &storeCollector{st: opt.Store, cacheFor: opt.CacheFor})
 	}
@@ -351,6 +361,29 @@ func (m *Metrics) WebhookQueue(n int) {
 		return
 	}
 	m.webhookQueue.Set(float64(n))
+}
+
+// GrantUseLedgerKeys sets the number of recipient-token pairs the
+// disclosure ledger holds (disclosure.Options.Keys).
+func (m *Metrics) GrantUseLedgerKeys(n int) {
+	if m == nil {
+		return
+	}
+	m.grantUseKeys.Set(float64(n))
+}
+
+// GrantUseLedgerFallback records a delegated answer that wrote its own
+// grant.use event because the disclosure ledger was full, or closed (the
+// server stopping) (disclosure.Options.Fallback).
+func (m *Metrics) GrantUseLedgerFallback(closed bool) {
+	if m == nil {
+		return
+	}
+	i := 0
+	if closed {
+		i = 1
+	}
+	m.grantUseFallbacks[i].Inc()
 }
 
 // storeCollector reads credential counts at scrape time, reusing a count

@@ -153,4 +153,41 @@ func TestNilMetrics(t *testing.T) {
 	m.WebhookAttempt("e", 500, time.Second)
 	m.WebhookDelivery("e", "delivered")
 	m.WebhookQueue(1)
+	m.GrantUseLedgerKeys(1)
+	m.GrantUseLedgerFallback(true)
+}
+
+// TestGrantUseLedgerMetrics: the ledger's keys gauge follows what it is
+// told, and its fallbacks count by reason only (both series present from
+// the start, so an alert on their rate has something to read).
+func TestGrantUseLedgerMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(step, text string) {
+		t.Helper()
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(text),
+			"tokenstore_grant_use_ledger_keys", "tokenstore_grant_use_ledger_fallbacks_total"); err != nil {
+			t.Errorf("%s: %v", step, err)
+		}
+	}
+	const head = `# HELP tokenstore_grant_use_ledger_fallbacks_total Delegated token answers that waited for a grant.use event of their own because the disclosure ledger was full or stopped, by reason (full, closed).
+# TYPE tokenstore_grant_use_ledger_fallbacks_total counter
+`
+	const keysHead = `# HELP tokenstore_grant_use_ledger_keys Recipient-token pairs the grant.use disclosure ledger holds: delegated tokens disclosed whose repeats are only counted.
+# TYPE tokenstore_grant_use_ledger_keys gauge
+`
+	want("new", head+`tokenstore_grant_use_ledger_fallbacks_total{reason="closed"} 0
+tokenstore_grant_use_ledger_fallbacks_total{reason="full"} 0
+`+keysHead+"tokenstore_grant_use_ledger_keys 0\n")
+	m.GrantUseLedgerKeys(3)
+	m.GrantUseLedgerKeys(2)
+	m.GrantUseLedgerFallback(false)
+	m.GrantUseLedgerFallback(false)
+	m.GrantUseLedgerFallback(true)
+	want("after use", head+`tokenstore_grant_use_ledger_fallbacks_total{reason="closed"} 1
+tokenstore_grant_use_ledger_fallbacks_total{reason="full"} 2
+`+keysHead+"tokenstore_grant_use_ledger_keys 2\n")
 }
