@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -64,7 +65,9 @@ func (s *Server) tokenExchange(c *gin.Context) {
 		in := int64(t.Expiry.Sub(s.opt.Now()).Seconds())
 		resp.ExpiresIn = &in
 	}
-	c.JSON(http.StatusOK, resp)
+	// What c.JSON would write, without reflection (see appendExchangeResponse).
+	c.Data(http.StatusOK, "application/json; charset=utf-8",
+		appendExchangeResponse(make([]byte, 0, 160+len(resp.AccessToken)+len(resp.TokenType)+len(resp.Scope)), &resp))
 }
 
 func invalidRequest(reason, desc string) *oauthError {
@@ -74,19 +77,17 @@ func invalidRequest(reason, desc string) *oauthError {
 // exchange validates the request and dispatches on the subject token type.
 func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
 	ctx := c.Request.Context()
-	mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
-	if mt != "application/x-www-form-urlencoded" {
+	if !formEncoded(c.GetHeader("Content-Type")) {
 		return issued{}, invalidRequest("", "The request must be form-encoded (Content-Type: application/x-www-form-urlencoded).")
 	}
 	// Tokens in a URL end up in access logs and proxies: refuse them there.
 	if c.Request.URL.RawQuery != "" {
 		return issued{}, invalidRequest("", "Parameters must be sent in the request body, not in the URL.")
 	}
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBody)
-	if err := c.Request.ParseForm(); err != nil {
+	form, err := readForm(c)
+	if err != nil {
 		return issued{}, invalidRequest("", "The request body is not a readable form or is too large.")
 	}
-	form := c.Request.PostForm
 	// RFC 6749 §3.2: parameters must not be repeated.
 	for k, v := range form {
 		if len(v) > 1 {
@@ -142,6 +143,58 @@ func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
 		return issued{}, invalidRequest("", "subject_token_type is required ("+TokenTypeJWT+" for a ServiceAccount token, "+TokenTypeAccessToken+" for a person's access token).")
 	}
 	return issued{}, invalidRequest("unsupported_token_type", "subject_token_type must be "+TokenTypeJWT+" or "+TokenTypeAccessToken+".")
+}
+
+// formContentType is the one media type of the token request.
+const formContentType = "application/x-www-form-urlencoded"
+
+// formEncoded reports whether a Content-Type is form-encoding, as
+// mime.ParseMediaType reads it (any case, parameters such as charset). The
+// usual exact spelling is recognised without parsing.
+func formEncoded(ct string) bool {
+	if ct == formContentType {
+		return true
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == formContentType
+}
+
+// formPrealloc bounds the buffer readForm takes up front on the word of
+// Content-Length: a token request is 1-2 KB; a larger body grows the
+// buffer as it arrives, so a Content-Length alone reserves no more.
+const formPrealloc = 8 << 10
+
+// readForm reads the form body of a request whose Content-Type is
+// form-encoded and whose URL has no query: what Request.ParseForm then
+// does (its PostForm, set here too), with the body read into one buffer
+// sized by Content-Length (up to formPrealloc) instead of grown from 512
+// bytes, and the media type not parsed a second time. The body is limited
+// to maxFormBody.
+func readForm(c *gin.Context) (url.Values, error) {
+	r := c.Request
+	body := http.MaxBytesReader(c.Writer, r.Body, maxFormBody)
+	size := int64(512)
+	if r.ContentLength > 0 {
+		// One byte more, so that reading the end needs no growth.
+		size = min(r.ContentLength, formPrealloc) + 1
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	form, err := url.ParseQuery(string(buf))
+	r.PostForm, r.Form = form, form
+	return form, err
 }
 
 // target reads the provider from resource or audience (either, or both

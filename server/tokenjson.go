@@ -27,6 +27,30 @@ func appendTokenResponse(dst []byte, r *tokenResponse) []byte {
 	return append(dst, '}')
 }
 
+// appendExchangeResponse appends r as JSON, byte for byte what
+// encoding/json (gin's c.JSON) writes for it: field order, expires_in and
+// scope omitted when unset or empty (omitempty). The token exchange's
+// answer is its workloads' hot path, where the reflection-driven encoder
+// was about 5 % of serve's CPU; TestExchangeResponseJSON holds the two
+// encodings equal.
+func appendExchangeResponse(dst []byte, r *exchangeResponse) []byte {
+	dst = append(dst, `{"access_token":`...)
+	dst = appendJSONString(dst, r.AccessToken)
+	dst = append(dst, `,"issued_token_type":`...)
+	dst = appendJSONString(dst, r.IssuedTokenType)
+	dst = append(dst, `,"token_type":`...)
+	dst = appendJSONString(dst, r.TokenType)
+	if r.ExpiresIn != nil {
+		dst = append(dst, `,"expires_in":`...)
+		dst = strconv.AppendInt(dst, *r.ExpiresIn, 10)
+	}
+	if r.Scope != "" {
+		dst = append(dst, `,"scope":`...)
+		dst = appendJSONString(dst, r.Scope)
+	}
+	return append(dst, '}')
+}
+
 func appendJSONInt(dst []byte, v *int64) []byte {
 	if v == nil {
 		return append(dst, "null"...)
