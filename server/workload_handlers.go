@@ -109,7 +109,7 @@ func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *p
 			"service_account", wid.String(), "service_account_uid", wid.UID, "grant", g.ID, "grant_service_account_uid", g.ServiceAccountUID)
 		return noGrant()
 	}
-	actor := "serviceaccount:" + wid.String()
+	actor := actorPrefix + wid.Namespace + "/" + wid.ServiceAccount
 	t, oe := s.personToken(ctx, userID, p.ID, actor)
 	if oe != nil {
 		return issued{}, oe
@@ -119,18 +119,30 @@ func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *p
 	// ServiceAccount (and pod) under this grant, a durable grant.use event;
 	// a repeat only adds to the next summary (writeUseSummaries).
 	k := disclosure.Key{GrantID: g.ID, ServiceAccountUID: wid.UID, Pod: wid.Pod, Token: disclosure.FingerprintOf(t.AccessToken)}
-	who := useRecipient{userID: userID, provider: p.ID, actor: actor, serviceAccount: wid.String()}
-	err = s.disclosures.Disclose(ctx, k, who, t.Expiry, func(ctx context.Context) error {
-		detail := useDetail(g.ID, who.serviceAccount, wid.Pod)
-		if !t.Expiry.IsZero() {
-			detail["token_expires_at"] = t.Expiry.UTC().Format(time.RFC3339)
-		}
-		return s.auditCtx(ctx, userID, actor, ActionGrantUse, p.ID, detail)
-	})
-	if err != nil {
+	if s.disclosures.Repeat(k) {
+		return t, nil
+	}
+	who := useRecipient{userID: userID, provider: p.ID, actor: actor, serviceAccount: actor[len(actorPrefix):]}
+	if err := s.disclose(ctx, k, who, t.Expiry); err != nil {
 		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
 	}
 	return t, nil
+}
+
+// actorPrefix is the audit actor of a ServiceAccount: serviceaccount:ns/name.
+const actorPrefix = "serviceaccount:"
+
+// disclose records the disclosure of a token value to a recipient through
+// the disclosure ledger: for a key it does not hold, a durable grant.use
+// event (with the token's expiry, when known), waited for.
+func (s *Server) disclose(ctx context.Context, k disclosure.Key, who useRecipient, expiry time.Time) error {
+	return s.disclosures.Disclose(ctx, k, who, expiry, func(ctx context.Context) error {
+		detail := useDetail(k.GrantID, who.serviceAccount, k.Pod)
+		if !expiry.IsZero() {
+			detail["token_expires_at"] = expiry.UTC().Format(time.RFC3339)
+		}
+		return s.auditCtx(ctx, who.userID, who.actor, ActionGrantUse, who.provider, detail)
+	})
 }
 
 // useRecipient is what the disclosure ledger keeps with a key for its

@@ -14,7 +14,8 @@
 //     function); concurrent first answers for one key share that one
 //     write. If it fails, they all get its error and the key is not
 //     remembered: the next answer tries again.
-//   - Later answers for the key are counted and return at once.
+//   - Later answers for the key are counted and return at once (Repeat,
+//     or Disclose).
 //   - Summaries takes the counts since the last call; the background loop
 //     hands them to Options.Flush every Options.Interval while the ledger
 //     holds anything, and Close hands over what is left.
@@ -206,6 +207,23 @@ func (l *Ledger[M]) Disclose(ctx context.Context, k Key, meta M, expiry time.Tim
 	l.mu.Unlock()
 	go l.first(context.WithoutCancel(ctx), k, e, write)
 	return l.await(ctx, k, e, done, true)
+}
+
+// Repeat counts a disclosure of k if k is remembered (its first write
+// done and its token not expired) and reports true; otherwise it does
+// nothing and reports false, and the caller goes on to Disclose. Disclose
+// does the same first, so calling Repeat before it changes nothing but
+// spares a caller preparing the write of a first disclosure (a closure
+// allocated per answer) on the common path.
+func (l *Ledger[M]) Repeat(k Key) bool {
+	now := l.opt.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.entries[k]; ok && e.done == nil && now.Before(e.until) {
+		e.count(now)
+		return true
+	}
+	return false
 }
 
 // first runs the write of a key's first disclosure and settles the entry.

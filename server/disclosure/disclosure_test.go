@@ -536,3 +536,56 @@ func TestMetricsHooks(t *testing.T) {
 		t.Errorf("fallbacks %v, want 3 full and 1 closed", fallbacks)
 	}
 }
+
+// TestRepeat: Repeat counts only a key remembered (first write done, token
+// not expired), as Disclose would; otherwise it changes nothing.
+func TestRepeat(t *testing.T) {
+	c := newClock()
+	l := New(Options[string]{Now: c.Now})
+	w := &writes{}
+	k := key(1, "a")
+	exp := c.Now().Add(time.Minute)
+	if l.Repeat(k) || l.Len() != 0 {
+		t.Fatal("Repeat of an unknown key")
+	}
+	release := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- l.Disclose(t.Context(), k, "", exp, func(context.Context) error { <-release; return nil })
+	}()
+	for l.Len() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if l.Repeat(k) {
+		t.Error("Repeat while the first write is in flight")
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if !l.Repeat(k) {
+			t.Fatal("Repeat of a remembered key")
+		}
+	}
+	if err := l.Disclose(t.Context(), k, "", exp, w.write); err != nil || w.n.Load() != 0 {
+		t.Fatalf("Disclose of a remembered key: %v, %d writes", err, w.n.Load())
+	}
+	if got := total(t, l.Summaries(c.Now())); got[k] != 4 {
+		t.Errorf("summaries %v, want 4 repeats", got)
+	}
+	c.Add(time.Minute)
+	if l.Repeat(k) {
+		t.Error("Repeat of a key whose token expired")
+	}
+	if got := l.Summaries(c.Now()); len(got) != 0 {
+		t.Errorf("a refused Repeat was counted: %v", got)
+	}
+	if err := l.Disclose(t.Context(), k, "", c.Now().Add(time.Minute), w.write); err != nil || w.n.Load() != 1 {
+		t.Fatalf("Disclose after expiry: %v, %d writes, want 1", err, w.n.Load())
+	}
+	l.Close(t.Context())
+	if l.Repeat(k) {
+		t.Error("Repeat on a closed ledger")
+	}
+}
