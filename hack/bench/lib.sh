@@ -40,3 +40,54 @@ write_doc_section() {
   cat "$work/doc" >"$doc"
   log "wrote the figures into $doc"
 }
+
+# wrk_lines: writes $work/lines.lua, the wrk script run_wrk uses. Each of
+# wrk's threads reads FILE and sends every request as the next line of it
+# (threads start at different lines), formatted once: in mode cookie a GET
+# of PATH with the line as the session cookie, in mode form a POST of the
+# line as a form body to PATH.
+wrk_lines() {
+  cat >"$work/lines.lua" <<'LUA'
+local reqs = {}
+local i = 0
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+init = function(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      if args[2] == "cookie" then
+        reqs[#reqs + 1] = wrk.format("GET", args[3], { Cookie = "tokenstore_session=" .. line })
+      else
+        reqs[#reqs + 1] = wrk.format("POST", args[3], { ["Content-Type"] = "application/x-www-form-urlencoded" }, line)
+      end
+    end
+  end
+  i = ((id or 1) * 7) % #reqs
+end
+request = function()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+LUA
+}
+
+# run_wrk URL FILE MODE PATH SECONDS: wrk -t 2 -c $CLIENTS against URL with
+# the lines of FILE (see wrk_lines); prints "RPS P50MS P99MS ERRORS
+# REQUESTS", ERRORS counting non-2xx answers and socket errors.
+run_wrk() {
+  local out
+  [[ -f "$work/lines.lua" ]] || wrk_lines
+  out=$("${WRK:-wrk}" -t 2 -c "$CLIENTS" -d "${5}s" --latency -s "$work/lines.lua" "$1" -- "$2" "$3" "$4" 2>&1)
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /^Requests\/sec:/ { rps = $2 }
+    / requests in / { n = $1 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { err += $NF }
+    /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+    END { if (rps == "") exit 1; printf "%s %.3f %.3f %d %d\n", rps, p50, p99, err, n }' <<<"$out" || { echo "$out" >&2; return 1; }
+}

@@ -113,45 +113,9 @@ first=$(head -n1 "$work/sessions")
 code=$(curl -s -o /dev/null -w '%{http_code}' -b "tokenstore_session=$first" "http://127.0.0.1:$PORT/api/v1.0/alpha/token")
 [[ "$code" == 200 ]] || { echo "token request answered $code" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
 
-# wrk reads the session file in each of its threads and sends every request
-# as the next person of the file (each thread starts at a different one):
-# the same mix of people the Go loadgen sends. Requests are formatted once.
-cat >"$work/people.lua" <<'LUA'
-local reqs = {}
-local i = 0
-local threads = 0
-setup = function(thread)
-  threads = threads + 1
-  thread:set("id", threads)
-end
-init = function(args)
-  for line in io.lines(args[1]) do
-    if #line > 0 then
-      reqs[#reqs + 1] = wrk.format("GET", args[2], { Cookie = "tokenstore_session=" .. line })
-    end
-  end
-  i = ((id or 1) * 7) % #reqs
-end
-request = function()
-  i = i % #reqs + 1
-  return reqs[i]
-end
-LUA
-# run_wrk SESSIONFILE: prints "RPS P50MS P99MS ERRORS".
-run_wrk() {
-  local out
-  out=$("$WRK" -t 2 -c "$CLIENTS" -d "${DURATION}s" --latency -s "$work/people.lua" \
-    "http://127.0.0.1:$PORT/api/v1.0/alpha/token" -- "$1" /api/v1.0/alpha/token 2>&1)
-  awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    /^Requests\/sec:/ { rps = $2 }
-    /^ +50%/ { p50 = ms($2) }
-    /^ +99%/ { p99 = ms($2) }
-    /Non-2xx or 3xx responses:/ { err += $NF }
-    /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-    END { if (rps == "") exit 1; printf "%s %.3f %.3f %d\n", rps, p50, p99, err }' <<<"$out" || { echo "$out" >&2; return 1; }
-}
-
+# run_wrk (lib.sh) sends every request as the next person of the session
+# file, each of wrk's threads starting at a different one: the same mix of
+# people the Go loadgen sends.
 # Main figure: PEOPLE clients (by default one per connection, each its own
 # person, session and credential) calling in a loop, as apps do. Spread
 # figure: every request from one of SESSIONS people in turn, so each
@@ -164,11 +128,11 @@ for r in $(seq 1 "$ROUNDS"); do
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$out")
   [[ -n "$tps" ]] || { echo "$out" >&2; exit 1; }
   log "round $r/$ROUNDS: wrk -t 2 -c $CLIENTS -d ${DURATION}s, $PEOPLE people"
-  read -r rps p50 p99 errs < <(run_wrk "$work/sessions.hot")
+  read -r rps p50 p99 errs _ < <(run_wrk "http://127.0.0.1:$PORT" "$work/sessions.hot" cookie /api/v1.0/alpha/token "$DURATION")
   [[ -n "$rps" ]] || exit 1
   (( errs == 0 )) || { echo "wrk: $errs failed requests" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
   log "round $r/$ROUNDS: wrk, $SESSIONS people in turn"
-  read -r rps2 _ _ errs < <(run_wrk "$work/sessions")
+  read -r rps2 _ _ errs _ < <(run_wrk "http://127.0.0.1:$PORT" "$work/sessions" cookie /api/v1.0/alpha/token "$DURATION")
   [[ -n "$rps2" ]] || exit 1
   (( errs == 0 )) || { echo "wrk: $errs failed requests" >&2; exit 1; }
   log "round $r/$ROUNDS: Go loadgen -c $CLIENTS -d ${DURATION}s, $PEOPLE people"

@@ -5,14 +5,15 @@
 #
 #   hot path   GET /api/v1.0/alpha/token with a session cookie, as
 #              hack/bench/run.sh measures it: C keep-alive connections from
-#              hack/bench/loadgen in its own process, PEOPLE people (each
-#              with its own session and credential) calling in a loop;
+#              wrk (LOADGEN=go: hack/bench/loadgen) in its own process,
+#              PEOPLE people (each with its own session and credential)
+#              calling in a loop;
 #   delegated  POST /api/oauth2/token, RFC 8693 token exchange with a real
 #              ServiceAccount token (TokenRequest API, audience
 #              WORKLOAD_AUDIENCE) for a person's token under their grant
 #              (requested_subject): the same PEOPLE people, each with a
 #              grant to the ServiceAccount made through the API, each
-#              connection line its own ServiceAccount token;
+#              person's form with a ServiceAccount token of its own;
 #   service    the same tokens asking for the service (client-credentials)
 #              token of a second TokenProvider that lists the ServiceAccount
 #              (SERVICE=0 leaves it out).
@@ -31,6 +32,12 @@
 #   ROUNDS=5 DURATION=10 WRITE_DOCS=0 hack/bench/workload.sh
 #   PROFILE=12 hack/bench/workload.sh        # also perf-record serve for 12 s under the delegated load
 #   TOKENSTORE_BIN=/tmp/ts WRITE_DOCS=0 hack/bench/workload.sh   # measure a prebuilt binary
+#   LOADGEN=go hack/bench/workload.sh        # load from the Go loadgen instead of wrk
+#
+# wrk (C, 2 threads) is the default load generator, as in run.sh: the Go
+# loadgen takes a larger share of the two shared cores itself, more for the
+# exchange's POSTs (a ServiceAccount token in every body) than for the hot
+# path's GETs, so it measures the load generator along with the server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . hack/bench/lib.sh
@@ -44,6 +51,7 @@ SERVICE=${SERVICE:-1}
 PORT=${PORT:-18100}
 WRITE_DOCS=${WRITE_DOCS:-1}
 PROFILE=${PROFILE:-0}
+LOADGEN=${LOADGEN:-wrk}
 NAMESPACE=tokenstore-bench
 KUBE_VERSION=v1.37.2
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
@@ -51,6 +59,12 @@ export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 (( PEOPLE >= 1 && PEOPLE <= 1000 && PEOPLE <= CREDENTIALS )) || { echo "PEOPLE must be 1..1000 and at most CREDENTIALS" >&2; exit 1; }
+case $LOADGEN in
+  wrk) WRK=$(command -v wrk || true)
+       [[ -x "$WRK" ]] || { echo "wrk not found: apt-get install wrk (Debian's package), or LOADGEN=go" >&2; exit 1; } ;;
+  go) ;;
+  *) echo "LOADGEN must be wrk or go" >&2; exit 1 ;;
+esac
 
 # The envtest binaries: KUBEBUILDER_ASSETS, else bin/k8s/<version>; while
 # someone else builds them (hack/build-envtest.sh running), wait for that
@@ -159,25 +173,43 @@ reviews() {
 grant_uses() { psql -qXtA -d "$DB" -c "SELECT count(*) FROM audit_events WHERE action = 'grant.use'"; }
 reviews0=$(reviews); uses0=$(grant_uses)
 
-# load NAME ARGS...: runs loadgen, fails on any error answer, prints the JSON.
+# load NAME FILE MODE [WARMUP]: C connections for DURATION, each request the
+# next line of FILE: in mode cookie a GET of the token with the line as
+# session, in mode form a POST of the line to the token-exchange endpoint;
+# WARMUP=1 first sends the same load for 1 s, not counted. Fails on any
+# error answer; prints one JSON line (rps, p50_ms, p99_ms, requests).
 load() {
-  local name=$1 res; shift
-  res=$("$work/loadgen" -url "$base" -c "$CLIENTS" -d "${DURATION}s" "$@") || { echo "loadgen ($name) failed: $res" >&2; return 1; }
-  if grep -q '"errors"' <<<"$res"; then echo "loadgen ($name) errors: $res" >&2; tail -n 5 "$work/tokenstore.log" >&2; return 1; fi
-  echo "$res"
+  local name=$1 file=$2 mode=$3 warm=${4:-0} res path=/api/oauth2/token rps p50 p99 errs n
+  [[ $mode == cookie ]] && path=/api/v1.0/alpha/token
+  if [[ $LOADGEN == go ]]; then
+    local args=(-post "$file")
+    [[ $mode == cookie ]] && args=(-sessions "$file")
+    (( warm )) && args+=(-warmup 1s)
+    res=$("$work/loadgen" -url "$base" -c "$CLIENTS" -d "${DURATION}s" "${args[@]}") || { echo "loadgen ($name) failed: $res" >&2; return 1; }
+    if grep -q '"errors"' <<<"$res"; then echo "loadgen ($name) errors: $res" >&2; tail -n 5 "$work/tokenstore.log" >&2; return 1; fi
+    echo "$res"
+    return
+  fi
+  if (( warm )); then
+    read -r _ _ _ errs _ < <(run_wrk "$base" "$file" "$mode" "$path" 1) || { echo "wrk ($name) failed" >&2; return 1; }
+    (( errs == 0 )) || { echo "wrk ($name): $errs failed requests in the warm-up" >&2; tail -n 5 "$work/tokenstore.log" >&2; return 1; }
+  fi
+  read -r rps p50 p99 errs n < <(run_wrk "$base" "$file" "$mode" "$path" "$DURATION") || { echo "wrk ($name) failed" >&2; return 1; }
+  (( errs == 0 )) || { echo "wrk ($name): $errs failed requests" >&2; tail -n 5 "$work/tokenstore.log" >&2; return 1; }
+  printf '{"rps":%s,"p50_ms":%s,"p99_ms":%s,"requests":%s}\n' "$rps" "$p50" "$p99" "$n"
 }
 declare -a H_RPS H_P50 H_P99 D_RPS D_P50 D_P99 D_RATIO S_RPS S_P50 S_P99 S_RATIO
 delegated_served=0
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: hot path, GET token with session cookie, -c $CLIENTS -d ${DURATION}s, $PEOPLE people"
-  res=$(load hot -sessions "$work/sessions.hot")
+  res=$(load hot "$work/sessions.hot" cookie)
   H_RPS+=("$(json rps "$res")"); H_P50+=("$(json p50_ms "$res")"); H_P99+=("$(json p99_ms "$res")")
   log "round $r/$ROUNDS: token exchange, delegated (grant), -c $CLIENTS -d ${DURATION}s"
   if (( PROFILE > 0 && r == 1 )) && command -v perf >/dev/null; then
     ( sleep 2; perf record -F 999 -g -o "$work/perf.data" -p "$tpid" -- sleep "$PROFILE" >/dev/null 2>&1 ) &
     ppid=$!
   fi
-  res=$(load delegated -post "$work/forms.delegated" -warmup 1s)
+  res=$(load delegated "$work/forms.delegated" form 1)
   D_RPS+=("$(json rps "$res")"); D_P50+=("$(json p50_ms "$res")"); D_P99+=("$(json p99_ms "$res")")
   delegated_served=$(( delegated_served + $(json requests "$res") ))
   D_RATIO+=("$(awk -v a="${D_RPS[-1]}" -v b="${H_RPS[-1]}" 'BEGIN{printf "%.2f", a/b}')")
@@ -192,7 +224,7 @@ for r in $(seq 1 "$ROUNDS"); do
   fi
   if [[ "$SERVICE" == 1 ]]; then
     log "round $r/$ROUNDS: token exchange, service token, -c $CLIENTS -d ${DURATION}s"
-    res=$(load service -post "$work/forms.service")
+    res=$(load service "$work/forms.service" form)
     S_RPS+=("$(json rps "$res")"); S_P50+=("$(json p50_ms "$res")"); S_P99+=("$(json p99_ms "$res")")
     S_RATIO+=("$(awk -v a="${S_RPS[-1]}" -v b="${H_RPS[-1]}" 'BEGIN{printf "%.2f", a/b}')")
   fi
@@ -224,7 +256,7 @@ table=$(
 )
 extra=$(
   printf '| TokenReviews the API server answered during the rounds | %d (%d ServiceAccount tokens in use; verdicts cached up to a minute) |\n' "$n_reviews" "$PEOPLE"
-  printf '| `grant.use` audit events written during the rounds / delegated answers counted by loadgen | %d / %d (loadgen does not count its 1 s warm-ups) |\n' "$n_uses" "$delegated_served"
+  printf '| `grant.use` audit events written during the rounds / delegated answers counted by the load generator | %d / %d (not counting its 1 s warm-ups) |\n' "$n_uses" "$delegated_served"
   printf '| peak RSS (VmHWM) of serve | %.1f MiB |\n' "$(awk -v k="$hwm" 'BEGIN{print k/1024}')"
 )
 
@@ -242,6 +274,8 @@ svc_text=""
 - service exchange: the same tokens asking for the service
   (client-credentials) token of a second TokenProvider (\`svc\`, same OP)
   whose \`spec.workloadAccess\` lists the ServiceAccount."
+loadgen_text="\`wrk -t 2\` (a C client, as in \`hack/bench/run.sh\`)"
+[[ $LOADGEN == go ]] && loadgen_text="\`hack/bench/loadgen\`"
 section=$(cat <<DOC
 <!-- hack/bench/workload.sh: begin (generated; re-run to replace) -->
 ## Workload token exchange against the hot path (\`hack/bench/workload.sh\`)
@@ -250,7 +284,7 @@ One real \`tokenstore serve\` process with \`WATCH_NAMESPACE\` set, its
 TokenProviders read from a real kube-apiserver and etcd (envtest binaries
 of hack/build-envtest.sh), as a user bound only to the generated ClusterRole
 (config/rbac/role.yaml); PostgreSQL on 127.0.0.1, per-replica cache on.
-Load from \`hack/bench/loadgen\` in its own process, $CLIENTS keep-alive
+Load from $loadgen_text in its own process, $CLIENTS keep-alive
 connections, $DURATION s per round, alternating in each round:
 
 - hot path: \`GET /api/v1.0/alpha/token\` with a session cookie, $PEOPLE
