@@ -2,6 +2,7 @@ package disclosure
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"slices"
@@ -465,8 +466,14 @@ func TestLoopStopsWhenEmpty(t *testing.T) {
 }
 
 func TestFingerprint(t *testing.T) {
-	if FingerprintOf("a") != FingerprintOf("a") || FingerprintOf("a") == FingerprintOf("b") {
-		t.Error("fingerprints")
+	// SHA-256("abc"), FIPS 180-2 appendix B.1: the same value always gives
+	// the same key, and the key is a hash, not the token.
+	const abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+	if got := hex.EncodeToString(func() []byte { f := FingerprintOf("abc"); return f[:] }()); got != abc {
+		t.Errorf("FingerprintOf(abc) = %s, want %s", got, abc)
+	}
+	if FingerprintOf("a") == FingerprintOf("b") {
+		t.Error("two tokens share a fingerprint")
 	}
 }
 
