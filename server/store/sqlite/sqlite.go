@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/server/store"
 	"github.com/tokenstore/tokenstore/server/store/sqlite/db"
+	"github.com/tokenstore/tokenstore/server/tracing/sqltrace"
 )
 
 // Memory is the path of a private in-memory database.
@@ -135,14 +136,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	s := New(d)
-	s.wdb, s.w = w, db.New(w)
+	s.wdb, s.w = w, db.New(sqltrace.Wrap(w))
 	return s, nil
 }
 
 // New returns a Store on d, which should come from OpenDB. The Store owns d:
 // Close closes it.
 func New(d *sql.DB) *Store {
-	q := db.New(d)
+	// Each statement is a span when tracing is on (sqltrace).
+	q := db.New(sqltrace.Wrap(d))
 	return &Store{db: d, q: q, wdb: d, w: q, now: time.Now}
 }
 
@@ -245,7 +247,7 @@ func (s *Store) updateCredential(ctx context.Context, userID, provider string, f
 		// path it releases the write lock.
 		_ = tx.Rollback()
 	}()
-	q := s.w.WithTx(tx)
+	q := db.New(sqltrace.Wrap(tx))
 	row, err := q.CredentialGet(ctx, db.CredentialGetParams{UserID: userID, Provider: provider})
 	if err != nil {
 		return store.Credential{}, nil, wrap("update credential: read row", err)
@@ -623,7 +625,7 @@ func (s *Store) AppendAuditBatch(ctx context.Context, es []store.AuditEvent) (_ 
 	}
 	// After a commit this is a no-op (sql.ErrTxDone).
 	defer func() { _ = tx.Rollback() }()
-	q := s.w.WithTx(tx)
+	q := db.New(sqltrace.Wrap(tx))
 	out := make([]store.AuditEvent, len(es))
 	for i, e := range es {
 		row, err := q.AuditEventInsert(ctx, s.auditParams(e))
