@@ -70,7 +70,10 @@ lint: ## gofmt, go vet and staticcheck.
 	bin/staticcheck ./...
 
 .PHONY: bench
-bench: ## Run the Go benchmarks (figures go into docs/performance.md).
+bench: bench-go bench-hotpath bench-workload bench-refresh ## Every benchmark of docs/performance.md: the Go benchmarks, then the hot-path, workload and refresh scripts, each writing its section (about 25 minutes).
+
+.PHONY: bench-go
+bench-go: ## Run the Go benchmarks (BENCH, BENCH_COUNT; output in bin/bench.txt).
 	hack/ensure-postgres.sh
 	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./... | tee bin/bench.txt
 
