@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenstore/tokenstore/api/v1alpha1"
 )
 
 // secretValues reads the client secrets TokenProviders reference without
@@ -33,9 +35,13 @@ import (
 // Without it every reconcile of every TokenProvider, in both reconcilers,
 // read its Secret from the API server: 2,000 GETs of one Secret to bring up
 // 1,000 providers that share it. Only the referenced keys' values are kept,
-// which the registry holds anyway; no informer caches whole Secrets.
+// which the registry holds anyway; no informer caches whole Secrets. A value
+// no TokenProvider references any more is dropped by prune, which the
+// reconcilers call for the namespace of each request they finish, so that
+// no client secret outlives its use (a deletion of the Secret drops it in
+// read).
 type secretValues struct {
-	meta client.Reader // the manager's cache: Secret metadata
+	meta client.Reader // the manager's cache: Secret metadata, TokenProviders
 	api  client.Reader // uncached: Secret data
 
 	mu      sync.Mutex
@@ -134,4 +140,99 @@ func (s *secretValues) forget(namespace, name string) {
 			delete(s.entries, k)
 		}
 	}
+}
+
+// prune drops the remembered values of namespace that no TokenProvider there
+// references any more: deleted, or changed to another Secret or key. It
+// finds the references in the manager's cache through SecretRefIndex, one
+// indexed lookup per distinct Secret name remembered in namespace, and
+// makes no API call.
+//
+// resolved, if not nil, is the TokenProvider of namespace the caller has just
+// resolved: its own Secret key is referenced by definition and is not looked
+// up. So the reconcilers can prune after every reconcile rather than only
+// when they can tell a reference went away (which would take remembering
+// each object's last reference, state that itself would need pruning): with
+// 1,000 providers sharing one Secret a reconcile finds nothing else to check
+// and lists nothing; otherwise it lists, without copying them, the
+// TokenProviders of each other Secret remembered in the namespace.
+//
+// A value read by a reconcile that raced with the listing (its object was
+// not yet in the cache) may be dropped although it is in use; that costs
+// one read more at the next reconcile, never a wrong value.
+func (s *secretValues) prune(ctx context.Context, namespace string, resolved *v1alpha1.TokenProvider) error {
+	var keep secretKey
+	if resolved != nil && resolved.Namespace == namespace {
+		if name, key, ok := secretRef(resolved); ok {
+			keep = secretKey{namespace, name, key}
+		}
+	}
+	s.mu.Lock()
+	var byName map[string][]secretKey
+	for k := range s.entries {
+		if k.namespace == namespace && k != keep {
+			if byName == nil {
+				byName = map[string][]secretKey{}
+			}
+			byName[k.name] = append(byName[k.name], k)
+		}
+	}
+	s.mu.Unlock()
+
+	var unused []secretKey
+	for name, keys := range byName {
+		var list v1alpha1.TokenProviderList
+		if err := s.meta.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{SecretRefIndex: name},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return fmt.Errorf("listing the TokenProviders that reference Secret %s/%s: %w", namespace, name, err)
+		}
+		used := map[string]bool{}
+		for i := range list.Items {
+			if n, key, ok := secretRef(&list.Items[i]); ok && n == name {
+				used[key] = true
+			}
+		}
+		for _, k := range keys {
+			if !used[k.key] {
+				unused = append(unused, k)
+			}
+		}
+	}
+	if len(unused) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	for _, k := range unused {
+		delete(s.entries, k)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// secretRef is the Secret name and key whose value Resolve reads for tp;
+// ok is false when it reads none (no reference, tokenEndpointAuthMethod
+// none) or tp is being deleted (no reconciler resolves it any more).
+func secretRef(tp *v1alpha1.TokenProvider) (name, key string, ok bool) {
+	ref := tp.Spec.ClientSecretRef
+	if ref == nil || ref.Name == "" || tp.Spec.TokenEndpointAuthMethod == v1alpha1.AuthMethodNone || tp.DeletionTimestamp != nil {
+		return "", "", false
+	}
+	key = ref.Key
+	if key == "" {
+		key = DefaultSecretKey
+	}
+	return ref.Name, key, true
+}
+
+// SecretValueCached reports whether the value of key of the Secret
+// namespace/name is remembered (never the value itself); tests use it to
+// show that values nobody references are dropped.
+func (r *RegistryReconciler) SecretValueCached(namespace, name, key string) bool {
+	if r.secrets == nil {
+		return false
+	}
+	r.secrets.mu.Lock()
+	defer r.secrets.mu.Unlock()
+	_, ok := r.secrets.entries[secretKey{namespace, name, key}]
+	return ok
 }

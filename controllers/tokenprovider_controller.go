@@ -280,7 +280,8 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if r.Registry.DeleteIf(req.Name, notFromFile) {
 			log.Info("provider removed from the registry")
 		}
-		return ctrl.Result{}, nil
+		// The object is gone: drop the Secret values only it referenced.
+		return ctrl.Result{}, r.secrets.prune(ctx, req.Namespace, nil)
 	}
 	res, err := Resolve(ctx, tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
 	if err != nil {
@@ -304,6 +305,15 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if r.Registry.DeleteIf(tp.Name, notFromFile) {
 			log.Info("provider removed from the registry", "reason", res.Reason, "message", res.Message)
 		}
+	}
+	// The request's object may have changed its reference or gone while
+	// another of its name provides the id: drop the values of its namespace
+	// that nothing references. After every reconcile, not only the ones
+	// that changed a reference: tp's own Secret is not looked up, so this
+	// costs no lookup when all of a namespace's providers share one Secret
+	// (secretValues.prune).
+	if err := r.secrets.prune(ctx, req.Namespace, tp); err != nil {
+		return ctrl.Result{}, err
 	}
 	return opts.requeue(res), nil
 }
@@ -434,12 +444,19 @@ func (r *StatusReconciler) Runs() int64 { return r.runs.Load() }
 func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	r.runs.Add(1)
 	opts := r.Options.withDefaults()
+	// This reconciler prunes the remembered Secret values too: a reconcile
+	// of it that was under way when its object was deleted or changed may
+	// read the old Secret after the registry reconciler pruned; the
+	// reconcile of the change that follows it here drops that value again.
 	var tp v1alpha1.TokenProvider
 	if err := r.Client.Get(ctx, req.NamespacedName, &tp); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.secrets.prune(ctx, req.Namespace, nil)
+		}
+		return ctrl.Result{}, err
 	}
 	if tp.DeletionTimestamp != nil {
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.secrets.prune(ctx, req.Namespace, nil)
 	}
 	items, err := sameName(ctx, r.Client, tp.Name)
 	if err != nil {
@@ -474,6 +491,9 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			kind = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(&tp, nil, kind, res.Reason, action, "%s", truncate(res.Message, 1000))
+	}
+	if err := r.secrets.prune(ctx, tp.Namespace, &tp); err != nil {
+		return ctrl.Result{}, err
 	}
 	return opts.requeue(res), nil
 }
