@@ -36,17 +36,19 @@ import (
 // read its Secret from the API server: 2,000 GETs of one Secret to bring up
 // 1,000 providers that share it. Only the referenced keys' values are kept,
 // which the registry holds anyway; no informer caches whole Secrets. A value
-// no TokenProvider references any more is dropped by prune, which the
-// reconcilers call for the namespace of each request they finish, so that
-// no client secret outlives its use (a deletion of the Secret drops it in
-// read).
+// no TokenProvider references any more is dropped by noteRef, which the
+// reconcilers call for each request they finish, so that no client secret
+// outlives its use (a deletion of the Secret drops it in read).
 type secretValues struct {
 	meta client.Reader // the manager's cache: Secret metadata, TokenProviders
 	api  client.Reader // uncached: Secret data
 
 	mu      sync.Mutex
 	entries map[secretKey]secretEntry
-	flight  singleflight.Group
+	// refs is the Secret key each TokenProvider last resolved with
+	// (noteRef); an object that reads none has no entry.
+	refs   map[types.NamespacedName]secretKey
+	flight singleflight.Group
 }
 
 type secretKey struct {
@@ -60,7 +62,7 @@ type secretEntry struct {
 }
 
 func newSecretValues(meta, api client.Reader) *secretValues {
-	return &secretValues{meta: meta, api: api, entries: map[secretKey]secretEntry{}}
+	return &secretValues{meta: meta, api: api, entries: map[secretKey]secretEntry{}, refs: map[types.NamespacedName]secretKey{}}
 }
 
 // lookup is the SecretLookup of a TokenProvider in namespace.
@@ -142,69 +144,58 @@ func (s *secretValues) forget(namespace, name string) {
 	}
 }
 
-// prune drops the remembered values of namespace that no TokenProvider there
-// references any more: deleted, or changed to another Secret or key. It
-// finds the references in the manager's cache through SecretRefIndex, one
-// indexed lookup per distinct Secret name remembered in namespace, and
-// makes no API call.
+// noteRef records which Secret key the TokenProvider nn resolves with now
+// (tp nil, being deleted or reading none: no key) and, when that differs
+// from the key it resolved with before, drops the value of the earlier key
+// if no TokenProvider references it any more: deleted, or changed to another
+// Secret or key. Only a reference that went away is looked up, one indexed
+// List on the manager's cache (no API call), so a reconcile that changed
+// nothing costs a map lookup, whatever the number of providers and Secrets.
 //
-// resolved, if not nil, is the TokenProvider of namespace the caller has just
-// resolved: its own Secret key is referenced by definition and is not looked
-// up. So the reconcilers can prune after every reconcile rather than only
-// when they can tell a reference went away (which would take remembering
-// each object's last reference, state that itself would need pruning): with
-// 1,000 providers sharing one Secret a reconcile finds nothing else to check
-// and lists nothing; otherwise it lists, without copying them, the
-// TokenProviders of each other Secret remembered in the namespace.
-//
-// A value read by a reconcile that raced with the listing (its object was
-// not yet in the cache) may be dropped although it is in use; that costs
-// one read more at the next reconcile, never a wrong value.
-func (s *secretValues) prune(ctx context.Context, namespace string, resolved *v1alpha1.TokenProvider) error {
-	var keep secretKey
-	if resolved != nil && resolved.Namespace == namespace {
-		if name, key, ok := secretRef(resolved); ok {
-			keep = secretKey{namespace, name, key}
+// Both reconcilers call it after each reconcile, sharing refs. A status
+// reconcile under way when its object changed may read the old Secret
+// after the registry reconciler dropped it and record the old key again;
+// the reconcile of the change that follows it records the new key and
+// drops the old value then. A value dropped while a reconcile that raced
+// with the listing was reading it costs one read more at the next
+// reconcile, never a wrong value.
+func (s *secretValues) noteRef(ctx context.Context, nn types.NamespacedName, tp *v1alpha1.TokenProvider) error {
+	var now secretKey
+	if tp != nil {
+		if name, key, ok := secretRef(tp); ok {
+			now = secretKey{tp.Namespace, name, key}
 		}
 	}
 	s.mu.Lock()
-	var byName map[string][]secretKey
-	for k := range s.entries {
-		if k.namespace == namespace && k != keep {
-			if byName == nil {
-				byName = map[string][]secretKey{}
-			}
-			byName[k.name] = append(byName[k.name], k)
-		}
+	before, had := s.refs[nn]
+	if now == (secretKey{}) {
+		delete(s.refs, nn)
+	} else {
+		s.refs[nn] = now
 	}
 	s.mu.Unlock()
-
-	var unused []secretKey
-	for name, keys := range byName {
-		var list v1alpha1.TokenProviderList
-		if err := s.meta.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{SecretRefIndex: name},
-			client.UnsafeDisableDeepCopy); err != nil {
-			return fmt.Errorf("listing the TokenProviders that reference Secret %s/%s: %w", namespace, name, err)
-		}
-		used := map[string]bool{}
-		for i := range list.Items {
-			if n, key, ok := secretRef(&list.Items[i]); ok && n == name {
-				used[key] = true
-			}
-		}
-		for _, k := range keys {
-			if !used[k.key] {
-				unused = append(unused, k)
-			}
-		}
-	}
-	if len(unused) == 0 {
+	if !had || before == now {
 		return nil
 	}
-	s.mu.Lock()
-	for _, k := range unused {
-		delete(s.entries, k)
+	return s.dropIfUnreferenced(ctx, before)
+}
+
+// dropIfUnreferenced forgets the value of k unless a TokenProvider of its
+// namespace references it (found through SecretRefIndex, without copying
+// the objects).
+func (s *secretValues) dropIfUnreferenced(ctx context.Context, k secretKey) error {
+	var list v1alpha1.TokenProviderList
+	if err := s.meta.List(ctx, &list, client.InNamespace(k.namespace), client.MatchingFields{SecretRefIndex: k.name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("listing the TokenProviders that reference Secret %s/%s: %w", k.namespace, k.name, err)
 	}
+	for i := range list.Items {
+		if name, key, ok := secretRef(&list.Items[i]); ok && name == k.name && key == k.key {
+			return nil
+		}
+	}
+	s.mu.Lock()
+	delete(s.entries, k)
 	s.mu.Unlock()
 	return nil
 }

@@ -14,12 +14,12 @@ import (
 )
 
 // The remembered value of a Secret key is dropped once no TokenProvider
-// references it (secretValues.prune). Plain OAuth2 providers are used: they
+// references it (secretValues.noteRef). Plain OAuth2 providers are used: they
 // are not re-checked periodically, so a value dropped by mistake is not read
 // again behind the test's back.
 //
 // Each test runs twice: on a replica running both reconcilers, which share
-// the remembered values and both prune, and on a follower, whose status
+// the remembered values and both drop them, and on a follower, whose status
 // reconciler never runs (the Lease is held elsewhere), so that only the
 // registry reconciler's pruning is at work, as on every replica but the
 // leader.

@@ -280,10 +280,22 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if r.Registry.DeleteIf(req.Name, notFromFile) {
 			log.Info("provider removed from the registry")
 		}
-		// The object is gone: drop the Secret values only it referenced.
-		return ctrl.Result{}, r.secrets.prune(ctx, req.Namespace, nil)
+		// The object is gone: drop the Secret value only it referenced.
+		return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
 	}
 	res, err := Resolve(ctx, tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
+	// tp's reference may have changed: drop the value of its old one if
+	// nothing references it now (also when Resolve failed: it may have read
+	// the new one). The request's own object, when another of its name
+	// provides the id, reads no Secret here any more.
+	if nerr := r.secrets.noteRef(ctx, client.ObjectKeyFromObject(tp), tp); err == nil {
+		err = nerr
+	}
+	if req.NamespacedName != client.ObjectKeyFromObject(tp) {
+		if nerr := r.secrets.noteRef(ctx, req.NamespacedName, nil); err == nil {
+			err = nerr
+		}
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -305,15 +317,6 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if r.Registry.DeleteIf(tp.Name, notFromFile) {
 			log.Info("provider removed from the registry", "reason", res.Reason, "message", res.Message)
 		}
-	}
-	// The request's object may have changed its reference or gone while
-	// another of its name provides the id: drop the values of its namespace
-	// that nothing references. After every reconcile, not only the ones
-	// that changed a reference: tp's own Secret is not looked up, so this
-	// costs no lookup when all of a namespace's providers share one Secret
-	// (secretValues.prune).
-	if err := r.secrets.prune(ctx, req.Namespace, tp); err != nil {
-		return ctrl.Result{}, err
 	}
 	return opts.requeue(res), nil
 }
@@ -444,19 +447,20 @@ func (r *StatusReconciler) Runs() int64 { return r.runs.Load() }
 func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	r.runs.Add(1)
 	opts := r.Options.withDefaults()
-	// This reconciler prunes the remembered Secret values too: a reconcile
-	// of it that was under way when its object was deleted or changed may
-	// read the old Secret after the registry reconciler pruned; the
-	// reconcile of the change that follows it here drops that value again.
+	// This reconciler records the Secret references it resolves with too
+	// (secretValues.noteRef): a reconcile of it that was under way when its
+	// object was deleted or changed may read the old Secret after the
+	// registry reconciler dropped it; the reconcile of the change that
+	// follows it here drops that value again.
 	var tp v1alpha1.TokenProvider
 	if err := r.Client.Get(ctx, req.NamespacedName, &tp); err != nil {
 		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, r.secrets.prune(ctx, req.Namespace, nil)
+			return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
 		}
 		return ctrl.Result{}, err
 	}
 	if tp.DeletionTimestamp != nil {
-		return ctrl.Result{}, r.secrets.prune(ctx, req.Namespace, nil)
+		return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
 	}
 	items, err := sameName(ctx, r.Client, tp.Name)
 	if err != nil {
@@ -469,8 +473,19 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			Message: fmt.Sprintf("provider id %q is already provided by TokenProvider %s/%s (created earlier); rename this one",
 				tp.Name, o.Namespace, o.Name),
 		}
-	} else if res, err = Resolve(ctx, &tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer); err != nil {
-		return ctrl.Result{}, err
+		// Another object provides the id: this one reads no Secret.
+		if err := r.secrets.noteRef(ctx, req.NamespacedName, nil); err != nil {
+			return ctrl.Result{}, err
+		}
+	} else {
+		res, err = Resolve(ctx, &tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
+		// Recorded also when Resolve failed: it may have read the Secret.
+		if nerr := r.secrets.noteRef(ctx, req.NamespacedName, &tp); err == nil {
+			err = nerr
+		}
+		if err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 
 	orig := tp.DeepCopy()
@@ -491,9 +506,6 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			kind = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(&tp, nil, kind, res.Reason, action, "%s", truncate(res.Message, 1000))
-	}
-	if err := r.secrets.prune(ctx, tp.Namespace, &tp); err != nil {
-		return ctrl.Result{}, err
 	}
 	return opts.requeue(res), nil
 }
