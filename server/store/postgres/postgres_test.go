@@ -90,43 +90,29 @@ func BenchmarkUpdateCredential(b *testing.B) {
 	storetest.BenchmarkUpdateCredential(b, s)
 }
 
-// TestUpdateCredentialAuditFails: an audit event that cannot be written
-// does not take the update (here, a rotated refresh token) down with it.
-func TestUpdateCredentialAuditFails(t *testing.T) {
-	s := open(t, migratedSchema(t, pgtest.NewDatabase(t)))
-	ctx := t.Context()
-	orig, err := s.UpsertCredential(ctx, store.Credential{UserID: "alice", Provider: "github", KeyID: "k1",
-		RefreshToken: []byte("rt-1"), State: store.StateActive})
-	if err != nil {
-		t.Fatal(err)
+// refuseAudit makes the database refuse audit events whose action is
+// "refuse" (every event when all).
+func refuseAudit(t *testing.T, s *postgres.Store, all bool) {
+	t.Helper()
+	cond := "NEW.action = 'refuse'"
+	if all {
+		cond = "true"
 	}
-	if _, err := s.Pool().Exec(ctx, `
+	if _, err := s.Pool().Exec(t.Context(), `
 CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'audit refused'; END $$;
+BEGIN IF `+cond+` THEN RAISE EXCEPTION 'audit refused'; END IF; RETURN NEW; END $$;
 CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit();`); err != nil {
 		t.Fatal(err)
 	}
-	got, auditErr, err := s.UpdateCredentialAudited(ctx, "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
-		c.RefreshToken = []byte("rt-2")
-		return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "credential.refresh", Provider: "github"}, nil
-	})
-	if err != nil {
-		t.Fatalf("UpdateCredentialAudited: %v", err)
-	}
-	if auditErr == nil || !strings.Contains(auditErr.Error(), "audit refused") {
-		t.Errorf("auditErr = %v, want the trigger's refusal", auditErr)
-	}
-	read, err := s.GetCredential(ctx, "alice", "github")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(read.RefreshToken) != "rt-2" || read.Version != orig.Version+1 || got.Version != read.Version {
-		t.Errorf("stored refresh token %q version %d (returned %d); want %q version %d",
-			read.RefreshToken, read.Version, got.Version, "rt-2", orig.Version+1)
-	}
-	if ev, err := s.ListAudit(ctx, "alice", 0, 10); err != nil || len(ev) != 0 {
-		t.Errorf("ListAudit = %v, %v; want no events", ev, err)
-	}
+}
+
+// TestUpdateCredentialAuditFails: see storetest.AuditRefusedKeepsUpdate;
+// then the row is not left locked, and the connections' prepared
+// statements survive the failed pipelined batch.
+func TestUpdateCredentialAuditFails(t *testing.T) {
+	s := open(t, migratedSchema(t, pgtest.NewDatabase(t)))
+	ctx := t.Context()
+	storetest.AuditRefusedKeepsUpdate(t, s, func(all bool) { refuseAudit(t, s, all) })
 	// Nothing left locked or half done.
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -200,26 +186,8 @@ func TestUpdateCredentialLeavesConnections(t *testing.T) {
 	}
 }
 
-// TestAppendAuditBatchAllOrNone: one event the database refuses fails the
-// whole batch, and none of the others is stored.
+// TestAppendAuditBatchAllOrNone: see storetest.AuditBatchAllOrNone.
 func TestAppendAuditBatchAllOrNone(t *testing.T) {
 	s := open(t, migratedSchema(t, pgtest.NewDatabase(t)))
-	ctx := t.Context()
-	if _, err := s.Pool().Exec(ctx, `
-CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN IF NEW.action = 'refuse' THEN RAISE EXCEPTION 'audit refused'; END IF; RETURN NEW; END $$;
-CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit();`); err != nil {
-		t.Fatal(err)
-	}
-	_, err := s.AppendAuditBatch(ctx, []store.AuditEvent{
-		{UserID: "alice", Actor: "user:alice", Action: "a"},
-		{UserID: "alice", Actor: "user:alice", Action: "refuse"},
-		{UserID: "alice", Actor: "user:alice", Action: "b"},
-	})
-	if err == nil || !strings.Contains(err.Error(), "audit refused") {
-		t.Fatalf("AppendAuditBatch = %v, want the trigger's refusal", err)
-	}
-	if evs, err := s.ListAudit(ctx, "alice", 0, 10); err != nil || len(evs) != 0 {
-		t.Errorf("ListAudit after the failed batch = %+v, %v; want none", evs, err)
-	}
+	storetest.AuditBatchAllOrNone(t, s, func(all bool) { refuseAudit(t, s, all) })
 }
