@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/tokenstore/tokenstore/server/auditlog"
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/broker"
 	"github.com/tokenstore/tokenstore/server/disclosure"
@@ -160,51 +161,41 @@ func useDetail(grantID int64, serviceAccount, pod string) map[string]any {
 	return d
 }
 
-// summaryWriters is how many grant.use summaries are handed to the audit
-// writer at once; it groups them into batches while one is being written.
-const summaryWriters = 64
-
 // writeUseSummaries writes one grant.use event per key answered again
 // since the previous summary (the disclosure ledger's Flush): how many
-// times, first and last. They go through the group-commit writer like the
-// requests' events; a failure is logged once for the whole summary (the
-// counts are lost, never the record of a disclosure, which was written
-// before its first answer).
+// times, first and last. Nobody waits on them, so they are stored as
+// batches of their own (AppendAuditBatch, auditlog.DefaultMaxBatch at a
+// time) rather than through the requests' group-commit writer; a failure
+// is logged once for the whole summary (the counts are lost, never the
+// record of a disclosure, which was written before its first answer).
 func (s *Server) writeUseSummaries(ctx context.Context, sums []disclosure.Summary[useRecipient]) {
 	now := s.opt.Now().UTC()
-	events := make(chan store.AuditEvent)
-	var (
-		mu       sync.Mutex
-		failed   int
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for range min(len(sums), summaryWriters) {
-		wg.Go(func() {
-			for e := range events {
-				if _, err := s.audits.Append(ctx, e); err != nil {
-					mu.Lock()
-					if failed++; failed == 1 {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	events := make([]store.AuditEvent, 0, len(sums))
 	for _, sm := range sums {
 		detail := useDetail(sm.Key.GrantID, sm.Meta.serviceAccount, sm.Key.Pod)
 		detail["repeats"] = sm.Repeats
 		detail["first_repeat_at"] = sm.FirstRepeat.UTC().Format(time.RFC3339)
 		detail["last_repeat_at"] = sm.LastRepeat.UTC().Format(time.RFC3339)
 		d, _ := json.Marshal(detail)
-		events <- store.AuditEvent{Time: now, UserID: sm.Meta.userID, Actor: sm.Meta.actor, Action: ActionGrantUse, Provider: sm.Meta.provider, Detail: d}
+		events = append(events, store.AuditEvent{Time: now, UserID: sm.Meta.userID, Actor: sm.Meta.actor, Action: ActionGrantUse, Provider: sm.Meta.provider, Detail: d})
 	}
-	close(events)
-	wg.Wait()
+	var (
+		failed   int
+		firstErr error
+	)
+	for batch := range slices.Chunk(events, auditlog.DefaultMaxBatch) {
+		wctx, cancel := context.WithTimeout(ctx, auditlog.DefaultWriteTimeout)
+		_, err := s.opt.Store.AppendAuditBatch(wctx, batch)
+		cancel()
+		s.opt.Metrics.AuditWrite(len(batch), err) // as the writer reports its writes
+		if err != nil {
+			if failed == 0 {
+				firstErr = err
+			}
+			failed += len(batch)
+		}
+	}
 	if failed > 0 {
-		// Events not waited for because ctx ended are still queued: the
-		// writer reports those that fail.
 		s.log.Error("writing grant.use summaries failed", "events", failed, "of", len(sums), "error", firstErr)
 	}
 }
