@@ -67,6 +67,21 @@ func repeats(sums []grantUse) int64 {
 	return n
 }
 
+// person logs a new person in at in through the API-validating transport
+// and links their accounts at providers; it returns their browser and user
+// id.
+func (w *wlEnv) person(in *instance, providers ...string) (*browser, string) {
+	w.t.Helper()
+	br := w.browser()
+	br.client.Transport = w.vt
+	br.loginAt(in, "")
+	user := br.whoami(in)
+	for _, p := range providers {
+		br.link(in, p)
+	}
+	return br, user
+}
+
 // grantApp grants the test namespace's "app" ServiceAccount access to the
 // browser's account at provider.
 func (w *wlEnv) grantApp(br *browser, in *instance, provider string) grantJSON {
@@ -97,11 +112,7 @@ func (w *wlEnv) grantApp(br *browser, in *instance, provider string) grantJSON {
 func TestWorkloadAuditGrantUse(t *testing.T) {
 	w := newWorkloadEnv(t, kubeauth.Options{})
 	in := w.in
-	br := w.browser()
-	br.client.Transport = w.vt
-	br.loginAt(in, "")
-	user := br.whoami(in)
-	br.link(in, "alpha")
+	br, user := w.person(in, "alpha")
 	w.grantApp(br, in, "alpha")
 	app := w.saToken("app", testAudience)
 

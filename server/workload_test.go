@@ -344,12 +344,7 @@ func TestWorkloadTokenExpiryAndRevocation(t *testing.T) {
 func TestGrantsAndDelegatedTokens(t *testing.T) {
 	w := newWorkloadEnv(t, kubeauth.Options{})
 	in := w.in
-	br := w.browser()
-	br.client.Transport = w.vt
-	br.loginAt(in, "")
-	user := br.whoami(in)
-	br.link(in, "alpha")
-	br.link(in, "beta")
+	br, user := w.person(in, "alpha", "beta")
 	origin := map[string]string{"Origin": w.ext, "Content-Type": "application/json"}
 	post := func(b *browser, provider, body string) response {
 		t.Helper()

@@ -26,12 +26,7 @@ func TestGrantBoundToServiceAccountUID(t *testing.T) {
 	var skew atomic.Int64
 	cached, _ := w.startCachedWorkloadInstance(w.ka, ttl, &skew)
 	in := w.in
-	br := w.browser()
-	br.client.Transport = w.vt
-	br.loginAt(in, "")
-	user := br.whoami(in)
-	br.link(in, "alpha")
-	br.link(in, "beta")
+	br, user := w.person(in, "alpha", "beta")
 	ns := w.kube.ns
 	uidOf := func(name string) string {
 		t.Helper()
