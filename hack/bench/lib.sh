@@ -41,6 +41,13 @@ write_doc_section() {
   log "wrote the figures into $doc"
 }
 
+# need_wrk [HINT]: sets WRK to wrk's path, or stops with how to install it
+# (HINT appended to the message).
+need_wrk() {
+  WRK=$(command -v wrk || true)
+  [[ -x "$WRK" ]] || { echo "wrk not found: apt-get install wrk (Debian's package)${1:-}" >&2; exit 1; }
+}
+
 # wrk_lines: writes $work/lines.lua, the wrk script run_wrk uses. Each of
 # wrk's threads reads FILE and sends every request as the next line of it
 # (threads start at different lines), formatted once: in mode cookie a GET

@@ -40,8 +40,7 @@ export PGHOST PGPORT PGUSER
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 
-WRK=$(command -v wrk || true)
-[[ -x "$WRK" ]] || { echo "wrk not found: apt-get install wrk (Debian's package)" >&2; exit 1; }
+need_wrk
 PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -n1 || true)
 [[ -x "$PGBENCH" ]] || { echo "pgbench not found: apt-get install postgresql-contrib (or postgresql-client)" >&2; exit 1; }
 hack/ensure-postgres.sh

@@ -60,8 +60,7 @@ export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 (( PEOPLE >= 1 && PEOPLE <= 1000 && PEOPLE <= CREDENTIALS )) || { echo "PEOPLE must be 1..1000 and at most CREDENTIALS" >&2; exit 1; }
 case $LOADGEN in
-  wrk) WRK=$(command -v wrk || true)
-       [[ -x "$WRK" ]] || { echo "wrk not found: apt-get install wrk (Debian's package), or LOADGEN=go" >&2; exit 1; } ;;
+  wrk) need_wrk ", or LOADGEN=go" ;;
   go) ;;
   *) echo "LOADGEN must be wrk or go" >&2; exit 1 ;;
 esac
