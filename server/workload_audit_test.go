@@ -334,10 +334,7 @@ func TestWorkloadEnvStopsLedger(t *testing.T) {
 	before := ledgerLoops()
 	t.Run("exchange", func(t *testing.T) {
 		w := newWorkloadEnv(t, kubeauth.Options{})
-		br := w.browser()
-		br.loginAt(w.in, "")
-		user := br.whoami(w.in)
-		br.link(w.in, "alpha")
+		br, user := w.person(w.in, "alpha")
 		w.grantApp(br, w.in, "alpha")
 		if a := w.exchange(w.saToken("app", testAudience), "alpha", user); a.status != http.StatusOK {
 			t.Fatalf("exchange: %d %s", a.status, a.redacted())
