@@ -35,14 +35,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -59,6 +56,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/hack/bench/internal/benchproc"
 )
 
 const (
@@ -94,16 +92,8 @@ func main() {
 		log.Fatal("-tokens must be 1..10000")
 	}
 	ctrllog.SetLogger(logr.Discard())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := benchproc.Context(*lifetime, *holdStdin)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *lifetime)
-	defer cancel()
-	if *holdStdin {
-		go func() {
-			_, _ = io.Copy(io.Discard, os.Stdin)
-			cancel()
-		}()
-	}
 
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(*root, "config", "crd", "bases")},
