@@ -65,6 +65,26 @@ func lockSlotsFor(size int32) int {
 	return max(1, int(size)-max(1, int(size)/4))
 }
 
+// poolSettingsNamed reports which pool_* settings databaseURL names, as
+// pgx reads it: pgxpool.Config cannot tell a default from the same value
+// given, and a search of the text would also find the name inside a
+// password or another value. pgx parses a URL's query and a DSN's quoted
+// values alike, and keeps the keys it does not know (the pool's) as
+// runtime parameters, which pgxpool.ParseConfig then removes.
+func poolSettingsNamed(databaseURL string) (map[string]bool, error) {
+	cc, err := pgx.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	named := map[string]bool{}
+	for k := range cc.RuntimeParams {
+		if strings.HasPrefix(k, "pool_") {
+			named[k] = true
+		}
+	}
+	return named, nil
+}
+
 // Open connects to the database at databaseURL (a postgres:// URL or a
 // key=value DSN, as pgx accepts) and checks that it answers.
 func Open(ctx context.Context, databaseURL string) (*Store, error) {
@@ -75,10 +95,14 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	}
 	// One span per query, named by its sqlc name, when tracing is on.
 	cfg.ConnConfig.Tracer = pgtrace.Tracer{}
-	if !strings.Contains(databaseURL, "pool_max_conns") {
+	named, err := poolSettingsNamed(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: parse database URL: %w", err)
+	}
+	if !named["pool_max_conns"] {
 		cfg.MaxConns = DefaultMaxConns
 	}
-	if !strings.Contains(databaseURL, "pool_max_conn_idle_time") {
+	if !named["pool_max_conn_idle_time"] {
 		cfg.MaxConnIdleTime = DefaultMaxConnIdleTime
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
