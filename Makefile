@@ -70,7 +70,7 @@ lint: ## gofmt, go vet and staticcheck.
 	bin/staticcheck ./...
 
 .PHONY: bench
-bench: bench-go bench-hotpath bench-workload bench-refresh ## Every benchmark of docs/performance.md: the Go benchmarks, then the hot-path, workload and refresh scripts, each writing its section (about 25 minutes).
+bench: bench-go bench-hotpath bench-workload bench-refresh ## Every benchmark of docs/performance.md: the Go benchmarks, then the hot-path, workload and refresh scripts, each writing its section (about 30 minutes).
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks (BENCH, BENCH_COUNT; output in bin/bench.txt).
@@ -91,8 +91,9 @@ bench-workload: ## Workload token exchange (delegated, service) against the toke
 	hack/bench/workload.sh
 
 .PHONY: bench-refresh
-bench-refresh: ## Refresh path against the provider's own refresh rate in one run; writes docs/performance.md.
-	hack/bench/refresh.sh
+bench-refresh: ## Refresh path against the provider's own refresh rate, the provider on a core of its own (LAYOUT=split) and sharing both (shared); writes docs/performance.md (about 6 minutes).
+	LAYOUT=split hack/bench/refresh.sh
+	LAYOUT=shared hack/bench/refresh.sh
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the tool cache).

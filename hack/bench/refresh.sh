@@ -28,6 +28,19 @@
 #   PROFILE=6 WRITE_DOCS=0 hack/bench/refresh.sh   # also perf-record the whole machine for 6 s of
 #                                                   # round 1's tokenstore load (into PROFILE_OUT,
 #                                                   # default /tmp/tokenstore-refresh-profile)
+#   LAYOUT=split hack/bench/refresh.sh  # the provider on a core of its own (see below)
+#
+# LAYOUT=shared (the default) lets every process use both cores, so the
+# provider's refreshes/s through tokenstore are bounded by the CPU
+# tokenstore and PostgreSQL take from it: the ratio then measures the sum
+# of everyone's CPU per refresh, not whether tokenstore keeps up with the
+# provider. LAYOUT=split models a provider with CPUs of its own, as every
+# real one has: the OP is pinned to core 0, and tokenstore, its PostgreSQL
+# backends and the load generator to core 1 (taskset), in the reference
+# and through tokenstore alike. The reference is then the OP's rate on its
+# core, and the ratio says whether tokenstore, with as much CPU as the
+# provider, serves as many refreshes as the provider can give. Each layout
+# writes its own section of docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . hack/bench/lib.sh
@@ -39,9 +52,20 @@ PEOPLE=${PEOPLE:-256}
 PORT=${PORT:-18090}
 WRITE_DOCS=${WRITE_DOCS:-1}
 PROFILE=${PROFILE:-0}
+LAYOUT=${LAYOUT:-shared}
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 (( PEOPLE >= CLIENTS && PEOPLE <= 5000 )) || { echo "PEOPLE must be CLIENTS..5000" >&2; exit 1; }
+# on_core CORE: the command prefix that runs a process on CORE in the split
+# layout (nothing in the shared one).
+case "$LAYOUT" in
+  shared) on_core() { :; } ;;
+  split)
+    command -v taskset >/dev/null || { echo "LAYOUT=split needs taskset (util-linux)" >&2; exit 1; }
+    (( $(nproc) >= 2 )) || { echo "LAYOUT=split needs 2 cores" >&2; exit 1; }
+    on_core() { echo taskset -c "$1"; } ;;
+  *) echo "LAYOUT must be shared or split" >&2; exit 1 ;;
+esac
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 hack/ensure-postgres.sh
 
@@ -63,13 +87,13 @@ go build -o "$work/loadgen" ./hack/bench/loadgen
 psql -qX -d postgres -c "CREATE DATABASE $DB" >/dev/null
 
 log "fixture: OP, $PEOPLE credentials with real refresh tokens (+ $PEOPLE for the OP directly)"
-"$work/fixture" -db "postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" -dir "$work" \
+$(on_core 0) "$work/fixture" -db "postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" -dir "$work" \
   -credentials "$CLIENTS" -sessions "$CLIENTS" -refresh-people "$PEOPLE" -listen "127.0.0.1:$PORT" -lifetime 30m >"$work/fixture.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 1200); do [[ -f "$work/ready" ]] && break; kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/fixture.log" >&2; exit 1; }; sleep 0.5; done
 [[ -f "$work/ready" ]] || { echo "fixture not ready after 10 minutes" >&2; exit 1; }
 
-( set -a; . "$work/env"; set +a; exec "$work/tokenstore" serve ) >"$work/tokenstore.log" 2>&1 &
+( set -a; . "$work/env"; set +a; exec $(on_core 1) "$work/tokenstore" serve ) >"$work/tokenstore.log" 2>&1 &
 tpid=$!; pids+=("$tpid")
 for _ in $(seq 1 3000); do
   curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break
@@ -95,10 +119,20 @@ hz=$(getconf CLK_TCK)
 cpu() { local t=0 p v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; echo "$t"; }
 # The backends serving the benchmark's database (tokenstore's pool).
 pgpids() { psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'"; }
+# pin_pg: in the split layout, puts the benchmark database's backends on
+# core 1 with tokenstore (they are forked by the machine's postmaster, so
+# they cannot be started there); pin_pg_loop does it every second for the
+# backends tokenstore's pool opens during a round.
+pin_pg() {
+  [[ "$LAYOUT" == split ]] || return 0
+  local p
+  for p in $(pgpids); do taskset -p -c 1 "$p" >/dev/null 2>&1 || true; done
+}
+pin_pg_loop() { taskset -p -c 1 "$BASHPID" >/dev/null; while :; do pin_pg; sleep 1; done; }
 # loadgen ARGS...: runs it, sets LG (its JSON line) and LGCPU (its ticks).
 loadgen() {
   local out
-  out=$( (set +e; "$work/loadgen" "$@"; echo "rc=$?"; times) 2>&1)
+  out=$( (set +e; $(on_core 1) "$work/loadgen" "$@"; echo "rc=$?"; times) 2>&1)
   LG=$(grep '^{' <<<"$out" || true)
   # `times`: the shell's own line, then its children's "XmY.YYYs XmZ.ZZZs".
   LGCPU=$(tail -n1 <<<"$out" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }')
@@ -131,7 +165,11 @@ for r in $(seq 1 "$ROUNDS"); do
     ( sleep 1; perf record -F 999 -a -g -o "$work/perf.data" -- sleep "$PROFILE" >/dev/null 2>&1 ) &
     ppid=$!
   fi
+  pin_pg
+  lpid=
+  if [[ "$LAYOUT" == split ]]; then pin_pg_loop & lpid=$!; fi
   loadgen -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.own" -query min_valid=86400 -c "$CLIENTS" -d "${DURATION}s" -warmup 0
+  if [[ -n "$lpid" ]]; then kill "$lpid" 2>/dev/null; wait "$lpid" 2>/dev/null || true; fi
   # Backends opened during the round count from zero.
   mapfile -t pg < <(pgpids)
   f1=$(cpu "$fpid"); t1=$(cpu "$tpid"); p1=$(cpu "${pg[@]}")
@@ -178,9 +216,35 @@ cputable=$(
 )
 echo; echo "machine: $machine"; echo "$table"; echo; echo "CPU ms per request:"; echo "$cputable"
 [[ "$WRITE_DOCS" == 1 ]] || exit 0
+if [[ "$LAYOUT" == split ]]; then
+  key="refresh.sh LAYOUT=split"
+  title="Refresh path, the provider on a core of its own (\`LAYOUT=split hack/bench/refresh.sh\`)"
+  cores="The OP runs on core 0 alone; tokenstore, the PostgreSQL backends of the
+benchmark's database and the load generator on core 1 (\`taskset\`), in
+the reference and through tokenstore alike, as if the provider had a
+machine of its own the size of tokenstore's. The reference is then what
+the provider can give on its core, and the ratio says whether tokenstore,
+with as much CPU, keeps up with it. PostgreSQL's WAL writer and
+checkpointer and anything else on the machine are not pinned."
+  cpunote="In this layout requests/s follow the busier core: the OP's CPU per
+request on core 0 against the sum of the other three on core 1, while
+the last column sums all four as in the shared layout."
+else
+  key="refresh.sh"
+  title="Refresh path against the provider (\`hack/bench/refresh.sh\`)"
+  cores="Load generator, OP, server and PostgreSQL share these
+cores (and other engineers' builds may run meanwhile): compare ratios, not
+absolutes."
+  cpunote="All of them
+share the two cores, so when the cores are busy (as here) requests/s
+follow CPU per request; the last column, direct CPU per request over
+CPU per request through tokenstore, is the ratio the cores would give
+with nothing else running, and moves much less from round to round than
+the measured one, which follows the other engineers' load."
+fi
 section=$(cat <<DOC
-<!-- hack/bench/refresh.sh: begin (generated; re-run to replace) -->
-## Refresh path against the provider (\`hack/bench/refresh.sh\`)
+<!-- hack/bench/$key: begin (generated; re-run to replace) -->
+## $title
 
 Every request needs a refresh: \`GET /api/v1.0/alpha/token?min_valid=86400\`
 on a real \`tokenstore serve\` process, $CLIENTS keep-alive connections from
@@ -198,23 +262,16 @@ same concurrency over sockets, each connection with refresh-token chains of
 its own ($PEOPLE in all; no database). The ratio is tokenstore requests/s
 over the OP's refreshes/s; target >= 0.8.
 
-Machine: $machine. Load generator, OP, server and PostgreSQL share these
-cores (and other engineers' builds ran meanwhile): compare ratios, not
-absolutes.
+Machine: $machine. $cores
 
 $table
 
 CPU time per request served, in milliseconds, of each process during the
 same rounds (from /proc; PostgreSQL: the backends connected to the
-benchmark's database, so not the WAL writer or checkpointer). All of them
-share the two cores, so when the cores are busy (as here) requests/s
-follow CPU per request; the last column, direct CPU per request over
-CPU per request through tokenstore, is the ratio the cores would give
-with nothing else running, and moves much less from round to round than
-the measured one, which follows the other engineers' load:
+benchmark's database, so not the WAL writer or checkpointer). $cpunote
 
 $cputable
-<!-- hack/bench/refresh.sh: end -->
+<!-- hack/bench/$key: end -->
 DOC
 )
-write_doc_section refresh.sh "$section"
+write_doc_section "$key" "$section"
