@@ -191,6 +191,8 @@ type replicaConfig struct {
 	fieldOwner     string
 	opts           *controllers.Options
 	discoverer     *providers.Discoverer
+	// health replaces the registry's token-endpoint tracker (defaults).
+	health *providers.TokenEndpointHealth
 }
 
 // startReplica starts a manager that watches only the given namespaces (so
@@ -234,6 +236,9 @@ func startReplica(tb testing.TB, rc replicaConfig) *replica {
 		d = testDiscoverer()
 	}
 	reg := providers.NewRegistry()
+	if rc.health != nil {
+		reg.SetTokenEndpointHealth(rc.health)
+	}
 	c, err := controllers.SetupWithManager(mgr, reg, d, opts)
 	if err != nil {
 		tb.Fatalf("setting up the controllers: %v", err)

@@ -30,6 +30,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -42,6 +43,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/server/providers"
@@ -137,7 +139,8 @@ func SetupWithManager(mgr ctrl.Manager, reg *providers.Registry, d *providers.Di
 		Status: &StatusReconciler{
 			Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader(),
 			Discoverer: d, Recorder: mgr.GetEventRecorder(opts.withDefaults().EventSource), Options: opts,
-			secrets: secrets,
+			TokenEndpoints: reg.TokenEndpoints(),
+			secrets:        secrets,
 		},
 	}
 	if err := c.Registry.SetupWithManager(mgr); err != nil {
@@ -428,6 +431,10 @@ type StatusReconciler struct {
 	Discoverer   *providers.Discoverer
 	Recorder     events.EventRecorder
 	Options      Options
+	// TokenEndpoints, when set, turns a Ready provider whose token
+	// endpoint keeps failing for this replica's refreshes into
+	// Ready=False (TokenEndpointFailing); its changes wake the reconciler.
+	TokenEndpoints *providers.TokenEndpointHealth
 
 	runs    atomic.Int64
 	secrets *secretValues
@@ -487,6 +494,15 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	}
+	var endpointFailing *providers.EndpointFailure
+	if res.Ready && r.TokenEndpoints != nil {
+		if f, failing := r.TokenEndpoints.Failing(tp.Name); failing {
+			endpointFailing = &f
+			res.Ready = false
+			res.Reason = v1alpha1.ReasonTokenEndpointFailing
+			res.Message = TokenEndpointFailingMessage(f)
+		}
+	}
 
 	orig := tp.DeepCopy()
 	changed := res.ApplyStatus(&tp.Status, tp.Generation, time.Now())
@@ -507,7 +523,49 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 		r.Recorder.Eventf(&tp, nil, kind, res.Reason, action, "%s", truncate(res.Message, 1000))
 	}
-	return opts.requeue(res), nil
+	next := opts.requeue(res)
+	if endpointFailing != nil {
+		// The verdict lapses at Until unless another refresh fails (that
+		// one, or a success, wakes this reconciler through TokenEndpoints).
+		if d := time.Until(endpointFailing.Until) + 10*time.Millisecond; next.RequeueAfter <= 0 || d < next.RequeueAfter {
+			next.RequeueAfter = d
+		}
+	}
+	return next, nil
+}
+
+// TokenEndpointFailingMessage is the Ready condition's message for a
+// provider whose token endpoint is failing (reason TokenEndpointFailing),
+// for both sources.
+func TokenEndpointFailingMessage(f providers.EndpointFailure) string {
+	return fmt.Sprintf("the last %d refreshes at the token endpoint failed, since %s (last: %s); discovery answers, and access tokens still valid are served",
+		f.Failures, f.Since.UTC().Format(time.RFC3339), f.Reason)
+}
+
+// tokenEndpointChanges wakes the reconciler for the TokenProviders named
+// by each provider id whose token-endpoint verdict changed. It runs while
+// the controller does (on the leader).
+func (r *StatusReconciler) tokenEndpointChanges(c client.Reader) source.Func {
+	return func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case id := <-r.TokenEndpoints.Changes():
+					items, err := sameName(ctx, c, id)
+					if err != nil {
+						logf.FromContext(ctx).Error(err, "token endpoint verdict changed; finding its TokenProvider", "provider", id)
+						continue
+					}
+					for i := range items {
+						q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: items[i].Namespace, Name: items[i].Name}})
+					}
+				}
+			}
+		}()
+		return nil
+	}
 }
 
 // SetupWithManager registers the reconciler (leader only). The field
@@ -517,7 +575,11 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.secrets == nil && r.SecretReader != nil {
 		r.secrets = newSecretValues(mgr.GetCache(), r.SecretReader)
 	}
-	err := ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.TokenEndpoints != nil {
+		b = b.WatchesRawSource(r.tokenEndpointChanges(mgr.GetClient()))
+	}
+	err := b.
 		// Status patches do not change the generation, so this controller
 		// is not woken by its own writes.
 		For(&v1alpha1.TokenProvider{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

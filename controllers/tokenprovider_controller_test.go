@@ -610,3 +610,55 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 		return nil
 	})
 }
+
+// TestTokenEndpointFailing: a Ready provider whose token endpoint keeps
+// failing for this replica's refreshes (the broker reports each to the
+// registry's TokenEndpoints) turns Ready=False, reason
+// TokenEndpointFailing, within seconds and not at the next re-check, with
+// a Warning event; it stays in the registry (valid tokens are served);
+// the first refresh that succeeds makes it Ready again, and so does the
+// verdict lapsing when no refresh is tried.
+func TestTokenEndpointFailing(t *testing.T) {
+	ns := newNamespace(t, "tokenendpoint")
+	op := providertest.Start(t, "http://127.0.0.1/callback")
+	// Discovery re-checks only every 10 minutes: what changes the
+	// condition within seconds is the tracker waking the reconciler.
+	opts := testOptions
+	opts.RefreshInterval = 10 * time.Minute
+	const hold = 3 * time.Second
+	health := providers.NewTokenEndpointHealth(providers.HealthOptions{FailHold: hold})
+	rep := startReplica(t, replicaConfig{namespaces: []string{ns}, opts: &opts, health: health})
+	const id = "te"
+	create(t, clientSecret(ns, "op-client", "clientSecret", rememberSecret(op.ClientSecret)),
+		tokenProvider(ns, id, oidcSpec(op, "op-client")))
+	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
+
+	fail := func() {
+		for range providers.DefaultFailThreshold {
+			rep.registry.TokenEndpoints().Observe(id, "token endpoint answered 500 server_error")
+		}
+	}
+	fail()
+	tp := waitCondition(t, ns, id, metav1.ConditionFalse, v1alpha1.ReasonTokenEndpointFailing)
+	c := meta.FindStatusCondition(tp.Status.Conditions, v1alpha1.ConditionReady)
+	if !strings.Contains(c.Message, "last 3 refreshes") || !strings.Contains(c.Message, "answered 500") {
+		t.Fatalf("condition message %q does not say what failed", c.Message)
+	}
+	waitEvent(t, ns, id, v1alpha1.ReasonTokenEndpointFailing)
+	if _, ok := rep.registry.Get(id); !ok {
+		t.Fatal("a failing token endpoint took the provider out of the registry")
+	}
+
+	// A refresh that succeeds.
+	rep.registry.TokenEndpoints().Observe(id, "")
+	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
+
+	// No refresh at all after the failures: the verdict lapses after hold.
+	fail()
+	failedAt := time.Now()
+	waitCondition(t, ns, id, metav1.ConditionFalse, v1alpha1.ReasonTokenEndpointFailing)
+	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	if d := time.Since(failedAt); d < hold {
+		t.Fatalf("Ready again %v after the failures, before the %v hold", d, hold)
+	}
+}

@@ -199,6 +199,10 @@ const (
 	ReasonIssuerMismatch   = "IssuerMismatch"
 	ReasonInvalidSpec      = "InvalidSpec"
 	ReasonDuplicateName    = "DuplicateName"
+	// ReasonTokenEndpointFailing: discovery answers, but the last refreshes
+	// tokenstore's leader made at the token endpoint failed (5xx, 429, no
+	// answer, or the client refused). Valid tokens are still served.
+	ReasonTokenEndpointFailing = "TokenEndpointFailing"
 )
 
 // TokenProviderStatus is what the controller observed.

@@ -18,6 +18,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sync/errgroup"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
@@ -239,8 +240,30 @@ func (s *Source) Statuses() []ProviderStatus {
 	for i, st := range s.statuses {
 		out[i] = st
 		out[i].Status = *st.Status.DeepCopy()
+		s.overlayTokenEndpoint(&out[i])
 	}
 	return out
+}
+
+// overlayTokenEndpoint turns a Ready provider whose token endpoint keeps
+// failing for this replica's refreshes (the registry's TokenEndpoints, which
+// the broker reports to) into Ready=False, TokenEndpointFailing, as the
+// Kubernetes status reconciler does. It is read at the time of asking, so
+// it follows the verdict without a re-check; the transition time is the
+// first failure's, the same for every read of one outage.
+func (s *Source) overlayTokenEndpoint(st *ProviderStatus) {
+	c := apimeta.FindStatusCondition(st.Status.Conditions, v1alpha1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionTrue {
+		return
+	}
+	f, failing := s.opts.Registry.TokenEndpoints().Failing(st.ID)
+	if !failing {
+		return
+	}
+	c.Status = metav1.ConditionFalse
+	c.Reason = v1alpha1.ReasonTokenEndpointFailing
+	c.Message = controllers.TokenEndpointFailingMessage(f)
+	c.LastTransitionTime = metav1.NewTime(f.Since)
 }
 
 // Status returns the status of one provider id.

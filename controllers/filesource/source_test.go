@@ -376,6 +376,42 @@ func TestSourceKeepsLastGoodOnDiscoveryFailure(t *testing.T) {
 	h.eventually("idp1 ready again", func() bool { ready, _, _ := h.status("idp1"); return ready })
 }
 
+// TestSourceTokenEndpointFailing: the file source's statuses show a Ready
+// provider whose token endpoint keeps failing for this replica's refreshes
+// (as the broker reports them to the registry) as NotReady,
+// TokenEndpointFailing, at once and with the first failure as transition
+// time; the provider stays published, and a refresh that succeeds makes it
+// Ready again.
+func TestSourceTokenEndpointFailing(t *testing.T) {
+	op := providertest.Start(t, "")
+	path := filepath.Join(t.TempDir(), "providers.yaml")
+	save(t, path, oidcProvider("idp1", op.DiscoveryURL(), "idp1-client")+secret("idp1-client", op.ClientSecret))
+	h := start(t, path, nil)
+	if ready, _, _ := h.status("idp1"); !ready {
+		t.Fatal("idp1 not ready")
+	}
+	first := time.Now()
+	for range providers.DefaultFailThreshold {
+		h.reg.TokenEndpoints().Observe("idp1", "token endpoint answered 503")
+	}
+	ready, reason, msg := h.status("idp1")
+	if ready || reason != v1alpha1.ReasonTokenEndpointFailing || !strings.Contains(msg, "answered 503") {
+		t.Fatalf("with the token endpoint failing: ready=%v reason=%s message=%s", ready, reason, msg)
+	}
+	st, _ := h.src.Status("idp1")
+	since := st.Status.Conditions[0].LastTransitionTime.Time
+	if since.Before(first.Add(-time.Second)) || since.After(time.Now()) || !st.Serving {
+		t.Fatalf("transition time %v (first failure at %v), serving %v", since, first, st.Serving)
+	}
+	if _, ok := h.reg.Get("idp1"); !ok {
+		t.Fatal("a failing token endpoint withdrew the provider")
+	}
+	h.reg.TokenEndpoints().Observe("idp1", "")
+	if ready, reason, _ := h.status("idp1"); !ready {
+		t.Fatalf("after a refresh succeeded: reason %s", reason)
+	}
+}
+
 func TestSourcePathMustExist(t *testing.T) {
 	_, err := New(Options{Path: filepath.Join(t.TempDir(), "nope.yaml"), Registry: providers.NewRegistry()})
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {

@@ -152,6 +152,17 @@ type Broker struct {
 	log    *slog.Logger
 	flight singleflight.Group
 	cache  *credCache // nil: no caching
+	// endpoints hears how each refresh-token grant went, when the
+	// registry keeps that (providers.Registry does), so that a token
+	// endpoint failing behind a healthy discovery document shows in the
+	// provider's Ready condition.
+	endpoints *providers.TokenEndpointHealth
+}
+
+// tokenEndpointReporter is the part of providers.Registry the broker
+// reports refresh outcomes to.
+type tokenEndpointReporter interface {
+	TokenEndpoints() *providers.TokenEndpointHealth
 }
 
 // New checks the options and returns a Broker.
@@ -179,7 +190,11 @@ func New(opt Options) (*Broker, error) {
 	if opt.ForceWindow == 0 {
 		opt.ForceWindow = DefaultForceWindow
 	}
-	return &Broker{opt: opt, log: opt.Logger, cache: newCredCache(opt)}, nil
+	b := &Broker{opt: opt, log: opt.Logger, cache: newCredCache(opt)}
+	if r, ok := opt.Providers.(tokenEndpointReporter); ok {
+		b.endpoints = r.TokenEndpoints()
+	}
+	return b, nil
 }
 
 // Token is an access token as served.
@@ -564,8 +579,20 @@ func (b *Broker) seal(c *store.Credential, t *oauth2.Token, now time.Time) error
 	return nil
 }
 
-// observeRefresh tells the Observer how a refresh-token grant went.
+// observeRefresh tells the Observer and the registry's token-endpoint
+// health how a refresh-token grant went.
 func (b *Broker) observeRefresh(provider string, err error, d time.Duration) {
+	if b.endpoints != nil {
+		// A refused grant (invalid_grant) is a working endpoint's answer;
+		// an UnavailableError (5xx, 429, a client refused, no answer)
+		// is not. Its text never holds the provider's body or a token.
+		reason := ""
+		var ue *UnavailableError
+		if errors.As(err, &ue) {
+			reason = ue.Err.Error()
+		}
+		b.endpoints.Observe(provider, reason)
+	}
 	if b.opt.Observer == nil {
 		return
 	}
@@ -622,12 +649,13 @@ func classify(provider string, err error) error {
 				return &grantRefused{code: code}
 			}
 		}
+		answer := strings.TrimSpace(fmt.Sprintf("%d %s", status, code))
 		if status >= 500 || status == http.StatusTooManyRequests || status == 0 {
-			return &UnavailableError{Provider: provider, Err: fmt.Errorf("token endpoint answered %d %s", status, code)}
+			return &UnavailableError{Provider: provider, Err: fmt.Errorf("token endpoint answered %s", answer)}
 		}
 		// Other 4xx (invalid_client, ...): a configuration problem on our
 		// side, not the person's; the credential is left alone.
-		return &UnavailableError{Provider: provider, Err: fmt.Errorf("token endpoint refused the request: %d %s", status, code)}
+		return &UnavailableError{Provider: provider, Err: fmt.Errorf("token endpoint refused the request: %s", answer)}
 	}
 	// Transport failures (refused, reset, timeout): the provider is down
 	// or unreachable from here.

@@ -178,3 +178,69 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenEndpointHealthReported: the broker tells the registry how each
+// refresh-token grant went, so that a token endpoint that keeps failing
+// shows in the provider's Ready condition (controllers.StatusReconciler)
+// even while discovery answers.
+func TestTokenEndpointHealthReported(t *testing.T) {
+	f := newFixture(t)
+	tok := f.codes()
+	if err := f.b.Link(f.ctx, "u", "p", "", "test", tok); err != nil {
+		t.Fatal(err)
+	}
+	h := f.b.endpoints
+	if h == nil {
+		t.Fatal("the broker does not report to the registry's token-endpoint health")
+	}
+	f.op.Stop()
+	for i := 1; i <= providers.DefaultFailThreshold; i++ {
+		f.tick(24 * time.Hour)
+		var ue *UnavailableError
+		if _, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p"}); !errors.As(err, &ue) {
+			t.Fatalf("refresh %d with the OP stopped: %v", i, err)
+		}
+		if _, failing := h.Failing("p"); failing != (i == providers.DefaultFailThreshold) {
+			t.Fatalf("after %d failed refreshes: failing %v", i, failing)
+		}
+	}
+	v, _ := h.Failing("p")
+	if !strings.Contains(v.Reason, "refused") || strings.Contains(v.Reason, tok.RefreshToken) || strings.Contains(v.Reason, f.op.ClientSecret) {
+		t.Fatalf("verdict reason %q: want the connection refused, and never a token or secret", v.Reason)
+	}
+	select {
+	case id := <-h.Changes():
+		if id != "p" {
+			t.Fatalf("announced %q", id)
+		}
+	default:
+		t.Fatal("the failing verdict was not announced")
+	}
+
+	if err := f.op.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	f.tick(24 * time.Hour)
+	if _, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p"}); err != nil {
+		t.Fatalf("refresh with the OP back: %v", err)
+	}
+	if _, failing := h.Failing("p"); failing {
+		t.Fatal("still failing after a refresh succeeded")
+	}
+
+	// A refused grant is a working endpoint's answer: a revoked refresh
+	// token, refused three times, does not make the endpoint failing.
+	if err := f.b.Link(f.ctx, "v", "p", "", "test", &oauth2.Token{AccessToken: "a", RefreshToken: "not-a-refresh-token-of-the-op", Expiry: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for range providers.DefaultFailThreshold {
+		var re *ReauthError
+		if _, err := f.b.Token(f.ctx, Request{UserID: "v", Provider: "p", Force: true}); !errors.As(err, &re) {
+			t.Fatalf("unknown refresh token: %v", err)
+		}
+		_ = f.b.Link(f.ctx, "v", "p", "", "test", &oauth2.Token{AccessToken: "a", RefreshToken: "not-a-refresh-token-of-the-op", Expiry: time.Now().Add(-time.Hour)})
+	}
+	if _, failing := h.Failing("p"); failing {
+		t.Fatal("refused grants made the token endpoint failing")
+	}
+}

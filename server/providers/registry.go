@@ -44,13 +44,16 @@ type Registry struct {
 	// readyCh is closed once, by MarkReady.
 	readyCh   chan struct{}
 	readyOnce sync.Once
+	// health is how this replica's calls to the token endpoints went.
+	health *TokenEndpointHealth
 }
 
 var _ Reader = (*Registry)(nil)
 
 // NewRegistry returns an empty registry that is not ready yet.
 func NewRegistry() *Registry {
-	r := &Registry{changed: make(chan struct{}), readyCh: make(chan struct{})}
+	r := &Registry{changed: make(chan struct{}), readyCh: make(chan struct{}),
+		health: NewTokenEndpointHealth(HealthOptions{})}
 	r.current.Store(&snapshot{byID: map[string]*Provider{}})
 	return r
 }
@@ -71,6 +74,14 @@ func (r *Registry) Len() int { return len(r.current.Load().sorted) }
 
 // Version is a counter incremented by every change; cheap to poll.
 func (r *Registry) Version() uint64 { return r.current.Load().version }
+
+// TokenEndpoints is how this replica's calls to the providers' token
+// endpoints went: the broker reports to it, the status reconciler reads it.
+func (r *Registry) TokenEndpoints() *TokenEndpointHealth { return r.health }
+
+// SetTokenEndpointHealth replaces the tracker (tests shorten its hold);
+// call it before the registry is shared.
+func (r *Registry) SetTokenEndpointHealth(h *TokenEndpointHealth) { r.health = h }
 
 // Ready reports whether MarkReady has been called.
 func (r *Registry) Ready() bool { return r.ready.Load() }
@@ -111,6 +122,9 @@ func (r *Registry) Set(p *Provider) {
 	}
 	byID[p.ID] = p
 	r.publish(old, byID)
+	// Failures of the old configuration (a wrong client secret, say) say
+	// nothing about the new one.
+	r.health.Forget(p.ID)
 }
 
 // Delete removes the provider with the given id, if present.
@@ -128,6 +142,7 @@ func (r *Registry) Delete(id string) {
 		}
 	}
 	r.publish(old, byID)
+	r.health.Forget(id)
 }
 
 // DeleteIf removes the provider with the given id only if remove returns
@@ -148,6 +163,7 @@ func (r *Registry) DeleteIf(id string, remove func(*Provider) bool) bool {
 		}
 	}
 	r.publish(old, byID)
+	r.health.Forget(id)
 	return true
 }
 

@@ -139,14 +139,18 @@ func scrapeReady(t *testing.T, base, id string) (ready string, reason string) {
 // 500, then it is down, then back. What the readiness probe is: OpenID
 // discovery (the .well-known document), re-read every refresh interval
 // (10 minutes in serve, 1 s here) and, while it fails, with backoff (5 s to
-// 5 min in serve, 0.5–1 s here). The token endpoint is not probed.
+// 5 min in serve, 0.5–1 s here); and the token endpoint as the replica's
+// own refreshes find it (providers.TokenEndpointHealth: three failed in a
+// row make it failing, a success clears it), which it never probes.
 //
 // So: a token endpoint answering 500 behind a healthy discovery document
-// leaves the provider Ready (refreshes fail as 502, as in
+// turns the Ready condition False (TokenEndpointFailing) within seconds
+// of the failing refreshes (they answer 502, as in
 // TestProviderDownUnderLoad); the provider answering 500 altogether, and
-// the provider down, turn the Ready condition False (DiscoveryFailed), as
-// kubectl, the tokenstore_provider_ready metric and the provider.not_ready
-// webhook show; it turns True again once the provider is back. Throughout,
+// the provider down, keep it False (DiscoveryFailed), as kubectl, the
+// tokenstore_provider_ready metric and the provider.not_ready webhook
+// show (one event: the condition stays False throughout); it turns True
+// again once the provider is back and a refresh succeeds. Throughout,
 // the registry keeps the last good configuration: valid tokens are served,
 // nothing is changed or deleted.
 func TestProviderReadinessUnderOutage(t *testing.T) {
@@ -335,16 +339,21 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 		}
 	})
 
-	// 0: only the token endpoint fails; discovery is fine. Several
-	// re-checks pass (one a second): the provider stays Ready.
+	// 0: only the token endpoint fails; discovery is fine (several
+	// re-checks pass, one a second). The refreshes failing make it
+	// NotReady, TokenEndpointFailing.
 	tp.mode.Store(int32(answer500))
+	at0 := time.Now()
 	hits0 := tp.op.DiscoveryHits()
+	tokenEndpointNotReadyAt := watch.waitFor(t, metav1.ConditionFalse, 15*time.Second)
 	for p0 := time.Now(); ; time.Sleep(50 * time.Millisecond) {
 		if n := tp.op.DiscoveryHits() - hits0; (n >= 3 && time.Since(p0) >= 3*time.Second) || time.Since(p0) >= 10*time.Second {
 			break
 		}
 	}
 	rechecks := tp.op.DiscoveryHits() - hits0
+	c0 := watch.current()
+	m0, reason0 := scrapeReady(t, in.url, "alpha")
 
 	// 1: the whole provider answers 500: the OP stops and a server on its
 	// address answers every request, discovery included, with 500.
@@ -369,14 +378,24 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	})}
 	go func() { _ = failing.Serve(ln) }()
 	at1 := time.Now()
-	notReadyAt := watch.waitFor(t, metav1.ConditionFalse, 15*time.Second)
-	// A re-check in the moment between the OP's stop and the 500 server's
-	// start would see "refused"; wait for one that saw the 500.
-	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(watch.current().message, "500"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("no re-check saw the provider answer 500: %+v", watch.current())
+	// Already False (TokenEndpointFailing); a discovery re-check makes it
+	// DiscoveryFailed. One in the moment between the OP's stop and the
+	// 500 server's start would see "refused"; wait for one that saw the
+	// 500.
+	var notReadyAt time.Time
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c := watch.current()
+		if c.reason == v1alpha1.ReasonDiscoveryFailed {
+			if notReadyAt.IsZero() {
+				notReadyAt = c.at
+			}
+			if strings.Contains(c.message, "500") {
+				break
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("no re-check saw the provider answer 500: %+v", c)
+		}
 	}
 	c1 := watch.current()
 	m1, reason1 := scrapeReady(t, in.url, "alpha")
@@ -419,19 +438,27 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	for i := range names {
 		t.Logf("%-28s valid: %v  forced: %v", names[i], valid[i].snapshot(), forced[i].snapshot())
 	}
-	t.Logf("token endpoint answering 500: %d discovery re-checks meanwhile", rechecks)
-	t.Logf("provider 500: NotReady %v after it began; down: a re-check said refused %v after; back: Ready %v after the restart",
+	t.Logf("token endpoint answering 500: NotReady %v after it began; %d discovery re-checks meanwhile",
+		tokenEndpointNotReadyAt.Sub(at0).Round(time.Millisecond), rechecks)
+	t.Logf("provider 500: DiscoveryFailed %v after it began; down: a re-check said refused %v after; back: Ready %v after the restart",
 		notReadyAt.Sub(at1).Round(time.Millisecond), downSeen.Round(time.Millisecond), readyAt.Sub(at3).Round(time.Millisecond))
 	t.Logf("tokenstore_provider_ready: %s (%s) while 500, %s (%s) while down, %s (%s) after", m1, reason1, m2, reason2, m3, reason3)
 
-	// 0: Ready all along (the token endpoint is not what readiness probes).
+	// 0: NotReady, TokenEndpointFailing, while discovery still answers;
+	// the metric says so.
+	if c0.status != metav1.ConditionFalse || c0.reason != v1alpha1.ReasonTokenEndpointFailing || !strings.Contains(c0.message, "500") {
+		t.Errorf("%s: Ready=%s %s %q, want False TokenEndpointFailing saying 500", names[0], c0.status, c0.reason, c0.message)
+	}
+	if m0 != "0" || reason0 != v1alpha1.ReasonTokenEndpointFailing {
+		t.Errorf("tokenstore_provider_ready while the token endpoint failed: %q %q, want 0 TokenEndpointFailing", m0, reason0)
+	}
 	for _, c := range watch.history() {
-		if c.phase == 0 && c.status != metav1.ConditionTrue {
-			t.Errorf("Ready=%s (%s) while only the token endpoint failed: readiness probes discovery, it should stay True", c.status, c.reason)
+		if c.phase == 0 && c.at.After(tokenEndpointNotReadyAt) && c.status != metav1.ConditionFalse {
+			t.Errorf("Ready=%s (%s) again while the token endpoint still failed", c.status, c.reason)
 		}
 	}
 	if rechecks < 2 {
-		t.Errorf("only %d discovery re-checks while the token endpoint failed: phase 0 proved little", rechecks)
+		t.Errorf("only %d discovery re-checks while the token endpoint failed: discovery was not shown answering", rechecks)
 	}
 	// 1 and 2: NotReady, DiscoveryFailed, and the metric says so.
 	for i, c := range []readyCondition{c1, c2} {

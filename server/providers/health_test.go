@@ -1,0 +1,140 @@
+package providers_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tokenstore/tokenstore/server/providers"
+)
+
+// changes drains what h announced so far.
+func changes(h *providers.TokenEndpointHealth) []string {
+	var out []string
+	for {
+		select {
+		case id := <-h.Changes():
+			out = append(out, id)
+		default:
+			return out
+		}
+	}
+}
+
+func TestTokenEndpointHealth(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)}
+	h := providers.NewTokenEndpointHealth(providers.HealthOptions{FailThreshold: 3, FailHold: time.Minute, Now: c.now})
+
+	// Successes of a provider never seen failing leave nothing behind.
+	h.Observe("a", "")
+	if _, failing := h.Failing("a"); failing || len(changes(h)) != 0 {
+		t.Fatal("a success made a provider failing, or was announced")
+	}
+
+	// Two failures are blips; the third makes it failing, announced once.
+	h.Observe("a", "token endpoint answered 500 server_error")
+	c.add(time.Second)
+	h.Observe("a", "token endpoint answered 502")
+	if _, failing := h.Failing("a"); failing {
+		t.Fatal("failing after 2 of 3 failures")
+	}
+	c.add(time.Second)
+	h.Observe("a", "token endpoint answered 503")
+	f, failing := h.Failing("a")
+	if !failing || f.Failures != 3 || f.Reason != "token endpoint answered 503" ||
+		!f.Since.Equal(c.now().Add(-2*time.Second)) || !f.Until.Equal(c.now().Add(time.Minute)) {
+		t.Fatalf("after 3 failures: %+v %v", f, failing)
+	}
+	h.Observe("a", "token endpoint answered 503")
+	if got := changes(h); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("announced %v, want [a] once", got)
+	}
+	if _, failing := h.Failing("b"); failing {
+		t.Fatal("another provider is failing")
+	}
+
+	// A success clears it at once, and is announced.
+	h.Observe("a", "")
+	if _, failing := h.Failing("a"); failing {
+		t.Fatal("still failing after a success")
+	}
+	if got := changes(h); len(got) != 1 {
+		t.Fatalf("recovery announced %v", got)
+	}
+
+	// Without any call, the verdict lapses after the hold.
+	for range 3 {
+		h.Observe("a", "dial tcp: connection refused")
+	}
+	changes(h)
+	c.add(time.Minute - time.Millisecond)
+	if _, failing := h.Failing("a"); !failing {
+		t.Fatal("lapsed before the hold")
+	}
+	c.add(time.Millisecond)
+	if _, failing := h.Failing("a"); failing {
+		t.Fatal("still failing after the hold without a failure")
+	}
+	// Failures after it lapsed start a new count, announced again.
+	h.Observe("a", "refused")
+	if f, failing := h.Failing("a"); failing || f.Failures != 0 {
+		t.Fatal("one failure after the lapse counts the old ones")
+	}
+	h.Observe("a", "refused")
+	h.Observe("a", "refused")
+	if f, failing := h.Failing("a"); !failing || f.Failures != 3 {
+		t.Fatalf("new count: %+v", f)
+	}
+	if got := changes(h); len(got) != 1 {
+		t.Fatalf("new failing verdict announced %v", got)
+	}
+
+	// Forget (the provider was removed or reconfigured).
+	h.Forget("a")
+	if _, failing := h.Failing("a"); failing {
+		t.Fatal("failing after Forget")
+	}
+
+	// Announcements never block the caller (nobody reads on a follower).
+	for i := range 1000 {
+		id := string(rune('a' + i%26))
+		for range 3 {
+			h.Observe(id+"x"+string(rune('0'+i%10)), "refused")
+		}
+		h.Observe(id+"x"+string(rune('0'+i%10)), "")
+	}
+}
+
+// TestRegistryForgetsEndpointFailures: a new configuration of a provider,
+// or its removal, drops what its old one's failures said.
+func TestRegistryForgetsEndpointFailures(t *testing.T) {
+	r := providers.NewRegistry()
+	fail := func(id string) {
+		for range providers.DefaultFailThreshold {
+			r.TokenEndpoints().Observe(id, "token endpoint refused the request: 401 invalid_client")
+		}
+		if _, failing := r.TokenEndpoints().Failing(id); !failing {
+			t.Fatalf("%s not failing", id)
+		}
+	}
+	r.Set(&providers.Provider{ID: "a", Version: "1"})
+	fail("a")
+	r.Set(&providers.Provider{ID: "a", Version: "1"}) // the same configuration again
+	if _, failing := r.TokenEndpoints().Failing("a"); !failing {
+		t.Fatal("re-setting the same configuration forgot the failures")
+	}
+	r.Set(&providers.Provider{ID: "a", Version: "2"}) // a new client secret, say
+	if _, failing := r.TokenEndpoints().Failing("a"); failing {
+		t.Fatal("still failing with a new configuration")
+	}
+	fail("a")
+	r.Delete("a")
+	if _, failing := r.TokenEndpoints().Failing("a"); failing {
+		t.Fatal("still failing after Delete")
+	}
+	r.Set(&providers.Provider{ID: "a", Version: "3"})
+	fail("a")
+	r.DeleteIf("a", func(*providers.Provider) bool { return true })
+	if _, failing := r.TokenEndpoints().Failing("a"); failing {
+		t.Fatal("still failing after DeleteIf")
+	}
+}
