@@ -172,7 +172,8 @@ func (e *env) startInstance(ln net.Listener) *instance {
 // serve starts one more tokenstore instance on the shared database: its own
 // store (connection pool; wrap, when not nil, wraps it, e.g. to count
 // reads), a registry of the env's providers plus extra, and a server from
-// o with the env's settings, keys and logger filled in. ln, when not nil,
+// o with the env's settings and keys filled in, and its logger unless o
+// has one. ln, when not nil,
 // is the listener to serve on.
 func (e *env) serve(ln net.Listener, o Options, wrap func(store.Store) store.Store, extra ...*providers.Provider) *instance {
 	t := e.t
@@ -194,7 +195,9 @@ func (e *env) serve(ln net.Listener, o Options, wrap func(store.Store) store.Sto
 	}
 	reg.MarkReady()
 	o.Settings, o.Store, o.Keys, o.Providers = e.settings, st, e.keys, reg
-	o.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
