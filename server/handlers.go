@@ -376,11 +376,21 @@ func (s *Server) token(c *gin.Context) {
 		sc := strings.Join(t.Scopes, " ")
 		resp.Scope = &sc
 	}
-	c.Header("Cache-Control", "no-store")
-	c.Header("Pragma", "no-cache")
-	// What c.JSON would write, without reflection (see appendTokenResponse).
-	c.Data(http.StatusOK, "application/json; charset=utf-8", appendTokenResponse(make([]byte, 0, 160+len(resp.AccessToken)), &resp))
+	// What c.JSON would write, without reflection (see appendTokenResponse),
+	// with header values from shared slices: net/http only reads them, and
+	// an Add to one of these keys appends to a full slice, so it copies.
+	h := c.Writer.Header()
+	h["Cache-Control"], h["Pragma"], h["Content-Type"] = hdrNoStore, hdrNoCache, hdrJSON
+	c.Status(http.StatusOK)
+	_, _ = c.Writer.Write(appendTokenResponse(make([]byte, 0, 160+len(resp.AccessToken)), &resp))
 }
+
+// Header values of token answers, shared by all of them (see token).
+var (
+	hdrNoStore = []string{"no-store"}
+	hdrNoCache = []string{"no-cache"}
+	hdrJSON    = []string{"application/json; charset=utf-8"}
+)
 
 // revoke revokes at the provider where it can and forgets the credential.
 func (s *Server) revoke(c *gin.Context) {

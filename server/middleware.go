@@ -42,12 +42,23 @@ func (s *Server) requestID(c *gin.Context) {
 	c.Next()
 }
 
+// untracedProvider is OpenTelemetry's global TracerProvider before anyone
+// installs one (tracing.Setup does, when TRACING_ENDPOINT is set).
+var untracedProvider = otel.GetTracerProvider()
+
 // traceRequests makes one server span per request (OpenTelemetry; a no-op
 // unless TRACING_ENDPOINT installed a provider), child of the caller's
 // traceparent if any. It is named by the route template and carries the
 // method, route, status and request id: never the URL (query strings carry
 // codes and states) nor any header.
 func (s *Server) traceRequests(c *gin.Context) {
+	if otel.GetTracerProvider() == untracedProvider {
+		// No provider installed (no TRACING_ENDPOINT): every span would
+		// be a no-op; skip the propagator, the span and the copy of the
+		// request that carrying them takes.
+		c.Next()
+		return
+	}
 	ctx := otel.GetTextMapPropagator().Extract(c.Request.Context(), propagation.HeaderCarrier(c.Request.Header))
 	route := c.FullPath()
 	name := c.Request.Method
@@ -150,6 +161,13 @@ func (s *Server) logRequests(c *gin.Context) {
 	}
 	if v, ok := c.Get(identityKey); ok {
 		r.AddAttrs(slog.String("user", v.(*auth.Identity).UserID))
+	}
+	if inner, wrapped := logctx.Unwrap(h); wrapped {
+		// What logctx's Handle would add, without its copy of r.
+		if id := logctx.RequestID(ctx); id != "" {
+			r.AddAttrs(slog.String("request_id", id))
+		}
+		h = inner
 	}
 	_ = h.Handle(ctx, r)
 }

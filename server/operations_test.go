@@ -136,6 +136,10 @@ func TestRequestID(t *testing.T) {
 	for _, l := range lines {
 		refreshed = refreshed || strings.Contains(l, `msg="credential refreshed"`)
 		request = request || strings.Contains(l, "msg=request ")
+		// The request line adds the id itself (logRequests); once, last.
+		if n := strings.Count(l, "request_id="); n != 1 || !strings.HasSuffix(l, "request_id=req-4711.abc") {
+			t.Errorf("request id %d times, or not last: %q", n, l)
+		}
 	}
 	if !refreshed || !request {
 		t.Errorf("request id missing from the refresh or request line: %q", lines)

@@ -44,6 +44,18 @@ func (h handler) Handle(ctx context.Context, r slog.Record) error {
 	return h.next.Handle(ctx, r)
 }
 
+// Unwrap returns the handler Handler wrapped and true, or h and false if
+// h is not one. A caller that builds its own record for a request (the
+// request log line) adds request_id itself, last as Handle would, and
+// hands the record to the inner handler: that saves the copy of the
+// record Handle makes.
+func Unwrap(h slog.Handler) (slog.Handler, bool) {
+	if w, ok := h.(handler); ok {
+		return w.next, true
+	}
+	return h, false
+}
+
 func (h handler) WithAttrs(as []slog.Attr) slog.Handler { return handler{next: h.next.WithAttrs(as)} }
 func (h handler) WithGroup(name string) slog.Handler    { return handler{next: h.next.WithGroup(name)} }
 
