@@ -345,21 +345,24 @@ func (s *Server) token(c *gin.Context) {
 	}
 	id := identity(c)
 	req := broker.Request{UserID: id.UserID, Provider: c.Param("provider"), Actor: "user:" + id.UserID}
-	if v := c.Query("min_valid"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 86400 {
-			_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "min_valid must be a number of seconds between 0 and 86400."})
-			return
+	// Most calls have no query: parsing an empty one still allocates.
+	if c.Request.URL.RawQuery != "" {
+		if v := c.Query("min_valid"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 86400 {
+				_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "min_valid must be a number of seconds between 0 and 86400."})
+				return
+			}
+			req.MinValid = time.Duration(n) * time.Second
 		}
-		req.MinValid = time.Duration(n) * time.Second
-	}
-	if v := c.Query("force_refresh"); v != "" {
-		f, err := strconv.ParseBool(v)
-		if err != nil {
-			_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "force_refresh must be true or false."})
-			return
+		if v := c.Query("force_refresh"); v != "" {
+			f, err := strconv.ParseBool(v)
+			if err != nil {
+				_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "force_refresh must be true or false."})
+				return
+			}
+			req.Force = f
 		}
-		req.Force = f
 	}
 	t, err := s.broker.Token(c.Request.Context(), req)
 	if err != nil {
