@@ -228,17 +228,19 @@ func TestTokenEndpointHealthReported(t *testing.T) {
 		t.Fatal("still failing after a refresh succeeded")
 	}
 
-	// A refused grant is a working endpoint's answer: a revoked refresh
-	// token, refused three times, does not make the endpoint failing.
-	if err := f.b.Link(f.ctx, "v", "p", "", "test", &oauth2.Token{AccessToken: "a", RefreshToken: "not-a-refresh-token-of-the-op", Expiry: time.Now().Add(-time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
+	// A refused grant is a working endpoint's answer: an unknown refresh
+	// token, refused three times at the OP, does not make the endpoint
+	// failing. Linked again before each try: a refused one leaves the
+	// credential needing re-authorization, which the broker answers
+	// without calling the provider.
 	for range providers.DefaultFailThreshold {
+		if err := f.b.Link(f.ctx, "v", "p", "", "test", &oauth2.Token{AccessToken: "a", RefreshToken: "not-a-refresh-token-of-the-op", Expiry: time.Now().Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
 		var re *ReauthError
-		if _, err := f.b.Token(f.ctx, Request{UserID: "v", Provider: "p", Force: true}); !errors.As(err, &re) {
+		if _, err := f.b.Token(f.ctx, Request{UserID: "v", Provider: "p", Force: true}); !errors.As(err, &re) || re.Reason != "invalid_grant" {
 			t.Fatalf("unknown refresh token: %v", err)
 		}
-		_ = f.b.Link(f.ctx, "v", "p", "", "test", &oauth2.Token{AccessToken: "a", RefreshToken: "not-a-refresh-token-of-the-op", Expiry: time.Now().Add(-time.Hour)})
 	}
 	if _, failing := h.Failing("p"); failing {
 		t.Fatal("refused grants made the token endpoint failing")

@@ -40,23 +40,24 @@ type TokenEndpointHealth struct {
 	changes chan string
 }
 
+// endpointState counts one run of consecutive failures; a success or a
+// lapse ends it. It is failing (and was announced) once failures reaches
+// the threshold.
 type endpointState struct {
 	failures    int       // consecutive failed calls
 	firstFailed time.Time // first of them
 	lastFailed  time.Time
 	last        string // what the last failure was (never a token)
-	notified    bool   // a failing verdict was announced
 }
 
-// EndpointFailure is a failing verdict: Failures consecutive calls failed,
-// from Since to Last; Reason is the last failure, in words safe to show
-// (no token, no secret, no response body). The verdict lapses at Until
-// unless another call fails.
+// EndpointFailure is a failing verdict: Failures consecutive calls failed
+// since Since; Reason is the last failure, in words safe to show (no
+// token, no secret, no response body). The verdict lapses at Until unless
+// another call fails.
 type EndpointFailure struct {
-	Failures    int
-	Since, Last time.Time
-	Until       time.Time
-	Reason      string
+	Failures     int
+	Since, Until time.Time
+	Reason       string
 }
 
 // HealthOptions tune a TokenEndpointHealth; zero values take the defaults.
@@ -95,8 +96,8 @@ func (h *TokenEndpointHealth) Observe(id, reason string) {
 			return
 		}
 		delete(h.byID, id)
-		if st.notified {
-			h.notify(id)
+		if st.failures >= h.threshold {
+			h.notify(id) // failing -> working
 		}
 		return
 	}
@@ -110,9 +111,8 @@ func (h *TokenEndpointHealth) Observe(id, reason string) {
 	st.failures++
 	st.lastFailed = now
 	st.last = reason
-	if st.failures >= h.threshold && !st.notified {
-		st.notified = true
-		h.notify(id)
+	if st.failures == h.threshold {
+		h.notify(id) // working -> failing, once per run
 	}
 }
 
@@ -130,10 +130,11 @@ func (h *TokenEndpointHealth) Failing(id string) (EndpointFailure, bool) {
 	if !h.now().Before(until) {
 		return EndpointFailure{}, false
 	}
-	return EndpointFailure{Failures: st.failures, Since: st.firstFailed, Last: st.lastFailed, Until: until, Reason: st.last}, true
+	return EndpointFailure{Failures: st.failures, Since: st.firstFailed, Until: until, Reason: st.last}, true
 }
 
-// Forget drops what is known of provider id (it was removed).
+// Forget drops what is known of provider id (it was added, reconfigured
+// or removed: Registry does it for every change).
 func (h *TokenEndpointHealth) Forget(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -1,6 +1,7 @@
 package providers_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -95,17 +96,18 @@ func TestTokenEndpointHealth(t *testing.T) {
 	}
 
 	// Announcements never block the caller (nobody reads on a follower).
-	for i := range 1000 {
-		id := string(rune('a' + i%26))
+	for i := range 1000 { // 2,000 announcements, 256 buffered
+		id := strconv.Itoa(i)
 		for range 3 {
-			h.Observe(id+"x"+string(rune('0'+i%10)), "refused")
+			h.Observe(id, "refused")
 		}
-		h.Observe(id+"x"+string(rune('0'+i%10)), "")
+		h.Observe(id, "")
 	}
 }
 
 // TestRegistryForgetsEndpointFailures: a new configuration of a provider,
-// or its removal, drops what its old one's failures said.
+// or its removal, by any of the registry's writers, drops what its old
+// one's failures said.
 func TestRegistryForgetsEndpointFailures(t *testing.T) {
 	r := providers.NewRegistry()
 	fail := func(id string) {
@@ -136,5 +138,21 @@ func TestRegistryForgetsEndpointFailures(t *testing.T) {
 	r.DeleteIf("a", func(*providers.Provider) bool { return true })
 	if _, failing := r.TokenEndpoints().Failing("a"); failing {
 		t.Fatal("still failing after DeleteIf")
+	}
+
+	// Replace (the file source's reload): only the providers it changes.
+	r.Replace([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "1"}})
+	fail("a")
+	fail("b")
+	r.Replace([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "2"}})
+	if _, failing := r.TokenEndpoints().Failing("a"); !failing {
+		t.Fatal("a reload that left a unchanged forgot its failures")
+	}
+	if _, failing := r.TokenEndpoints().Failing("b"); failing {
+		t.Fatal("still failing after a reload changed its configuration")
+	}
+	r.Replace([]*providers.Provider{{ID: "b", Version: "2"}})
+	if _, failing := r.TokenEndpoints().Failing("a"); failing {
+		t.Fatal("still failing after a reload removed it")
 	}
 }

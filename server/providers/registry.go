@@ -122,9 +122,6 @@ func (r *Registry) Set(p *Provider) {
 	}
 	byID[p.ID] = p
 	r.publish(old, byID)
-	// Failures of the old configuration (a wrong client secret, say) say
-	// nothing about the new one.
-	r.health.Forget(p.ID)
 }
 
 // Delete removes the provider with the given id, if present.
@@ -142,7 +139,6 @@ func (r *Registry) Delete(id string) {
 		}
 	}
 	r.publish(old, byID)
-	r.health.Forget(id)
 }
 
 // DeleteIf removes the provider with the given id only if remove returns
@@ -163,7 +159,6 @@ func (r *Registry) DeleteIf(id string, remove func(*Provider) bool) bool {
 		}
 	}
 	r.publish(old, byID)
-	r.health.Forget(id)
 	return true
 }
 
@@ -192,7 +187,21 @@ func (r *Registry) Replace(ps []*Provider) {
 }
 
 // publish builds and stores the next snapshot and wakes subscribers. mu held.
+// Token-endpoint failures of a provider that was added, replaced or removed
+// are forgotten: those of an old configuration (a wrong client secret, say)
+// say nothing about the new one. Every writer comes through here, so none
+// can miss it.
 func (r *Registry) publish(old *snapshot, byID map[string]*Provider) {
+	for id, p := range byID {
+		if old.byID[id] != p {
+			r.health.Forget(id)
+		}
+	}
+	for id := range old.byID {
+		if _, ok := byID[id]; !ok {
+			r.health.Forget(id)
+		}
+	}
 	sorted := make([]*Provider, 0, len(byID))
 	for _, p := range byID {
 		sorted = append(sorted, p)
