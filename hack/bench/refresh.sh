@@ -119,12 +119,11 @@ hz=$(getconf CLK_TCK)
 cpu() { local t=0 p v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; echo "$t"; }
 # The backends serving the benchmark's database (tokenstore's pool).
 pgpids() { psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'"; }
-# pin_pg: in the split layout, puts the benchmark database's backends on
+# pin_pg: puts the benchmark database's backends on
 # core 1 with tokenstore (they are forked by the machine's postmaster, so
 # they cannot be started there); pin_pg_loop does it every second for the
 # backends tokenstore's pool opens during a round.
 pin_pg() {
-  [[ "$LAYOUT" == split ]] || return 0
   local p
   for p in $(pgpids); do taskset -p -c 1 "$p" >/dev/null 2>&1 || true; done
 }
@@ -165,9 +164,8 @@ for r in $(seq 1 "$ROUNDS"); do
     ( sleep 1; perf record -F 999 -a -g -o "$work/perf.data" -- sleep "$PROFILE" >/dev/null 2>&1 ) &
     ppid=$!
   fi
-  pin_pg
   lpid=
-  if [[ "$LAYOUT" == split ]]; then pin_pg_loop & lpid=$!; fi
+  if [[ "$LAYOUT" == split ]]; then pin_pg; pin_pg_loop & lpid=$!; fi
   loadgen -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.own" -query min_valid=86400 -c "$CLIENTS" -d "${DURATION}s" -warmup 0
   if [[ -n "$lpid" ]]; then kill "$lpid" 2>/dev/null; wait "$lpid" 2>/dev/null || true; fi
   # Backends opened during the round count from zero.
