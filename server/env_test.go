@@ -27,6 +27,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/crypto"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
+	"github.com/tokenstore/tokenstore/server/reqlog"
 	"github.com/tokenstore/tokenstore/server/store"
 	storeopen "github.com/tokenstore/tokenstore/server/store/open"
 	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
@@ -196,7 +197,8 @@ func (e *env) serve(ln net.Listener, o Options, wrap func(store.Store) store.Sto
 	reg.MarkReady()
 	o.Settings, o.Store, o.Keys, o.Providers = e.settings, st, e.keys, reg
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		// As serve builds it: request lines take reqlog's direct path.
+		o.Logger = slog.New(reqlog.Wrap(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}), e.logs, reqlog.Text))
 	}
 	srv, err := New(o)
 	if err != nil {

@@ -3,12 +3,15 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -20,25 +23,53 @@ import (
 
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/logctx"
+	"github.com/tokenstore/tokenstore/server/reqlog"
 )
-
-// identityKey is where authenticated puts the *auth.Identity.
-const identityKey = "tokenstore.identity"
 
 // requestIDHeader carries the request id in and out.
 const requestIDHeader = "X-Request-Id"
 
+// call is what the server keeps of one request beyond gin's context: its
+// id and, once authenticated, its caller. It rides in the request's
+// context as logctx's Carrier, so that the id reaches every log line of the
+// request and the caller reaches the handlers for one context value and one
+// copy of the request: an id in the context and the caller in gin's Keys
+// took a map besides, on every request.
+type call struct {
+	id     string
+	caller *auth.Identity
+}
+
+func (cl *call) LogRequestID() string { return cl.id }
+
+// callOf returns the request's call, or nil before requestID ran.
+func callOf(c *gin.Context) *call {
+	cl, _ := logctx.Carried(c.Request.Context()).(*call)
+	return cl
+}
+
+// callerOf returns the authenticated caller, or nil.
+func callerOf(c *gin.Context) *auth.Identity {
+	if cl := callOf(c); cl != nil {
+		return cl.caller
+	}
+	return nil
+}
+
 // requestID takes the caller's X-Request-Id when it looks like an id (so a
 // proxy's or client's id joins their logs to ours) and makes one otherwise;
-// it is echoed in the answer and put in the request's context, where the
-// logger (logctx.Handler) adds it to every line logged with that context.
+// it is echoed in the answer and put in the request's context (in its
+// call), where the logger (logctx.Handler) adds it to every line logged
+// with that context.
 func (s *Server) requestID(c *gin.Context) {
 	id := c.GetHeader(requestIDHeader)
 	if !saneRequestID(id) {
 		id = newRequestID()
 	}
-	c.Header(requestIDHeader, id)
-	c.Request = c.Request.WithContext(logctx.WithRequestID(c.Request.Context(), id))
+	// requestIDHeader is in canonical form: no c.Header, which would
+	// canonicalize it again on every request.
+	c.Writer.Header()[requestIDHeader] = []string{id}
+	c.Request = c.Request.WithContext(logctx.WithCarrier(c.Request.Context(), &call{id: id}))
 	c.Next()
 }
 
@@ -112,12 +143,28 @@ func saneRequestID(id string) bool {
 	return true
 }
 
-// newRequestID returns 16 random bytes in hex.
-func newRequestID() string {
-	var b [16]byte
+// Request ids are a random prefix per process and a counter, 32 hex
+// digits as before: unique across replicas and restarts (64 random bits
+// each), and made without a system call. An id labels log lines; it is
+// not a secret, so that a counter shows is no loss.
+var (
+	requestIDPrefix  [16]byte
+	requestIDCounter atomic.Uint64
+)
+
+func init() {
+	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	hex.Encode(requestIDPrefix[:], b[:])
+}
+
+// newRequestID returns the process's prefix and its next count, in hex.
+func newRequestID() string {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], requestIDCounter.Add(1))
 	var out [32]byte
-	hex.Encode(out[:], b[:])
+	copy(out[:16], requestIDPrefix[:])
+	hex.Encode(out[16:], n[:])
 	return string(out[:])
 }
 
@@ -125,53 +172,45 @@ func newRequestID() string {
 // the URL: query strings carry codes and states, and nothing here may carry
 // a token into a log.
 //
-// It hands the handler a slog.Record it builds itself rather than calling
-// Logger.Log: that skips the runtime.Callers walk Logger.Log does for the
-// source position (never logged: the handlers run without AddSource) and
-// the boxing of every value into []any, which together were a few percent
-// of the token hot path's CPU. Level filtering is kept (Enabled first).
+// The line goes through reqlog, which writes it straight into the log
+// writer when the logger is the service's own (cmd/tokenstore wraps it
+// with reqlog.Wrap): the same bytes slog would write, without a
+// slog.Record. Otherwise (tests, embedders) it is a record handed to the
+// logger's handler. Either way request_id is added here, not by logctx's
+// handler, which would copy the record to add it.
 func (s *Server) logRequests(c *gin.Context) {
 	start := time.Now()
 	c.Next()
 	status := c.Writer.Status()
-	lvl := slog.LevelInfo
+	l := reqlog.Line{Level: slog.LevelInfo, Method: c.Request.Method, Route: c.FullPath(), Status: status}
 	if status >= 500 {
-		lvl = slog.LevelError
+		l.Level = slog.LevelError
 	}
 	ctx := c.Request.Context()
-	h := s.log.Handler()
-	if !h.Enabled(ctx, lvl) {
+	h, _ := logctx.Unwrap(s.log.Handler())
+	if !h.Enabled(ctx, l.Level) {
 		return
 	}
-	route := c.FullPath()
-	if route == "" {
-		route = "(no route)"
+	if l.Route == "" {
+		l.Route = "(no route)"
 	}
-	r := slog.NewRecord(time.Now(), lvl, "request", 0)
-	r.AddAttrs(slog.String("method", c.Request.Method), slog.String("route", route), slog.Int("status", status),
-		slog.Int64("duration_ms", time.Since(start).Milliseconds()), slog.String("client_ip", c.ClientIP()))
-	if p := c.Param("provider"); p != "" {
-		r.AddAttrs(slog.String("provider", p))
-	}
+	l.Time = time.Now()
+	l.DurationMS = l.Time.Sub(start).Milliseconds()
+	l.ClientIP = c.ClientIP()
+	l.Provider = c.Param("provider")
 	if len(c.Errors) > 0 {
 		// The stable code only: messages of wrapped errors are logged by
 		// renderErrors, once, for 500s.
 		var ae *apiError
 		if errors.As(c.Errors[0].Err, &ae) {
-			r.AddAttrs(slog.String("error", ae.Code))
+			l.Error = ae.Code
 		}
 	}
-	if v, ok := c.Get(identityKey); ok {
-		r.AddAttrs(slog.String("user", v.(*auth.Identity).UserID))
+	if id := callerOf(c); id != nil {
+		l.User = id.UserID
 	}
-	if inner, wrapped := logctx.Unwrap(h); wrapped {
-		// What logctx's Handle would add, without its copy of r.
-		if id := logctx.RequestID(ctx); id != "" {
-			r.AddAttrs(slog.String("request_id", id))
-		}
-		h = inner
-	}
-	_ = h.Handle(ctx, r)
+	l.RequestID = logctx.RequestID(ctx)
+	reqlog.Log(ctx, h, &l)
 }
 
 func normOrigin(o string) string {
@@ -241,7 +280,7 @@ func (s *Server) csrf(c *gin.Context) {
 // same-site, so this cannot loop.
 func (s *Server) strictHop(c *gin.Context) {
 	if s.strictCrossSite(c) && c.GetHeader("Authorization") == "" {
-		if cookie, _ := c.Cookie(s.opt.Settings.SessionCookieName); cookie == "" {
+		if s.sessionCookie(c) == "" {
 			c.Abort()
 			s.hop(c, c.Request.URL.RequestURI())
 			return
@@ -259,7 +298,12 @@ func (s *Server) authenticated(c *gin.Context) {
 		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
-	c.Set(identityKey, id)
+	if cl := callOf(c); cl != nil {
+		cl.caller = id
+	} else {
+		// Only requestID makes calls; a route without it still works.
+		c.Request = c.Request.WithContext(logctx.WithCarrier(c.Request.Context(), &call{caller: id}))
+	}
 	c.Next()
 }
 
@@ -271,11 +315,28 @@ func (s *Server) identify(c *gin.Context) (*auth.Identity, error) {
 		}
 		return s.auth.Bearer(c.Request.Context(), strings.TrimSpace(tok))
 	}
-	cookie, _ := c.Cookie(s.opt.Settings.SessionCookieName)
-	return s.auth.Session(c.Request.Context(), cookie)
+	return s.auth.Session(c.Request.Context(), s.sessionCookie(c))
 }
 
-func identity(c *gin.Context) *auth.Identity { return c.MustGet(identityKey).(*auth.Identity) }
+// sessionCookie is c.Cookie(SESSION_COOKIE_NAME), query-unescaped as gin
+// does, through auth.SessionCookie, which skips net/http's allocations
+// for the plain values this service sets.
+func (s *Server) sessionCookie(c *gin.Context) string {
+	v := auth.SessionCookie(c.Request, s.opt.Settings.SessionCookieName)
+	if strings.ContainsAny(v, "%+") {
+		v, _ = url.QueryUnescape(v)
+	}
+	return v
+}
+
+// identity returns the caller of a route behind authenticated.
+func identity(c *gin.Context) *auth.Identity {
+	id := callerOf(c)
+	if id == nil {
+		panic("server: identity called on a route without authenticated")
+	}
+	return id
+}
 
 // authError maps the auth package's errors to API errors.
 func (s *Server) authError(ctx context.Context, err error) error {

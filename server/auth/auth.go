@@ -358,7 +358,8 @@ func (a *Authenticator) sessionExpiry(created, lastSeen time.Time) time.Time {
 	return exp
 }
 
-// Session returns the identity of a session cookie value.
+// Session returns the identity of a session cookie value. It is shared by
+// the requests of that session (see cachedSession): do not modify it.
 func (a *Authenticator) Session(ctx context.Context, cookie string) (*Identity, error) {
 	if cookie == "" {
 		return nil, ErrUnauthenticated
@@ -378,8 +379,7 @@ func (a *Authenticator) Session(ctx context.Context, cookie string) (*Identity, 
 			a.touched(s.ID, now, a.sessionExpiry(s.CreatedAt, now))
 		}
 	}
-	cl := s.claims
-	return &Identity{UserID: s.UserID, Issuer: cl.iss, Subject: s.UserID, Name: cl.name, Email: cl.email, Method: "session", SessionID: s.ID}, nil
+	return s.identity, nil
 }
 
 // Logout ends the session of a cookie value; ending none is not an error.
