@@ -344,7 +344,8 @@ func (s *Server) token(c *gin.Context) {
 		return
 	}
 	id := identity(c)
-	req := broker.Request{UserID: id.UserID, Provider: c.Param("provider"), Actor: "user:" + id.UserID}
+	// Actor left empty: the user themself (built only if an audit event is).
+	req := broker.Request{UserID: id.UserID, Provider: c.Param("provider")}
 	// Most calls have no query: parsing an empty one still allocates.
 	if c.Request.URL.RawQuery != "" {
 		if v := c.Query("min_valid"); v != "" {

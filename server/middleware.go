@@ -38,6 +38,9 @@ const requestIDHeader = "X-Request-Id"
 type call struct {
 	id     string
 	caller *auth.Identity
+	// header is the X-Request-Id header's value slice: allocated with the
+	// call rather than on its own.
+	header [1]string
 }
 
 func (cl *call) LogRequestID() string { return cl.id }
@@ -68,8 +71,9 @@ func (s *Server) requestID(c *gin.Context) {
 	}
 	// requestIDHeader is in canonical form: no c.Header, which would
 	// canonicalize it again on every request.
-	c.Writer.Header()[requestIDHeader] = []string{id}
-	c.Request = c.Request.WithContext(logctx.WithCarrier(c.Request.Context(), &call{id: id}))
+	cl := &call{id: id, header: [1]string{id}}
+	c.Writer.Header()[requestIDHeader] = cl.header[:]
+	c.Request = c.Request.WithContext(logctx.WithCarrier(c.Request.Context(), cl))
 	c.Next()
 }
 

@@ -218,7 +218,8 @@ type Request struct {
 	MinValid time.Duration
 	// Force asks for a token obtained after the request began (within ForceWindow).
 	Force bool
-	// Actor is recorded in audit events ("user:<id>", ...).
+	// Actor is recorded in audit events ("user:<id>", ...); empty means
+	// the user themself, "user:<UserID>" (built only when an event is).
 	Actor string
 
 	// refreshedSince, when set, makes a token obtained by a refresh before
@@ -459,7 +460,7 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 				if req.refreshed != nil {
 					*req.refreshed = true
 				}
-				b.log.InfoContext(ctx, "credential refreshed", "provider", req.Provider, "user", req.UserID, "rotated", gotNewRT, "forced", req.Force, "actor", req.Actor)
+				b.log.InfoContext(ctx, "credential refreshed", "provider", req.Provider, "user", req.UserID, "rotated", gotNewRT, "forced", req.Force, "actor", req.actor())
 				b.auditFailed(ctx, req, ActionRefresh, auditErr)
 			}
 			return tok, nil
@@ -807,14 +808,18 @@ func (b *Broker) revokeAt(ctx context.Context, p *providers.Provider, token, hin
 	return fmt.Errorf("revocation endpoint answered %d %s", resp.StatusCode, e.Error)
 }
 
+// actor is the audit actor of req: Actor, or the user themself.
+func (r Request) actor() string {
+	if r.Actor == "" {
+		return "user:" + r.UserID
+	}
+	return r.Actor
+}
+
 // auditEvent is the audit event of action on req's credential.
 func (b *Broker) auditEvent(req Request, action string, detail map[string]any) *store.AuditEvent {
 	d, _ := json.Marshal(detail)
-	actor := req.Actor
-	if actor == "" {
-		actor = "user:" + req.UserID
-	}
-	return &store.AuditEvent{Time: b.opt.Now().UTC(), UserID: req.UserID, Actor: actor, Action: action, Provider: req.Provider, Detail: d}
+	return &store.AuditEvent{Time: b.opt.Now().UTC(), UserID: req.UserID, Actor: req.actor(), Action: action, Provider: req.Provider, Detail: d}
 }
 
 // audit appends an event; a failure is logged, not returned, as the
