@@ -8,7 +8,12 @@
 #              process (same PostgreSQL), 32 keep-alive connections from
 #              wrk (C, 2 threads, like pgbench's -j 2) in its own process;
 #              also from hack/bench/loadgen (Go), whose own CPU use on the
-#              shared cores is reported alongside as a second column.
+#              shared cores is reported alongside as a second column;
+#   ceiling    the same wrk load on hack/bench/bare, a plain net/http
+#              server giving the same answer and doing nothing else: the
+#              most any Go HTTP service can serve here, so tokenstore over
+#              it is the share its own work leaves of that (a figure that
+#              moves less with the machine than the ratio to pgbench).
 #
 # Both alternate ROUNDS times; each round gives a ratio tokenstore rps /
 # pgbench tps, and the medians are what counts (the machine is shared and
@@ -66,6 +71,7 @@ log "building tokenstore, fixture and loadgen"
 CGO_ENABLED=0 go build -trimpath -o "$work/tokenstore" ./cmd/tokenstore
 go build -o "$work/fixture" ./hack/bench/fixture
 go build -o "$work/loadgen" ./hack/bench/loadgen
+go build -o "$work/bare" ./hack/bench/bare
 
 for d in "$DB_PGB" "$DB_TS" "$DB_START"; do psql -qX -d postgres -c "CREATE DATABASE $d" >/dev/null; done
 log "pgbench -i (scale 1) into $DB_PGB"
@@ -120,7 +126,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -b "tokenstore_session=$first" "ht
 # figure: every request from one of SESSIONS people in turn, so each
 # person's cache entry serves only a few requests before it lapses.
 head -n "$PEOPLE" "$work/sessions" >"$work/sessions.hot"
-declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO
+"$work/bare" -listen "127.0.0.1:$((PORT + 2))" >"$work/bare.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$((PORT + 2))/" 2>/dev/null && break; sleep 0.05; done
+declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO R_BARE
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: pgbench -S -M prepared -c $CLIENTS -j 2 -T $DURATION"
   out=$("$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB" 2>&1) || { echo "pgbench failed:" >&2; echo "$out" >&2; exit 1; }
@@ -130,6 +139,10 @@ for r in $(seq 1 "$ROUNDS"); do
   read -r rps p50 p99 errs _ < <(run_wrk "http://127.0.0.1:$PORT" "$work/sessions.hot" cookie /api/v1.0/alpha/token "$DURATION")
   [[ -n "$rps" ]] || exit 1
   (( errs == 0 )) || { echo "wrk: $errs failed requests" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
+  log "round $r/$ROUNDS: wrk on the bare net/http server"
+  read -r brps _ _ errs _ < <(run_wrk "http://127.0.0.1:$((PORT + 2))" "$work/sessions.hot" cookie /api/v1.0/alpha/token "$DURATION")
+  [[ -n "$brps" ]] || exit 1
+  R_BARE+=("$brps")
   log "round $r/$ROUNDS: wrk, $SESSIONS people in turn"
   read -r rps2 _ _ errs _ < <(run_wrk "http://127.0.0.1:$PORT" "$work/sessions" cookie /api/v1.0/alpha/token "$DURATION")
   [[ -n "$rps2" ]] || exit 1
@@ -147,18 +160,22 @@ rss=$(awk '/VmRSS/{print $2}' "/proc/$tpid/status")
 
 m_tps=$(median "${R_TPS[@]}"); m_rps=$(median "${R_RPS[@]}"); m_ratio=$(median "${R_RATIO[@]}")
 m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}"); m_spread=$(median "${R_SPREAD[@]}"); m_go=$(median "${R_GO[@]}")
+declare -a R_OFBARE
+for i in "${!R_RPS[@]}"; do R_OFBARE+=("$(awk -v a="${R_RPS[$i]}" -v b="${R_BARE[$i]}" 'BEGIN{printf "%.2f", a/b}')"); done
+m_bare=$(median "${R_BARE[@]}"); m_ofbare=$(median "${R_OFBARE[@]}")
 
 machine=$(machine_line "$("$PGBENCH" --version | head -n1)")
 
 table=$(
-  echo "| round | pgbench -S tps | tokenstore req/s (wrk) | ratio | p50 ms | p99 ms | req/s, $SESSIONS people in turn (ratio) | req/s from the Go loadgen (ratio) |"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+  echo "| round | pgbench -S tps | tokenstore req/s (wrk) | ratio | p50 ms | p99 ms | req/s, $SESSIONS people in turn (ratio) | req/s from the Go loadgen (ratio) | bare net/http req/s (ratio) | tokenstore / bare |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for i in "${!R_TPS[@]}"; do
-    printf '| %d | %.0f | %.0f | %s | %s | %s | %.0f (%.2f) | %.0f (%.2f) |\n' $((i + 1)) "${R_TPS[$i]}" "${R_RPS[$i]}" "${R_RATIO[$i]}" "${R_P50[$i]}" "${R_P99[$i]}" \
+    printf '| %d | %.0f | %.0f | %s | %s | %s | %.0f (%.2f) | %.0f (%.2f) | %.0f (%.2f) | %s |\n' $((i + 1)) "${R_TPS[$i]}" "${R_RPS[$i]}" "${R_RATIO[$i]}" "${R_P50[$i]}" "${R_P99[$i]}" \
       "${R_SPREAD[$i]}" "$(awk -v a="${R_SPREAD[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')" \
-      "${R_GO[$i]}" "$(awk -v a="${R_GO[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')"
+      "${R_GO[$i]}" "$(awk -v a="${R_GO[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')" \
+      "${R_BARE[$i]}" "$(awk -v a="${R_BARE[$i]}" -v b="${R_TPS[$i]}" 'BEGIN{print a/b}')" "${R_OFBARE[$i]}"
   done
-  printf '| **median** | %.0f | %.0f | **%s** | %s | %s | %.0f | %.0f |\n' "$m_tps" "$m_rps" "$m_ratio" "$m_p50" "$m_p99" "$m_spread" "$m_go"
+  printf '| **median** | %.0f | %.0f | **%s** | %s | %s | %.0f | %.0f | %.0f | **%s** |\n' "$m_tps" "$m_rps" "$m_ratio" "$m_p50" "$m_p99" "$m_spread" "$m_go" "$m_bare" "$m_ofbare"
 )
 extra=$(
   printf '| peak RSS (VmHWM) under load, %s credentials stored | %.1f MiB (RSS at the end %.1f MiB) |\n' "$CREDENTIALS" "$(awk -v k="$hwm" 'BEGIN{print k/1024}')" "$(awk -v k="$rss" 'BEGIN{print k/1024}')"
@@ -190,7 +207,13 @@ shared cores on both sides. The column "$SESSIONS people in turn" spreads
 requests over that many people, so that each cache entry serves only a few
 requests before it lapses (more database reads). The last column is the
 same load as the main figure from \`hack/bench/loadgen\` (Go, one
-goroutine per connection), which uses more of the two cores itself.
+goroutine per connection), which uses more of the two cores itself. The
+last two are the ceiling: the same wrk load on \`hack/bench/bare\`, a
+plain net/http server that gives the same 157-byte answer with the same
+headers and does nothing else, and tokenstore's requests/s over it — the
+share of the most any Go HTTP service could serve here that tokenstore's
+own work (routing, the request log line, session and credential caches,
+AES-GCM, metrics, and the garbage they make) leaves.
 Reference in the same run, alternating with it: \`pgbench -S -M prepared
 -c $CLIENTS -j 2 -T $DURATION\` (scale 1) on the same server — one primary-key
 SELECT per transaction, i.e. one database round trip. The ratio is
