@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -147,28 +145,15 @@ func saneRequestID(id string) bool {
 	return true
 }
 
-// Request ids are a random prefix per process and a counter, 32 hex
-// digits as before: unique across replicas and restarts (64 random bits
-// each), and made without a system call. An id labels log lines; it is
-// not a secret, so that a counter shows is no loss.
-var (
-	requestIDPrefix  [16]byte
-	requestIDCounter atomic.Uint64
-)
-
-func init() {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	hex.Encode(requestIDPrefix[:], b[:])
-}
-
-// newRequestID returns the process's prefix and its next count, in hex.
+// newRequestID returns 16 random bytes in hex. Random rather than a
+// counter, which would tell anyone reading ids how many requests a replica
+// serves; crypto/rand costs no system call here (the vDSO's getrandom, Go
+// 1.24+ on Linux 6.11+), about half a percent of the token hot path.
 func newRequestID() string {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], requestIDCounter.Add(1))
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	var out [32]byte
-	copy(out[:16], requestIDPrefix[:])
-	hex.Encode(out[16:], n[:])
+	hex.Encode(out[:], b[:])
 	return string(out[:])
 }
 
