@@ -3,10 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/server/reqlog"
 )
 
 // TestLogWriterLinesWhole: concurrent lines come out whole, none lost, once
@@ -37,6 +42,24 @@ func TestLogWriterLinesWhole(t *testing.T) {
 		var xs string
 		if _, err := fmt.Sscanf(l, "line g=%d i=%d %s", &g, &i, &xs); err != nil || len(xs) != 40+i%200 {
 			t.Fatalf("torn line %q", l)
+		}
+	}
+}
+
+// TestLoggerTakesTheDirectPath: the service's logger, in either format and
+// at any level, is reqlog's, so request lines skip slog's machinery; a
+// change that lost it would still log correctly, only slower, and no other
+// test would notice.
+func TestLoggerTakesTheDirectPath(t *testing.T) {
+	old := slog.Default() // newLogger sets the default
+	t.Cleanup(func() { slog.SetDefault(old) })
+	for _, format := range []string{"json", "text"} {
+		l := newLogger(&config.Settings{LogFormat: format, LogLevel: "warn"})
+		if _, ok := l.Handler().(*reqlog.Handler); !ok {
+			t.Errorf("LOG_FORMAT=%s: the logger's handler is %T, not reqlog's", format, l.Handler())
+		}
+		if l.Enabled(context.Background(), slog.LevelInfo) {
+			t.Errorf("LOG_FORMAT=%s: LOG_LEVEL=warn not kept", format)
 		}
 	}
 }
