@@ -79,47 +79,72 @@ func Log(ctx context.Context, h slog.Handler, l *Line) {
 	if !h.Enabled(ctx, l.Level) {
 		return
 	}
-	if d, ok := h.(*Handler); ok && l.plain() {
-		bp := bufs.Get().(*[]byte)
-		b := (*bp)[:0]
-		if d.format == Text {
-			b = l.appendText(b)
-		} else {
-			b = l.appendJSON(b)
+	if d, ok := h.(*Handler); ok {
+		if fs := l.fields(); l.plain(&fs) {
+			d.write(l, &fs)
+			return
 		}
-		_, _ = d.w.Write(b)
-		*bp = b
-		bufs.Put(bp)
-		return
 	}
 	_ = h.Handle(ctx, l.Record())
+}
+
+// write writes l, of fields fs, plain, with one Write.
+func (d *Handler) write(l *Line, fs *[9]field) {
+	bp := bufs.Get().(*[]byte)
+	b := l.appendLine((*bp)[:0], d.format, fs)
+	_, _ = d.w.Write(b)
+	*bp = b
+	bufs.Put(bp)
 }
 
 // Record is l as the slog.Record the direct path stands in for.
 func (l *Line) Record() slog.Record {
 	r := slog.NewRecord(l.Time, l.Level, Msg, 0)
-	r.AddAttrs(slog.String("method", l.Method), slog.String("route", l.Route), slog.Int("status", l.Status),
-		slog.Int64("duration_ms", l.DurationMS), slog.String("client_ip", l.ClientIP))
-	for _, a := range [...]struct{ k, v string }{{"provider", l.Provider}, {"error", l.Error}, {"user", l.User}, {"request_id", l.RequestID}} {
-		if a.v != "" {
-			r.AddAttrs(slog.String(a.k, a.v))
+	for _, f := range l.fields() {
+		switch {
+		case f.number:
+			r.AddAttrs(slog.Int64(f.key, f.num))
+		case !f.optional || f.str != "":
+			r.AddAttrs(slog.String(f.key, f.str))
 		}
 	}
 	return r
 }
 
+// field is one attribute of a line after time, level and message.
+type field struct {
+	key      string
+	str      string
+	num      int64
+	number   bool // num, written bare; else str, written as a string
+	optional bool // left out when str is empty
+}
+
+// fields are l's attributes in the order the request log has always had:
+// the one list Record, plain and the direct path all walk.
+func (l *Line) fields() [9]field {
+	return [9]field{
+		{key: "method", str: l.Method},
+		{key: "route", str: l.Route},
+		{key: "status", num: int64(l.Status), number: true},
+		{key: "duration_ms", num: l.DurationMS, number: true},
+		{key: "client_ip", str: l.ClientIP},
+		{key: "provider", str: l.Provider, optional: true},
+		{key: "error", str: l.Error, optional: true},
+		{key: "user", str: l.User, optional: true},
+		{key: "request_id", str: l.RequestID, optional: true},
+	}
+}
+
 var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// plain reports whether every string of l is written as is by both
-// formats: JSON would not escape it, text would not quote it.
-func (l *Line) plain() bool {
-	for _, s := range [...]string{l.Method, l.Route, l.ClientIP} {
-		if !plainString(s) || s == "" {
-			return false
-		}
-	}
-	for _, s := range [...]string{l.Provider, l.Error, l.User, l.RequestID} {
-		if !plainString(s) {
+// plain reports whether every string of l (its fields fs) is written as
+// is by both formats: JSON would not escape it, text would not quote it
+// (nor an empty one, which text quotes).
+func (l *Line) plain(fs *[9]field) bool {
+	for i := range fs {
+		f := &fs[i]
+		if !f.number && (!plainString(f.str) || (f.str == "" && !f.optional)) {
 			return false
 		}
 	}
@@ -141,70 +166,52 @@ func plainString(s string) bool {
 	return true
 }
 
-func (l *Line) appendJSON(b []byte) []byte {
-	b = append(b, `{"time":"`...)
-	b = l.Time.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","level":"`...)
-	b = append(b, l.Level.String()...)
-	b = append(b, `","msg":"`+Msg+`","method":"`...)
-	b = append(b, l.Method...)
-	b = append(b, `","route":"`...)
-	b = append(b, l.Route...)
-	b = append(b, `","status":`...)
-	b = strconv.AppendInt(b, int64(l.Status), 10)
-	b = append(b, `,"duration_ms":`...)
-	b = strconv.AppendInt(b, l.DurationMS, 10)
-	b = append(b, `,"client_ip":"`...)
-	b = append(b, l.ClientIP...)
-	b = append(b, '"')
-	b = appendJSONOpt(b, "provider", l.Provider)
-	b = appendJSONOpt(b, "error", l.Error)
-	b = appendJSONOpt(b, "user", l.User)
-	b = appendJSONOpt(b, "request_id", l.RequestID)
-	return append(b, "}\n"...)
-}
-
-func appendJSONOpt(b []byte, k, v string) []byte {
-	if v == "" {
-		return b
+// appendLine appends l, plain, of fields fs, as format writes it.
+func (l *Line) appendLine(b []byte, format Format, fs *[9]field) []byte {
+	if format == Text {
+		b = append(b, "time="...)
+		b = appendRFC3339Millis(b, l.Time)
+		b = append(b, " level="...)
+		b = append(b, l.Level.String()...)
+		b = append(b, " msg="+Msg...)
+	} else {
+		b = append(b, `{"time":"`...)
+		b = l.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `","level":"`...)
+		b = append(b, l.Level.String()...)
+		b = append(b, `","msg":"`+Msg+`"`...)
 	}
-	b = append(b, `,"`...)
-	b = append(b, k...)
-	b = append(b, `":"`...)
-	b = append(b, v...)
-	return append(b, '"')
-}
-
-func (l *Line) appendText(b []byte) []byte {
-	b = append(b, "time="...)
-	b = appendRFC3339Millis(b, l.Time)
-	b = append(b, " level="...)
-	b = append(b, l.Level.String()...)
-	b = append(b, " msg="+Msg+" method="...)
-	b = append(b, l.Method...)
-	b = append(b, " route="...)
-	b = append(b, l.Route...)
-	b = append(b, " status="...)
-	b = strconv.AppendInt(b, int64(l.Status), 10)
-	b = append(b, " duration_ms="...)
-	b = strconv.AppendInt(b, l.DurationMS, 10)
-	b = append(b, " client_ip="...)
-	b = append(b, l.ClientIP...)
-	b = appendTextOpt(b, "provider", l.Provider)
-	b = appendTextOpt(b, "error", l.Error)
-	b = appendTextOpt(b, "user", l.User)
-	b = appendTextOpt(b, "request_id", l.RequestID)
+	for i := range fs {
+		f := &fs[i]
+		if f.optional && f.str == "" {
+			continue
+		}
+		quoted := format == JSON && !f.number
+		if format == Text {
+			b = append(b, ' ')
+			b = append(b, f.key...)
+			b = append(b, '=')
+		} else {
+			b = append(b, `,"`...)
+			b = append(b, f.key...)
+			b = append(b, `":`...)
+		}
+		if quoted {
+			b = append(b, '"')
+		}
+		if f.number {
+			b = strconv.AppendInt(b, f.num, 10)
+		} else {
+			b = append(b, f.str...)
+		}
+		if quoted {
+			b = append(b, '"')
+		}
+	}
+	if format == JSON {
+		b = append(b, '}')
+	}
 	return append(b, '\n')
-}
-
-func appendTextOpt(b []byte, k, v string) []byte {
-	if v == "" {
-		return b
-	}
-	b = append(b, ' ')
-	b = append(b, k...)
-	b = append(b, '=')
-	return append(b, v...)
 }
 
 // appendRFC3339Millis is slog's text handler's time format (log/slog's
