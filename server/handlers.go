@@ -112,7 +112,7 @@ func (s *Server) loginCallback(c *gin.Context) {
 	}
 	// A login replaces the browser's previous session rather than leaving it
 	// alive in the database.
-	if old, _ := c.Cookie(s.opt.Settings.SessionCookieName); old != "" {
+	if old := s.sessionCookie(c); old != "" {
 		if err := s.auth.Logout(ctx, old); err != nil {
 			s.log.WarnContext(ctx, "ending the previous session failed", "error", err)
 		}
@@ -124,8 +124,7 @@ func (s *Server) loginCallback(c *gin.Context) {
 
 // logout ends the session (if any) and clears the cookie.
 func (s *Server) logout(c *gin.Context) {
-	cookie, _ := c.Cookie(s.opt.Settings.SessionCookieName)
-	if err := s.auth.Logout(c.Request.Context(), cookie); err != nil {
+	if err := s.auth.Logout(c.Request.Context(), s.sessionCookie(c)); err != nil {
 		_ = c.Error(err)
 		return
 	}

@@ -34,16 +34,16 @@ const requestIDHeader = "X-Request-Id"
 // copy of the request: an id in the context and the caller in gin's Keys
 // took a map besides, on every request.
 type call struct {
-	id     string
-	caller *auth.Identity
-	// header is the X-Request-Id header's value slice: allocated with the
-	// call rather than on its own.
+	// header is the request id as the X-Request-Id header's value slice,
+	// allocated with the call rather than on its own.
 	header [1]string
+	caller *auth.Identity
 }
 
-func (cl *call) LogRequestID() string { return cl.id }
+func (cl *call) LogRequestID() string { return cl.header[0] }
 
-// callOf returns the request's call, or nil before requestID ran.
+// callOf returns the request's call, or nil before requestID (the first
+// middleware of every route) ran.
 func callOf(c *gin.Context) *call {
 	cl, _ := logctx.Carried(c.Request.Context()).(*call)
 	return cl
@@ -69,7 +69,7 @@ func (s *Server) requestID(c *gin.Context) {
 	}
 	// requestIDHeader is in canonical form: no c.Header, which would
 	// canonicalize it again on every request.
-	cl := &call{id: id, header: [1]string{id}}
+	cl := &call{header: [1]string{id}}
 	c.Writer.Header()[requestIDHeader] = cl.header[:]
 	c.Request = c.Request.WithContext(logctx.WithCarrier(c.Request.Context(), cl))
 	c.Next()
@@ -287,12 +287,7 @@ func (s *Server) authenticated(c *gin.Context) {
 		_ = c.Error(s.authError(c.Request.Context(), err))
 		return
 	}
-	if cl := callOf(c); cl != nil {
-		cl.caller = id
-	} else {
-		// Only requestID makes calls; a route without it still works.
-		c.Request = c.Request.WithContext(logctx.WithCarrier(c.Request.Context(), &call{caller: id}))
-	}
+	callOf(c).caller = id
 	c.Next()
 }
 

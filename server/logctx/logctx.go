@@ -8,31 +8,21 @@ import (
 	"log/slog"
 )
 
-type requestIDKey struct{}
+type carrierKey struct{}
 
 // Carrier is what logctx keeps in a context: anything that knows the
 // request's id. The server's per-request state is one, so that a single
 // context value (one allocation) carries the id and the rest of it.
 type Carrier interface{ LogRequestID() string }
 
-// requestID is the Carrier of an id alone.
-type requestID string
-
-func (r requestID) LogRequestID() string { return string(r) }
-
-// WithRequestID returns ctx carrying the request id.
-func WithRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, Carrier(requestID(id)))
-}
-
 // WithCarrier returns ctx carrying c, whose id is the request id.
 func WithCarrier(ctx context.Context, c Carrier) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, c)
+	return context.WithValue(ctx, carrierKey{}, c)
 }
 
 // Carried returns the Carrier ctx carries, or nil.
 func Carried(ctx context.Context) Carrier {
-	c, _ := ctx.Value(requestIDKey{}).(Carrier)
+	c, _ := ctx.Value(carrierKey{}).(Carrier)
 	return c
 }
 
