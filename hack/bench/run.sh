@@ -129,7 +129,8 @@ head -n "$PEOPLE" "$work/sessions" >"$work/sessions.hot"
 "$work/bare" -listen "127.0.0.1:$((PORT + 2))" >"$work/bare.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$((PORT + 2))/" 2>/dev/null && break; sleep 0.05; done
-declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO R_BARE
+curl -fsS -o /dev/null "http://127.0.0.1:$((PORT + 2))/" || { echo "the bare server did not start:" >&2; cat "$work/bare.log" >&2; exit 1; }
+declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO R_BARE R_OFBARE
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: pgbench -S -M prepared -c $CLIENTS -j 2 -T $DURATION"
   out=$("$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB" 2>&1) || { echo "pgbench failed:" >&2; echo "$out" >&2; exit 1; }
@@ -142,7 +143,7 @@ for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: wrk on the bare net/http server"
   read -r brps _ _ errs _ < <(run_wrk "http://127.0.0.1:$((PORT + 2))" "$work/sessions.hot" cookie /api/v1.0/alpha/token "$DURATION")
   [[ -n "$brps" ]] || exit 1
-  R_BARE+=("$brps")
+  (( errs == 0 )) || { echo "wrk on the bare server: $errs failed requests" >&2; exit 1; }
   log "round $r/$ROUNDS: wrk, $SESSIONS people in turn"
   read -r rps2 _ _ errs _ < <(run_wrk "http://127.0.0.1:$PORT" "$work/sessions" cookie /api/v1.0/alpha/token "$DURATION")
   [[ -n "$rps2" ]] || exit 1
@@ -154,14 +155,13 @@ for r in $(seq 1 "$ROUNDS"); do
   R_SPREAD+=("$rps2")
   R_TPS+=("$tps"); R_RPS+=("$rps"); R_P50+=("$p50"); R_P99+=("$p99")
   R_RATIO+=("$(awk -v a="$rps" -v b="$tps" 'BEGIN{printf "%.2f", a/b}')")
+  R_BARE+=("$brps"); R_OFBARE+=("$(awk -v a="$rps" -v b="$brps" 'BEGIN{printf "%.2f", a/b}')")
 done
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$tpid/status")
 rss=$(awk '/VmRSS/{print $2}' "/proc/$tpid/status")
 
 m_tps=$(median "${R_TPS[@]}"); m_rps=$(median "${R_RPS[@]}"); m_ratio=$(median "${R_RATIO[@]}")
 m_p50=$(median "${R_P50[@]}"); m_p99=$(median "${R_P99[@]}"); m_spread=$(median "${R_SPREAD[@]}"); m_go=$(median "${R_GO[@]}")
-declare -a R_OFBARE
-for i in "${!R_RPS[@]}"; do R_OFBARE+=("$(awk -v a="${R_RPS[$i]}" -v b="${R_BARE[$i]}" 'BEGIN{printf "%.2f", a/b}')"); done
 m_bare=$(median "${R_BARE[@]}"); m_ofbare=$(median "${R_OFBARE[@]}")
 
 machine=$(machine_line "$("$PGBENCH" --version | head -n1)")
@@ -205,8 +205,8 @@ $CREDENTIALS credentials stored. wrk is a C client like pgbench, with the
 same two threads, so that the load generator takes about as much of the
 shared cores on both sides. The column "$SESSIONS people in turn" spreads
 requests over that many people, so that each cache entry serves only a few
-requests before it lapses (more database reads). The last column is the
-same load as the main figure from \`hack/bench/loadgen\` (Go, one
+requests before it lapses (more database reads). The Go loadgen column is
+the same load as the main figure from \`hack/bench/loadgen\` (Go, one
 goroutine per connection), which uses more of the two cores itself. The
 last two are the ceiling: the same wrk load on \`hack/bench/bare\`, a
 plain net/http server that gives the same 157-byte answer with the same
