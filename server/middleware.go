@@ -22,6 +22,7 @@ import (
 	"github.com/tokenstore/tokenstore/server/auth"
 	"github.com/tokenstore/tokenstore/server/logctx"
 	"github.com/tokenstore/tokenstore/server/reqlog"
+	"github.com/tokenstore/tokenstore/server/tracing"
 )
 
 // requestIDHeader carries the request id in and out.
@@ -75,17 +76,13 @@ func (s *Server) requestID(c *gin.Context) {
 	c.Next()
 }
 
-// untracedProvider is OpenTelemetry's global TracerProvider before anyone
-// installs one (tracing.Setup does, when TRACING_ENDPOINT is set).
-var untracedProvider = otel.GetTracerProvider()
-
 // traceRequests makes one server span per request (OpenTelemetry; a no-op
 // unless TRACING_ENDPOINT installed a provider), child of the caller's
 // traceparent if any. It is named by the route template and carries the
 // method, route, status and request id: never the URL (query strings carry
 // codes and states) nor any header.
 func (s *Server) traceRequests(c *gin.Context) {
-	if otel.GetTracerProvider() == untracedProvider {
+	if !tracing.Installed() {
 		// No provider installed (no TRACING_ENDPOINT): every span would
 		// be a no-op; skip the propagator, the span and the copy of the
 		// request that carrying them takes.

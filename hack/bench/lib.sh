@@ -52,7 +52,9 @@ need_wrk() {
 # wrk's threads reads FILE and sends every request as the next line of it
 # (threads start at different lines), formatted once: in mode cookie a GET
 # of PATH with the line as the session cookie, in mode form a POST of the
-# line as a form body to PATH.
+# line as a form body to PATH. With a fourth argument, the number of
+# threads T, thread t takes only lines t, t+T, t+2T, ...: no two threads
+# send one line's request.
 wrk_lines() {
   cat >"$work/lines.lua" <<'LUA'
 local reqs = {}
@@ -63,8 +65,10 @@ setup = function(thread)
   thread:set("id", threads)
 end
 init = function(args)
+  local n, of = 0, tonumber(args[4])
   for line in io.lines(args[1]) do
-    if #line > 0 then
+    n = n + 1
+    if #line > 0 and (of == nil or (n - 1) % of == (id or 1) - 1) then
       if args[2] == "cookie" then
         reqs[#reqs + 1] = wrk.format("GET", args[3], { Cookie = "tokenstore_session=" .. line })
       else
@@ -72,7 +76,7 @@ init = function(args)
       end
     end
   end
-  i = ((id or 1) * 7) % #reqs
+  if of == nil then i = ((id or 1) * 7) % #reqs end
 end
 request = function()
   i = i % #reqs + 1
@@ -81,13 +85,14 @@ end
 LUA
 }
 
-# run_wrk URL FILE MODE PATH SECONDS: wrk -t 2 -c $CLIENTS against URL with
-# the lines of FILE (see wrk_lines); prints "RPS P50MS P99MS ERRORS
-# REQUESTS", ERRORS counting non-2xx answers and socket errors.
+# run_wrk URL FILE MODE PATH SECONDS [own]: wrk -t 2 -c $CLIENTS against URL
+# with the lines of FILE (see wrk_lines; own: each thread its own lines);
+# prints "RPS P50MS P99MS ERRORS REQUESTS", ERRORS counting non-2xx answers
+# and socket errors.
 run_wrk() {
   local out
   [[ -f "$work/lines.lua" ]] || wrk_lines
-  out=$("${WRK:-wrk}" -t 2 -c "$CLIENTS" -d "${5}s" --latency -s "$work/lines.lua" "$1" -- "$2" "$3" "$4" 2>&1)
+  out=$("${WRK:-wrk}" -t 2 -c "$CLIENTS" -d "${5}s" --latency -s "$work/lines.lua" "$1" -- "$2" "$3" "$4" ${6:+2} 2>&1)
   awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /^Requests\/sec:/ { rps = $2 }

@@ -29,6 +29,16 @@ import (
 // Scope is the instrumentation scope of tokenstore's own spans.
 const Scope = "github.com/tokenstore/tokenstore"
 
+// untraced is OpenTelemetry's global TracerProvider before anyone installs
+// one (Setup does, when TRACING_ENDPOINT is set; tests install their own).
+var untraced = otel.GetTracerProvider()
+
+// Installed reports whether a TracerProvider was installed. Without one
+// every span is a no-op, and tokenstore's instrumentation (the request
+// middleware, pgtrace, sqltrace) makes none: a no-op span still costs a
+// context, a tracer lookup and an allocation or two per request or query.
+func Installed() bool { return otel.GetTracerProvider() != untraced }
+
 // Enabled reports whether the settings turn tracing on.
 func Enabled(s *config.Settings) bool { return s != nil && s.TracingEndpoint != "" }
 

@@ -418,6 +418,7 @@ func testCredentialUpdate(t *testing.T, s store.Store) {
 		c.AccessExpiresAt = &newExpiry
 		c.RefreshExpiresAt = nil
 		c.LastRefreshedAt = ptr(base.Add(time.Second))
+		c.LastUsedAt = ptr(base.Add(2 * time.Second))
 		c.Scopes = []string{"openid"}
 		c.TokenType = "DPoP"
 		c.Subject = "sub-new"
@@ -438,6 +439,7 @@ func testCredentialUpdate(t *testing.T, s store.Store) {
 	want.RefreshToken, want.AccessToken = []byte("rt-rotated"), nil
 	want.AccessExpiresAt, want.RefreshExpiresAt = normp(&newExpiry), nil
 	want.LastRefreshedAt = normp(ptr(base.Add(time.Second)))
+	want.LastUsedAt = normp(ptr(base.Add(2 * time.Second)))
 	want.Scopes, want.TokenType, want.Subject, want.KeyID = []string{"openid"}, "DPoP", "sub-new", "k9"
 	want.State, want.StateReason = store.StateNeedsReauth, "invalid_grant"
 	want.Version = orig.Version + 1

@@ -3,8 +3,8 @@
 // puts in each query) or, for other statements, by their first keyword
 // (BEGIN, COMMIT, SELECT). Neither the SQL text nor any argument is
 // recorded: arguments hold ciphertexts, user ids and hashed session ids.
-// It uses OpenTelemetry's global provider: with tracing off it costs a
-// no-op span per query.
+// It uses OpenTelemetry's global provider; with none installed (tracing
+// off) it makes no span at all.
 package pgtrace
 
 import (
@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tokenstore/tokenstore/server/tracing"
 )
 
 const scope = "github.com/tokenstore/tokenstore/server/tracing/pgtrace"
@@ -35,6 +37,9 @@ var (
 
 // TraceQueryStart starts the query's span.
 func (Tracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if !tracing.Installed() {
+		return ctx // no span, nor its name
+	}
 	return start(ctx, conn, QueryName(data.SQL), nil)
 }
 
@@ -64,6 +69,9 @@ func start(ctx context.Context, conn *pgx.Conn, name string, more func() []attri
 // TraceQueryEnd ends it, with the rows affected and, on failure, the
 // SQLSTATE only: PostgreSQL's messages may quote a value.
 func (Tracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	if !tracing.Installed() {
+		return // start made no span: the one in ctx is the caller's
+	}
 	span := trace.SpanFromContext(ctx)
 	if !span.IsRecording() {
 		span.End()
@@ -80,6 +88,9 @@ func (Tracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQuer
 // TraceBatchStart starts one span for a pipelined batch, named BATCH, with
 // the names of its queries in order (names only, as for single queries).
 func (Tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	if !tracing.Installed() {
+		return ctx
+	}
 	return start(ctx, conn, "BATCH", func() []attribute.KeyValue {
 		var names []string
 		if data.Batch != nil {
@@ -97,7 +108,7 @@ func (Tracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.Trac
 // TraceBatchQuery marks the batch's span failed with the first failing
 // query's SQLSTATE (never its message).
 func (Tracer) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchQueryData) {
-	if data.Err == nil {
+	if data.Err == nil || !tracing.Installed() {
 		return
 	}
 	span := trace.SpanFromContext(ctx)
@@ -109,6 +120,9 @@ func (Tracer) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, data pgx.TraceBa
 
 // TraceBatchEnd ends the batch's span.
 func (Tracer) TraceBatchEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchEndData) {
+	if !tracing.Installed() {
+		return
+	}
 	span := trace.SpanFromContext(ctx)
 	if data.Err != nil && span.IsRecording() {
 		span.SetStatus(codes.Error, failure(span, data.Err))

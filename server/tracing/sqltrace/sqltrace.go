@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"modernc.org/sqlite"
 
+	"github.com/tokenstore/tokenstore/server/tracing"
 	"github.com/tokenstore/tokenstore/server/tracing/pgtrace"
 )
 
@@ -77,6 +78,10 @@ func (t traced) QueryRowContext(ctx context.Context, query string, args ...any) 
 }
 
 func start(ctx context.Context, query string) (context.Context, trace.Span) {
+	if !tracing.Installed() {
+		// No provider: no span (a no-op one, whose End does nothing).
+		return ctx, trace.SpanFromContext(context.Background())
+	}
 	name := pgtrace.QueryName(query)
 	ctx, span := otel.Tracer(scope).Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {

@@ -46,9 +46,12 @@ ON CONFLICT (user_id, provider) DO UPDATE SET
     version            = credentials.version + 1
 RETURNING *;
 
--- name: CredentialUpdate :one
+-- name: CredentialUpdate :execrows
 -- Writes everything a caller of UpdateCredential may change; identity
--- columns (id, user_id, provider, created_at) stay.
+-- columns (id, user_id, provider, created_at) stay. It returns no row: its
+-- caller holds the row's lock, so it knows the row it writes (the locked
+-- one with these values and version + 1), and sending the row back (a
+-- kilobyte of ciphertexts on every refresh) would cost both ends.
 UPDATE credentials SET
     subject            = @subject,
     key_id             = @key_id,
@@ -64,8 +67,7 @@ UPDATE credentials SET
     last_refreshed_at  = sqlc.narg(last_refreshed_at),
     last_used_at       = sqlc.narg(last_used_at),
     version            = version + 1
-WHERE id = @id
-RETURNING *;
+WHERE id = @id;
 
 -- name: CredentialDelete :execrows
 DELETE FROM credentials

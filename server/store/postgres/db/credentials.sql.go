@@ -471,7 +471,7 @@ func (q *Queries) CredentialReplaceCiphertexts(ctx context.Context, arg Credenti
 	return i, err
 }
 
-const credentialUpdate = `-- name: CredentialUpdate :one
+const credentialUpdate = `-- name: CredentialUpdate :execrows
 UPDATE credentials SET
     subject            = $1,
     key_id             = $2,
@@ -488,7 +488,6 @@ UPDATE credentials SET
     last_used_at       = $13,
     version            = version + 1
 WHERE id = $14
-RETURNING id, user_id, provider, subject, key_id, refresh_token, access_token, token_type, scopes, access_expires_at, refresh_expires_at, state, state_reason, created_at, updated_at, last_refreshed_at, last_used_at, version, refresh_claimed_until
 `
 
 type CredentialUpdateParams struct {
@@ -509,9 +508,12 @@ type CredentialUpdateParams struct {
 }
 
 // Writes everything a caller of UpdateCredential may change; identity
-// columns (id, user_id, provider, created_at) stay.
-func (q *Queries) CredentialUpdate(ctx context.Context, arg CredentialUpdateParams) (Credential, error) {
-	row := q.db.QueryRow(ctx, credentialUpdate,
+// columns (id, user_id, provider, created_at) stay. It returns no row: its
+// caller holds the row's lock, so it knows the row it writes (the locked
+// one with these values and version + 1), and sending the row back (a
+// kilobyte of ciphertexts on every refresh) would cost both ends.
+func (q *Queries) CredentialUpdate(ctx context.Context, arg CredentialUpdateParams) (int64, error) {
+	result, err := q.db.Exec(ctx, credentialUpdate,
 		arg.Subject,
 		arg.KeyID,
 		arg.RefreshToken,
@@ -527,29 +529,10 @@ func (q *Queries) CredentialUpdate(ctx context.Context, arg CredentialUpdatePara
 		arg.LastUsedAt,
 		arg.ID,
 	)
-	var i Credential
-	err := row.Scan(
-		&i.ID,
-		&i.UserID,
-		&i.Provider,
-		&i.Subject,
-		&i.KeyID,
-		&i.RefreshToken,
-		&i.AccessToken,
-		&i.TokenType,
-		&i.Scopes,
-		&i.AccessExpiresAt,
-		&i.RefreshExpiresAt,
-		&i.State,
-		&i.StateReason,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.LastRefreshedAt,
-		&i.LastUsedAt,
-		&i.Version,
-		&i.RefreshClaimedUntil,
-	)
-	return i, err
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const credentialUpsert = `-- name: CredentialUpsert :one
