@@ -53,7 +53,11 @@ PORT=${PORT:-18090}
 WRITE_DOCS=${WRITE_DOCS:-1}
 PROFILE=${PROFILE:-0}
 LAYOUT=${LAYOUT:-shared}
-CLIENT=${CLIENT:-wrk}
+# The client of tokenstore's rounds (see tsload): wrk in the split layout,
+# where its CPU is taken from tokenstore's core and none of it from the
+# provider's; the Go load generator in the shared one, where the client's
+# CPU competes with everyone's and the reference's client is that one.
+if [[ "$LAYOUT" == split ]]; then CLIENT=${CLIENT:-wrk}; else CLIENT=${CLIENT:-loadgen}; fi
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }
 (( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "ROUNDS must be 1..9" >&2; exit 1; }
 (( PEOPLE >= CLIENTS && PEOPLE <= 5000 )) || { echo "PEOPLE must be CLIENTS..5000" >&2; exit 1; }
@@ -155,15 +159,16 @@ loadgen() {
   LGCPU=$(tail -n1 <<<"$out" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }')
 }
 # tsload SECONDS: the load on tokenstore, every request a refresh; sets LG
-# and LGCPU as loadgen does. CLIENT=wrk (the default): wrk -t 2, thread t
-# over the people of lines t, t+2, ... of the session file, each person's
-# next request 128 requests of its thread later (about 0.2 s, against a p99
-# of ~0.1 s: the refresh-count column shows any request that shared
-# another's refresh). wrk, a C client, takes a fifth of the Go load
-# generator's CPU per request, and in the split layout that CPU is taken
-# from tokenstore's core. CLIENT=loadgen: the Go load generator, each
-# connection with credentials of its own (none ever shared, by
-# construction).
+# and LGCPU as loadgen does. CLIENT=wrk (the split layout's default): wrk
+# -t 2, thread t over the people of lines t, t+2, ... of the session file,
+# so a person's next request comes PEOPLE/2 requests of its thread later
+# (about a third of a second, against a p99 of ~0.1 s; the refresh-count
+# column would show a request that shared another's refresh). wrk, a C
+# client, takes about 0.06 ms of CPU per request where the Go load
+# generator takes 0.16 (2026-12-02), and in the split layout that CPU is
+# taken from tokenstore's core. CLIENT=loadgen (the shared layout's): the
+# Go load generator, each connection with credentials of its own (none
+# ever shared, by construction).
 tsload() {
   if [[ "$CLIENT" == loadgen ]]; then
     loadgen -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.own" -query min_valid=86400 -c "$CLIENTS" -d "${1}s" -warmup 0
@@ -270,8 +275,10 @@ benchmark's database and the load generator on core 1 (\`taskset\`), in
 the reference and through tokenstore alike, as if the provider had a
 machine of its own the size of tokenstore's. The reference is then what
 the provider can give on its core, and the ratio says whether tokenstore,
-with as much CPU, keeps up with it. PostgreSQL's WAL writer and
-checkpointer and anything else on the machine are not pinned."
+with as much CPU, keeps up with it. For each tokenstore round the whole
+PostgreSQL server (postmaster, WAL writer, checkpointer, every backend)
+is put on core 1 too: its work for tokenstore's commits is tokenstore's
+cost. Anything else on the machine is not pinned."
   cpunote="In this layout requests/s follow the busier core: the OP's CPU per
 request on core 0 against the sum of the other three on core 1, while
 the last column sums all four as in the shared layout."
