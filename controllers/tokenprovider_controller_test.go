@@ -625,7 +625,10 @@ func TestTokenEndpointFailing(t *testing.T) {
 	// condition within seconds is the tracker waking the reconciler.
 	opts := testOptions
 	opts.RefreshInterval = 10 * time.Minute
-	const hold = 3 * time.Second
+	// hold is long enough for the reconciler, woken by the tracker, to
+	// write the False condition before the verdict lapses, even with the
+	// rest of the suite loading both cores (3 s was not, once in CI).
+	const hold = 10 * time.Second
 	health := providers.NewTokenEndpointHealth(providers.HealthOptions{FailHold: hold})
 	rep := startReplica(t, replicaConfig{namespaces: []string{ns}, opts: &opts, health: health})
 	const id = "te"
