@@ -244,6 +244,9 @@ for r in $(seq 1 "$ROUNDS"); do
   [[ "$CLIENT" == wrk ]] || (( n / CLIENTS < BLOCK / 2 )) || log "warning: about $((n / CLIENTS)) requests per connection; raise BLOCK ($BLOCK)"
   R_TS+=("$(json rps "$res")"); R_P50+=("$(json p50_ms "$res")"); R_P99+=("$(json p99_ms "$res")")
   R_REF+=("$((after - before)) / $n")
+  # Fewer refreshes than answers: some request shared another's refresh
+  # (single flight or the row lock), and requests/s overstate refreshes/s.
+  (( after - before >= n )) || log "warning: round $r: $((after - before)) refreshes for $n requests; some shared a refresh (raise PEOPLE)"
   R_CPUTS+=("$(per "$n" $((f1 - f0))) + $(per "$n" $((t1 - t0))) + $(per "$n" $((p1 - p0))) + $(per "$n" "$LGCPU")")
   R_CPURATIO+=("$(awk -v n="$n" -v t=$((f1 - f0 + t1 - t0 + p1 - p0 + LGCPU)) -v o="$c_op" 'BEGIN { printf "%.2f", o / (t / n) }')")
   R_RATIO+=("$(awk -v a="${R_TS[-1]}" -v b="${R_OP[-1]}" 'BEGIN{printf "%.2f", a/b}')")
