@@ -3,12 +3,6 @@ INSERT INTO audit_events (time, user_id, actor, action, provider, detail)
 VALUES (@time, @user_id, @actor, @action, @provider, @detail)
 RETURNING *;
 
--- name: AuditEventAppend :exec
--- AuditEventInsert without the row back, for the refresh's transaction,
--- which needs none.
-INSERT INTO audit_events (time, user_id, actor, action, provider, detail)
-VALUES (@time, @user_id, @actor, @action, @provider, @detail);
-
 -- name: AuditEventInsertMany :many
 -- Many events in one statement (one round trip, one commit), inserted in
 -- the arrays' order, so ids ascend with it; the caller sorts the returned

@@ -10,34 +10,6 @@ import (
 	"time"
 )
 
-const auditEventAppend = `-- name: AuditEventAppend :exec
-INSERT INTO audit_events (time, user_id, actor, action, provider, detail)
-VALUES ($1, $2, $3, $4, $5, $6)
-`
-
-type AuditEventAppendParams struct {
-	Time     time.Time
-	UserID   string
-	Actor    string
-	Action   string
-	Provider string
-	Detail   []byte
-}
-
-// AuditEventInsert without the row back, for the refresh's transaction,
-// which needs none.
-func (q *Queries) AuditEventAppend(ctx context.Context, arg AuditEventAppendParams) error {
-	_, err := q.db.Exec(ctx, auditEventAppend,
-		arg.Time,
-		arg.UserID,
-		arg.Actor,
-		arg.Action,
-		arg.Provider,
-		arg.Detail,
-	)
-	return err
-}
-
 const auditEventDeleteBefore = `-- name: AuditEventDeleteBefore :execrows
 DELETE FROM audit_events
 WHERE time < $1
