@@ -90,9 +90,9 @@ LUA
 # prints "RPS P50MS P99MS ERRORS REQUESTS", ERRORS counting non-2xx answers
 # and socket errors.
 run_wrk() {
-  local out
+  local out threads=2
   [[ -f "$work/lines.lua" ]] || wrk_lines
-  out=$("${WRK:-wrk}" -t 2 -c "$CLIENTS" -d "${5}s" --latency -s "$work/lines.lua" "$1" -- "$2" "$3" "$4" ${6:+2} 2>&1)
+  out=$("${WRK:-wrk}" -t "$threads" -c "$CLIENTS" -d "${5}s" --latency -s "$work/lines.lua" "$1" -- "$2" "$3" "$4" ${6:+$threads} 2>&1)
   awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /^Requests\/sec:/ { rps = $2 }

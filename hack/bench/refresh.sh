@@ -155,8 +155,13 @@ loadgen() {
   local out
   out=$( (set +e; $(on_core 1) "$work/loadgen" "$@"; echo "rc=$?"; times) 2>&1)
   LG=$(grep '^{' <<<"$out" || true)
-  # `times`: the shell's own line, then its children's "XmY.YYYs XmZ.ZZZs".
-  LGCPU=$(tail -n1 <<<"$out" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }')
+  LGCPU=$(children_ticks "$out")
+}
+# children_ticks OUT: the CPU ticks of the children of the subshell whose
+# output OUT ends with `times` (its last line: the children's user and
+# system time, "XmY.YYYs XmZ.ZZZs").
+children_ticks() {
+  tail -n1 <<<"$1" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }'
 }
 # tsload SECONDS: the load on tokenstore, every request a refresh; sets LG
 # and LGCPU as loadgen does. CLIENT=wrk (the split layout's default): wrk
@@ -184,7 +189,7 @@ tsload() {
   else
     echo "$out" >&2
   fi
-  LGCPU=$(tail -n1 <<<"$out" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }')
+  LGCPU=$(children_ticks "$out")
 }
 # per REQUESTS TICKS: milliseconds per request.
 per() { awk -v n="$1" -v t="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "-" }'; }
