@@ -9,6 +9,59 @@ json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 # median VALUES...: the middle value, or the mean of the two middle ones.
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
+# hz: the kernel's clock ticks a second, the unit of cpu and
+# children_ticks.
+hz=$(getconf CLK_TCK)
+
+# cpu PID...: user+system ticks of the processes (0 for any gone).
+cpu() { local t=0 p v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; echo "$t"; }
+
+# children_ticks OUT: the CPU ticks of the children of the subshell whose
+# output OUT ends with `times` (its last line: the children's user and
+# system time, "XmY.YYYs XmZ.ZZZs").
+children_ticks() {
+  tail -n1 <<<"$1" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }'
+}
+
+# pg_server_ticks: every tick the machine's PostgreSQL server has spent:
+# its postmaster and each process it has forked (backends, WAL writer,
+# checkpointer, ...), and the backends that have exited since (the
+# postmaster reaps them, so their time is in its cutime and cstime). The
+# difference over a run is the server's whole CPU for it. Needs
+# $postmaster (pg_postmaster).
+pg_server_ticks() {
+  local t p v
+  t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
+  for p in $(pgrep -P "$postmaster"); do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done
+  echo "$t"
+}
+
+# pg_backends_gone DB: waits (up to 5 s) until no backend serves DB any
+# more, and a moment for the postmaster to reap them: a backend's CPU
+# reaches pg_server_ticks only then (read at once after pgbench, a
+# round missed about a third of it).
+pg_backends_gone() {
+  local i
+  for i in $(seq 1 50); do
+    [[ $(psql -qXAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE datname = '$1'") == 0 ]] && break
+    sleep 0.1
+  done
+  sleep 0.3
+}
+
+# pg_postmaster: sets postmaster to the pid of the PostgreSQL server on
+# 127.0.0.1:5432 (from its data directory's postmaster.pid), or stops
+# saying what it needs.
+pg_postmaster() {
+  local pgdata
+  pgdata=$(psql -qXAt -d postgres -c "SHOW data_directory")
+  postmaster=$(head -n1 "$pgdata/postmaster.pid" 2>/dev/null) && [[ -r "/proc/$postmaster/stat" ]] ||
+    { echo "reading the PostgreSQL server's CPU needs $pgdata/postmaster.pid (run as root or as postgres)" >&2; exit 1; }
+}
+
+# per_us TICKS COUNT: microseconds of CPU per item.
+per_us() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'; }
+
 # machine_line PARTS...: cores, CPU model, memory, Go version, PARTS (each
 # one more ", "-separated item) and today's date, for the docs.
 machine_line() {

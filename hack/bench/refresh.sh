@@ -125,9 +125,6 @@ awk -v c="$CLIENTS" -v b="$BLOCK" '{ s[NR - 1] = $0 }
   "$work/sessions.refresh" >"$work/sessions.own"
 
 fpid=${pids[0]}
-hz=$(getconf CLK_TCK)
-# cpu PID...: user+system ticks of the processes (0 for any gone).
-cpu() { local t=0 p v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; echo "$t"; }
 # The backends serving the benchmark's database (tokenstore's pool).
 pgpids() { psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'"; }
 # pg_pin CPUS: sets the affinity of the machine's PostgreSQL server, its
@@ -140,9 +137,7 @@ pgpids() { psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE dat
 # taskset per backend every second to pin new backends, on core 1 itself:
 # 10-15 % of that core on a machine where starting a process is dear.)
 if [[ "$LAYOUT" == split ]]; then
-  pgdata=$(psql -qXAt -d postgres -c "SHOW data_directory")
-  postmaster=$(head -n1 "$pgdata/postmaster.pid" 2>/dev/null) ||
-    { echo "LAYOUT=split pins the PostgreSQL server on 127.0.0.1:5432 and needs to read $pgdata/postmaster.pid (run as root or as postgres)" >&2; exit 1; }
+  pg_postmaster
   pg_mask=$(taskset -p "$postmaster" | awk '{print $NF}')
 fi
 pg_pin() {
@@ -156,12 +151,6 @@ loadgen() {
   out=$( (set +e; $(on_core 1) "$work/loadgen" "$@"; echo "rc=$?"; times) 2>&1)
   LG=$(grep '^{' <<<"$out" || true)
   LGCPU=$(children_ticks "$out")
-}
-# children_ticks OUT: the CPU ticks of the children of the subshell whose
-# output OUT ends with `times` (its last line: the children's user and
-# system time, "XmY.YYYs XmZ.ZZZs").
-children_ticks() {
-  tail -n1 <<<"$1" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }'
 }
 # tsload SECONDS: the load on tokenstore, every request a refresh; sets LG
 # and LGCPU as loadgen does. CLIENT=wrk (the split layout's default): wrk
