@@ -7,7 +7,9 @@ log() { echo ">> $*" >&2; }
 json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 
 # median VALUES...: the middle value, or the mean of the two middle ones.
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+# Values that are not numbers ("-": not measured) are left out; "-" if
+# none is.
+median() { printf '%s\n' "$@" | sort -g | awk '$1 ~ /^-?[0-9.]+$/ {a[++n]=$1} END{ if (!n) print "-"; else if (n%2) print a[(n+1)/2]; else printf "%.2f\n", (a[n/2]+a[n/2+1])/2 }'; }
 
 # hz: the kernel's clock ticks a second, the unit of cpu and
 # children_ticks.
@@ -28,9 +30,10 @@ children_ticks() {
 # checkpointer, ...), and the backends that have exited since (the
 # postmaster reaps them, so their time is in its cutime and cstime). The
 # difference over a run is the server's whole CPU for it. Needs
-# $postmaster (pg_postmaster).
+# $postmaster (pg_postmaster); 0 when it is empty.
 pg_server_ticks() {
   local t p v
+  [[ -n "$postmaster" ]] || { echo 0; return; }
   t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
   for p in $(pgrep -P "$postmaster"); do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done
   echo "$t"
@@ -49,14 +52,18 @@ pg_backends_gone() {
   sleep 0.3
 }
 
-# pg_postmaster: sets postmaster to the pid of the PostgreSQL server on
-# 127.0.0.1:5432 (from its data directory's postmaster.pid), or stops
-# saying what it needs.
+# pg_postmaster [optional]: sets postmaster to the pid of the PostgreSQL
+# server on 127.0.0.1:5432 (from its data directory's postmaster.pid).
+# When that cannot be read, stops saying what it needs; with optional,
+# says so, sets postmaster empty and goes on.
 pg_postmaster() {
-  local pgdata
+  local pgdata msg
   pgdata=$(psql -qXAt -d postgres -c "SHOW data_directory")
-  postmaster=$(head -n1 "$pgdata/postmaster.pid" 2>/dev/null) && [[ -r "/proc/$postmaster/stat" ]] ||
-    { echo "reading the PostgreSQL server's CPU needs $pgdata/postmaster.pid (run as root or as postgres)" >&2; exit 1; }
+  if postmaster=$(head -n1 "$pgdata/postmaster.pid" 2>/dev/null) && [[ -r "/proc/$postmaster/stat" ]]; then return 0; fi
+  postmaster=
+  msg="reading the PostgreSQL server's pid and CPU needs $pgdata/postmaster.pid (run as root or as postgres)"
+  [[ "${1:-}" == optional ]] || { echo "$msg" >&2; exit 1; }
+  log "$msg; its CPU columns stay empty"
 }
 
 # per_us TICKS COUNT: microseconds of CPU per item.

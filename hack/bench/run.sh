@@ -138,7 +138,7 @@ curl -fsS -o /dev/null "http://127.0.0.1:$((PORT + 2))/" || { echo "the bare ser
 # answer. Unlike the rates, these do not count the time a core sat idle
 # waiting for a wake-up, which differs between a Go server (a few
 # threads) and PostgreSQL (a process per connection).
-pg_postmaster
+pg_postmaster optional
 # timed CMD...: runs CMD in a subshell, sets OUT to its output and CT to
 # its CPU ticks (children's user + system).
 timed() {
@@ -158,7 +158,7 @@ for r in $(seq 1 "$ROUNDS"); do
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$OUT")
   txs=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$OUT")
   [[ -n "$tps" && -n "$txs" ]] || { echo "pgbench failed:" >&2; echo "$OUT" >&2; exit 1; }
-  C_PG+=("$(per_us $((pg1 - pg0)) "$txs")"); C_PGB+=("$(per_us "$CT" "$txs")")
+  C_PG+=("$(if [[ -n "$postmaster" ]]; then per_us $((pg1 - pg0)) "$txs"; else echo -; fi)"); C_PGB+=("$(per_us "$CT" "$txs")")
   log "round $r/$ROUNDS: wrk -t 2 -c $CLIENTS -d ${DURATION}s, $PEOPLE people"
   ts0=$(cpu "$tpid"); pg0=$(pg_server_ticks)
   timed run_wrk "http://127.0.0.1:$PORT" "$work/sessions.hot" cookie /api/v1.0/alpha/token "$DURATION"
@@ -167,7 +167,7 @@ for r in $(seq 1 "$ROUNDS"); do
   [[ "$rps" =~ ^[0-9.]+$ ]] || { echo "$OUT" >&2; exit 1; }
   (( errs == 0 )) || { echo "wrk: $errs failed requests" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
   C_TS+=("$(per_us $((ts1 - ts0)) "$n")"); C_TSPG+=("$(per_us $((ts1 - ts0 + pg1 - pg0)) "$n")"); C_WRK+=("$(per_us "$CT" "$n")")
-  C_RATIO+=("$(awk -v a="${C_PG[-1]}" -v b="${C_TSPG[-1]}" 'BEGIN{printf "%.2f", a/b}')")
+  C_RATIO+=("$(awk -v a="${C_PG[-1]}" -v b="${C_TSPG[-1]}" 'BEGIN{ if (a == "-") print "-"; else printf "%.2f", a/b }')")
   log "round $r/$ROUNDS: wrk on the bare net/http server"
   b0=$(cpu "$bpid")
   timed run_wrk "http://127.0.0.1:$((PORT + 2))" "$work/sessions.hot" cookie /api/v1.0/alpha/token "$DURATION"
