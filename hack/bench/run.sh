@@ -264,7 +264,7 @@ SELECT per transaction, i.e. one database round trip. The ratio is
 tokenstore requests/s over pgbench transactions/s; target >= 1.0.
 
 Machine: $machine. Load generator, server and PostgreSQL share these cores
-(and other engineers' builds ran meanwhile): compare ratios, not absolutes.
+(and other engineers' builds may run meanwhile): compare ratios, not absolutes.
 
 $table
 

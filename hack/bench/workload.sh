@@ -300,7 +300,7 @@ the hot path's in the same round; target >= 0.8 for the delegated one.
 $CREDENTIALS credentials stored.
 
 Machine: $machine. Load generator, server, API server and PostgreSQL share
-these cores (and other engineers' builds ran meanwhile): compare ratios, not
+these cores (and other engineers' builds may run meanwhile): compare ratios, not
 absolutes.
 
 $table
