@@ -11,18 +11,21 @@ json() { sed -E 's/.*"'"$1"'":([0-9.]+).*/\1/' <<<"$2"; }
 # none is.
 median() { printf '%s\n' "$@" | sort -g | awk '$1 ~ /^-?[0-9.]+$/ {a[++n]=$1} END{ if (!n) print "-"; else if (n%2) print a[(n+1)/2]; else printf "%.2f\n", (a[n/2]+a[n/2+1])/2 }'; }
 
-# hz: the kernel's clock ticks a second, the unit of cpu and
-# children_ticks.
+# hz: the kernel's clock ticks a second, the unit of cpu and timed.
 hz=$(getconf CLK_TCK)
 
 # cpu PID...: user+system ticks of the processes (0 for any gone).
 cpu() { local t=0 p v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; echo "$t"; }
 
-# children_ticks OUT: the CPU ticks of the children of the subshell whose
-# output OUT ends with `times` (its last line: the children's user and
-# system time, "XmY.YYYs XmZ.ZZZs").
-children_ticks() {
-  tail -n1 <<<"$1" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }'
+# timed CMD...: runs CMD (a command or a function) in a subshell, sets OUT
+# to its output (stdout and stderr) and CT to the CPU ticks of the
+# processes it ran: `times`' last line, the children's user and system
+# time ("XmY.YYYs XmZ.ZZZs").
+timed() {
+  local o
+  o=$( (set +e; "$@"; times) 2>&1)
+  OUT=$(head -n -2 <<<"$o")
+  CT=$(tail -n1 <<<"$o" | awk -v hz="$hz" '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }; printf "%d", n * hz }')
 }
 
 # pg_server_ticks: every tick the machine's PostgreSQL server has spent:

@@ -147,10 +147,15 @@ pg_pin() {
 pg_pinned=0
 # loadgen ARGS...: runs it, sets LG (its JSON line) and LGCPU (its ticks).
 loadgen() {
-  local out
-  out=$( (set +e; $(on_core 1) "$work/loadgen" "$@"; echo "rc=$?"; times) 2>&1)
-  LG=$(grep '^{' <<<"$out" || true)
-  LGCPU=$(children_ticks "$out")
+  timed $(on_core 1) "$work/loadgen" "$@"
+  LG=$(grep '^{' <<<"$OUT" || true)
+  LGCPU=$CT
+}
+# on_core1 CMD...: runs CMD (a shell function too) with this shell put on
+# core 1 first in the split layout, so that what CMD starts runs there.
+on_core1() {
+  if [[ "$LAYOUT" == split ]]; then taskset -p -c 1 "$BASHPID" >/dev/null; fi
+  "$@"
 }
 # tsload SECONDS: the load on tokenstore, every request a refresh; sets LG
 # and LGCPU as loadgen does. CLIENT=wrk (the split layout's default): wrk
@@ -168,17 +173,16 @@ tsload() {
     loadgen -url "http://127.0.0.1:$PORT" -sessions "$work/sessions.own" -query min_valid=86400 -c "$CLIENTS" -d "${1}s" -warmup 0
     return
   fi
-  local out rps p50 p99 errs n
-  out=$( (set +e; if [[ "$LAYOUT" == split ]]; then taskset -p -c 1 "$BASHPID" >/dev/null; fi
-    run_wrk "http://127.0.0.1:$PORT" "$work/sessions.refresh" cookie "/api/v1.0/alpha/token?min_valid=86400" "$1" own; times) 2>&1)
-  read -r rps p50 p99 errs n <<<"$(head -n1 <<<"$out")"
+  local rps p50 p99 errs n
+  timed on_core1 run_wrk "http://127.0.0.1:$PORT" "$work/sessions.refresh" cookie "/api/v1.0/alpha/token?min_valid=86400" "$1" own
+  read -r rps p50 p99 errs n <<<"$(head -n1 <<<"$OUT")"
   LG=
   if [[ "$rps" =~ ^[0-9.]+$ ]]; then
     LG="{\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99,\"ok\":$((n - errs))$( ((errs == 0)) || echo ",\"errors\":$errs")}"
   else
-    echo "$out" >&2
+    echo "$OUT" >&2
   fi
-  LGCPU=$(children_ticks "$out")
+  LGCPU=$CT
 }
 # per REQUESTS TICKS: milliseconds per request.
 per() { awk -v n="$1" -v t="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "-" }'; }

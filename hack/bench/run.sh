@@ -139,14 +139,6 @@ curl -fsS -o /dev/null "http://127.0.0.1:$((PORT + 2))/" || { echo "the bare ser
 # waiting for a wake-up, which differs between a Go server (a few
 # threads) and PostgreSQL (a process per connection).
 pg_postmaster optional
-# timed CMD...: runs CMD in a subshell, sets OUT to its output and CT to
-# its CPU ticks (children's user + system).
-timed() {
-  local o
-  o=$( (set +e; "$@"; times) 2>&1)
-  OUT=$(head -n -2 <<<"$o")
-  CT=$(children_ticks "$o")
-}
 declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO R_BARE R_OFBARE
 declare -a C_PG C_PGB C_TS C_TSPG C_WRK C_BARE C_BWRK C_RATIO
 for r in $(seq 1 "$ROUNDS"); do
