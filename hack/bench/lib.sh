@@ -69,8 +69,13 @@ pg_postmaster() {
   log "$msg; its CPU columns stay empty"
 }
 
-# per_us TICKS COUNT: microseconds of CPU per item.
-per_us() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'; }
+# per COUNT TICKS [us]: CPU per item, in milliseconds (two decimals) or,
+# with us, microseconds (one); "-" for no items.
+per() {
+  local scale=1000 format=%.2f
+  if [[ "${3:-}" == us ]]; then scale=1000000 format=%.1f; fi
+  awk -v n="$1" -v t="$2" -v hz="$hz" -v s="$scale" -v f="$format" 'BEGIN { if (n > 0) printf f, t * s / hz / n; else print "-" }'
+}
 
 # machine_line PARTS...: cores, CPU model, memory, Go version, PARTS (each
 # one more ", "-separated item) and today's date, for the docs.

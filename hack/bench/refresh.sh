@@ -184,8 +184,6 @@ tsload() {
   fi
   LGCPU=$CT
 }
-# per REQUESTS TICKS: milliseconds per request.
-per() { awk -v n="$1" -v t="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "-" }'; }
 
 refreshed() { sleep 0.5; grep -c '"msg":"credential refreshed"' "$work/tokenstore.log" || true; }
 # A first, unmeasured load opens tokenstore's pool and PostgreSQL's

@@ -150,7 +150,7 @@ for r in $(seq 1 "$ROUNDS"); do
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$OUT")
   txs=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$OUT")
   [[ -n "$tps" && -n "$txs" ]] || { echo "pgbench failed:" >&2; echo "$OUT" >&2; exit 1; }
-  C_PG+=("$(if [[ -n "$postmaster" ]]; then per_us $((pg1 - pg0)) "$txs"; else echo -; fi)"); C_PGB+=("$(per_us "$CT" "$txs")")
+  C_PG+=("$(if [[ -n "$postmaster" ]]; then per "$txs" $((pg1 - pg0)) us; else echo -; fi)"); C_PGB+=("$(per "$txs" "$CT" us)")
   log "round $r/$ROUNDS: wrk -t 2 -c $CLIENTS -d ${DURATION}s, $PEOPLE people"
   ts0=$(cpu "$tpid"); pg0=$(pg_server_ticks)
   timed run_wrk "http://127.0.0.1:$PORT" "$work/sessions.hot" cookie /api/v1.0/alpha/token "$DURATION"
@@ -158,7 +158,7 @@ for r in $(seq 1 "$ROUNDS"); do
   read -r rps p50 p99 errs n <<<"$OUT"
   [[ "$rps" =~ ^[0-9.]+$ ]] || { echo "$OUT" >&2; exit 1; }
   (( errs == 0 )) || { echo "wrk: $errs failed requests" >&2; tail -n 20 "$work/tokenstore.log" >&2; exit 1; }
-  C_TS+=("$(per_us $((ts1 - ts0)) "$n")"); C_TSPG+=("$(per_us $((ts1 - ts0 + pg1 - pg0)) "$n")"); C_WRK+=("$(per_us "$CT" "$n")")
+  C_TS+=("$(per "$n" $((ts1 - ts0)) us)"); C_TSPG+=("$(per "$n" $((ts1 - ts0 + pg1 - pg0)) us)"); C_WRK+=("$(per "$n" "$CT" us)")
   C_RATIO+=("$(awk -v a="${C_PG[-1]}" -v b="${C_TSPG[-1]}" 'BEGIN{ if (a == "-") print "-"; else printf "%.2f", a/b }')")
   log "round $r/$ROUNDS: wrk on the bare net/http server"
   b0=$(cpu "$bpid")
@@ -167,7 +167,7 @@ for r in $(seq 1 "$ROUNDS"); do
   read -r brps _ _ errs n <<<"$OUT"
   [[ "$brps" =~ ^[0-9.]+$ ]] || { echo "$OUT" >&2; exit 1; }
   (( errs == 0 )) || { echo "wrk on the bare server: $errs failed requests" >&2; exit 1; }
-  C_BARE+=("$(per_us $((b1 - b0)) "$n")"); C_BWRK+=("$(per_us "$CT" "$n")")
+  C_BARE+=("$(per "$n" $((b1 - b0)) us)"); C_BWRK+=("$(per "$n" "$CT" us)")
   log "round $r/$ROUNDS: wrk, $SESSIONS people in turn"
   read -r rps2 _ _ errs _ < <(run_wrk "http://127.0.0.1:$PORT" "$work/sessions" cookie /api/v1.0/alpha/token "$DURATION")
   [[ -n "$rps2" ]] || exit 1
