@@ -42,17 +42,22 @@ pg_server_ticks() {
   echo "$t"
 }
 
-# pg_backends_gone DB: waits (up to 5 s) until no backend serves DB any
-# more, and a moment for the postmaster to reap them: a backend's CPU
-# reaches pg_server_ticks only then (read at once after pgbench, a
-# round missed about a third of it).
-pg_backends_gone() {
+# pg_children: how many processes the PostgreSQL server's postmaster
+# has, counting backends that have exited but are not reaped yet (0
+# without $postmaster).
+pg_children() { if [[ -n "$postmaster" ]]; then pgrep -c -P "$postmaster" || true; else echo 0; fi; }
+
+# pg_reaped COUNT: waits (up to 5 s) until the postmaster is back to COUNT
+# children (pg_children before a run): the backends the run opened have
+# exited and been reaped, so their CPU is in pg_server_ticks. Read at
+# once after pgbench, a round missed about a third of its backends' time.
+# Watching /proc costs PostgreSQL nothing, unlike asking it.
+pg_reaped() {
   local i
-  for i in $(seq 1 50); do
-    [[ $(psql -qXAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE datname = '$1'") == 0 ]] && break
-    sleep 0.1
+  for i in $(seq 1 100); do
+    (( $(pg_children) <= $1 )) && return 0
+    sleep 0.05
   done
-  sleep 0.3
 }
 
 # pg_postmaster [optional]: sets postmaster to the pid of the PostgreSQL

@@ -143,9 +143,9 @@ declare -a R_TPS R_RPS R_RATIO R_P50 R_P99 R_SPREAD R_GO R_BARE R_OFBARE
 declare -a C_PG C_PGB C_TS C_TSPG C_WRK C_BARE C_BWRK C_RATIO
 for r in $(seq 1 "$ROUNDS"); do
   log "round $r/$ROUNDS: pgbench -S -M prepared -c $CLIENTS -j 2 -T $DURATION"
-  pg0=$(pg_server_ticks)
+  kids=$(pg_children); pg0=$(pg_server_ticks)
   timed "$PGBENCH" -n -S -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" "$DB_PGB"
-  pg_backends_gone "$DB_PGB"
+  pg_reaped "$kids"
   pg1=$(pg_server_ticks)
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$OUT")
   txs=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$OUT")
