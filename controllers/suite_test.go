@@ -193,6 +193,9 @@ type replicaConfig struct {
 	discoverer     *providers.Discoverer
 	// health replaces the registry's token-endpoint tracker (defaults).
 	health *providers.TokenEndpointHealth
+	// statusClient, when set, wraps the client the status reconciler
+	// reads and writes with (a cache that lags, for one test).
+	statusClient func(client.Client) client.Client
 }
 
 // startReplica starts a manager that watches only the given namespaces (so
@@ -242,6 +245,9 @@ func startReplica(tb testing.TB, rc replicaConfig) *replica {
 	c, err := controllers.SetupWithManager(mgr, reg, d, opts)
 	if err != nil {
 		tb.Fatalf("setting up the controllers: %v", err)
+	}
+	if rc.statusClient != nil {
+		c.Status.Client = rc.statusClient(c.Status.Client)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{mgr: mgr, registry: reg, ctrls: c, cancel: cancel, done: make(chan struct{})}

@@ -435,9 +435,14 @@ type StatusReconciler struct {
 	// endpoint keeps failing for this replica's refreshes into
 	// Ready=False (TokenEndpointFailing); its changes wake the reconciler.
 	TokenEndpoints *providers.TokenEndpointHealth
+	// APIReader reads an object from the API server when the cached copy
+	// may predate this reconciler's own last status write (statusVersions).
+	// SetupWithManager fills it with the manager's.
+	APIReader client.Reader
 
-	runs    atomic.Int64
-	secrets *secretValues
+	runs     atomic.Int64
+	secrets  *secretValues
+	versions statusVersions
 }
 
 // Runs is how many times Reconcile ran; it stays 0 on a replica that never
@@ -460,13 +465,24 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	// registry reconciler dropped it; the reconcile of the change that
 	// follows it here drops that value again.
 	var tp v1alpha1.TokenProvider
-	if err := r.Client.Get(ctx, req.NamespacedName, &tp); err != nil {
+	err := r.Client.Get(ctx, req.NamespacedName, &tp)
+	if err == nil && r.APIReader != nil && r.versions.stale(req.NamespacedName, tp.ResourceVersion) {
+		// The cache may not show this reconciler's last status write yet
+		// (see statusVersions): compare against the object as it is.
+		tp = v1alpha1.TokenProvider{}
+		if err = r.APIReader.Get(ctx, req.NamespacedName, &tp); err == nil {
+			r.versions.saw(req.NamespacedName, tp.ResourceVersion)
+		}
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
+			r.versions.forget(req.NamespacedName)
 			return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
 		}
 		return ctrl.Result{}, err
 	}
 	if tp.DeletionTimestamp != nil {
+		r.versions.forget(req.NamespacedName)
 		return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
 	}
 	items, err := sameName(ctx, r.Client, tp.Name)
@@ -511,10 +527,12 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		// this controller is the only writer of status.
 		if err := r.Client.Status().Patch(ctx, &tp, client.MergeFrom(orig), client.FieldOwner(opts.FieldOwner)); err != nil {
 			if apierrors.IsNotFound(err) {
+				r.versions.forget(req.NamespacedName)
 				return ctrl.Result{}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("patching status of TokenProvider %s: %w", req.NamespacedName, err)
 		}
+		r.versions.saw(req.NamespacedName, tp.ResourceVersion)
 	}
 	if changed && r.Recorder != nil {
 		kind, action := corev1.EventTypeNormal, "Resolve"
@@ -574,6 +592,9 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	opts := r.Options.withDefaults()
 	if r.secrets == nil && r.SecretReader != nil {
 		r.secrets = newSecretValues(mgr.GetCache(), r.SecretReader)
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
 	if r.TokenEndpoints != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -611,6 +612,30 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 	})
 }
 
+// readyWithTracker starts a replica as rc says (its namespace and options
+// filled in), with a Ready provider id of a test OP, and returns the
+// namespace, the replica and a func that reports DefaultFailThreshold
+// failed refreshes of id to the replica's token-endpoint tracker.
+// Discovery is re-checked only every 10 minutes: what changes the
+// condition within seconds is the tracker waking the reconciler.
+func readyWithTracker(t *testing.T, prefix, id string, rc replicaConfig) (string, *replica, func()) {
+	t.Helper()
+	ns := newNamespace(t, prefix)
+	op := providertest.Start(t, "http://127.0.0.1/callback")
+	opts := testOptions
+	opts.RefreshInterval = 10 * time.Minute
+	rc.namespaces, rc.opts = []string{ns}, &opts
+	rep := startReplica(t, rc)
+	create(t, clientSecret(ns, "op-client", "clientSecret", rememberSecret(op.ClientSecret)),
+		tokenProvider(ns, id, oidcSpec(op, "op-client")))
+	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	return ns, rep, func() {
+		for range providers.DefaultFailThreshold {
+			rep.registry.TokenEndpoints().Observe(id, "token endpoint answered 500 server_error")
+		}
+	}
+}
+
 // TestTokenEndpointFailing: a Ready provider whose token endpoint keeps
 // failing for this replica's refreshes (the broker reports each to the
 // registry's TokenEndpoints) turns Ready=False, reason
@@ -619,28 +644,13 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 // the first refresh that succeeds makes it Ready again, and so does the
 // verdict lapsing when no refresh is tried.
 func TestTokenEndpointFailing(t *testing.T) {
-	ns := newNamespace(t, "tokenendpoint")
-	op := providertest.Start(t, "http://127.0.0.1/callback")
-	// Discovery re-checks only every 10 minutes: what changes the
-	// condition within seconds is the tracker waking the reconciler.
-	opts := testOptions
-	opts.RefreshInterval = 10 * time.Minute
 	// hold is long enough for the reconciler, woken by the tracker, to
 	// write the False condition before the verdict lapses, even with the
 	// rest of the suite loading both cores (3 s was not, once in CI).
 	const hold = 10 * time.Second
 	health := providers.NewTokenEndpointHealth(providers.HealthOptions{FailHold: hold})
-	rep := startReplica(t, replicaConfig{namespaces: []string{ns}, opts: &opts, health: health})
 	const id = "te"
-	create(t, clientSecret(ns, "op-client", "clientSecret", rememberSecret(op.ClientSecret)),
-		tokenProvider(ns, id, oidcSpec(op, "op-client")))
-	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
-
-	fail := func() {
-		for range providers.DefaultFailThreshold {
-			rep.registry.TokenEndpoints().Observe(id, "token endpoint answered 500 server_error")
-		}
-	}
+	ns, rep, fail := readyWithTracker(t, "tokenendpoint", id, replicaConfig{health: health})
 	fail()
 	tp := waitCondition(t, ns, id, metav1.ConditionFalse, v1alpha1.ReasonTokenEndpointFailing)
 	c := meta.FindStatusCondition(tp.Status.Conditions, v1alpha1.ConditionReady)
@@ -663,5 +673,72 @@ func TestTokenEndpointFailing(t *testing.T) {
 	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
 	if d := time.Since(failedAt); d < hold {
 		t.Fatalf("Ready again %v after the failures, before the %v hold", d, hold)
+	}
+}
+
+// laggingClient is the status reconciler's cache running behind: armed
+// with an older copy of an object, its next Get of that object returns the
+// copy instead of what the cache holds.
+type laggingClient struct {
+	client.Client
+	mu     sync.Mutex
+	old    *v1alpha1.TokenProvider
+	served bool
+}
+
+func (c *laggingClient) lagWith(old *v1alpha1.TokenProvider) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.old, c.served = old.DeepCopy(), false
+}
+
+func (c *laggingClient) servedOld() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.served
+}
+
+func (c *laggingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.mu.Lock()
+	old := c.old
+	if old != nil && client.ObjectKeyFromObject(old) == key {
+		c.old, c.served = nil, true
+	} else {
+		old = nil
+	}
+	c.mu.Unlock()
+	if tp, ok := obj.(*v1alpha1.TokenProvider); ok && old != nil {
+		old.DeepCopyInto(tp)
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestStatusWriteAheadOfCache: the status reconciler is not woken by its
+// own writes, so a reconcile can read a cached copy that predates its last
+// status patch. Ready went False, True, and is to go False again with the
+// very same message; a cache still showing the first False must not make
+// the reconciler skip the write and leave the object True (what
+// TestTokenEndpointFailing once hit in CI).
+func TestStatusWriteAheadOfCache(t *testing.T) {
+	// A stopped clock: both failing verdicts say "since" the same second,
+	// so the two False conditions are equal. The verdict's re-check
+	// (at its lapse) is far beyond the wait.
+	stopped := time.Now()
+	health := providers.NewTokenEndpointHealth(providers.HealthOptions{FailHold: time.Hour, Now: func() time.Time { return stopped }})
+	lag := &laggingClient{}
+	const id = "lag"
+	ns, rep, fail := readyWithTracker(t, "statuslag", id, replicaConfig{health: health,
+		statusClient: func(c client.Client) client.Client { lag.Client = c; return lag }})
+	fail()
+	failing := waitCondition(t, ns, id, metav1.ConditionFalse, v1alpha1.ReasonTokenEndpointFailing)
+	rep.registry.TokenEndpoints().Observe(id, "")
+	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
+
+	lag.lagWith(failing)
+	fail()
+	waitCondition(t, ns, id, metav1.ConditionFalse, v1alpha1.ReasonTokenEndpointFailing)
+	if !lag.servedOld() {
+		t.Fatal("the reconciler never read the lagging copy: the test did not test the lag")
 	}
 }
