@@ -101,14 +101,7 @@ func BenchmarkCreate1000ProvidersToReady(b *testing.B) {
 		spec := changeLatencies(b, rep.registry, 100, func(j int) (string, func(*providers.Provider) bool) {
 			id := fmt.Sprintf("bench-%04d", j*7%benchProviders)
 			name := fmt.Sprintf("renamed %d", j)
-			tp, err := getTP(ns, id)
-			if err != nil {
-				b.Fatal(err)
-			}
-			tp.Spec.Metadata.Name = name
-			if err := k8sClient.Update(context.Background(), tp); err != nil {
-				b.Fatal(err)
-			}
+			updateTP(b, ns, id, func(tp *v1alpha1.TokenProvider) { tp.Spec.Metadata.Name = name })
 			return id, func(p *providers.Provider) bool { return p.Metadata.Name == name }
 		})
 		// A provider with a Secret of its own, so that a Secret change

@@ -139,14 +139,9 @@ func TestSecretValueDroppedWhenRefChanges(t *testing.T) {
 
 		update := func(name, key string) {
 			t.Helper()
-			tp, err := getTP(ns, tp.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tp.Spec.ClientSecretRef = &v1alpha1.SecretKeyRef{Name: name, Key: key}
-			if err := k8sClient.Update(context.Background(), tp); err != nil {
-				t.Fatal(err)
-			}
+			updateTP(t, ns, tp.Name, func(tp *v1alpha1.TokenProvider) {
+				tp.Spec.ClientSecretRef = &v1alpha1.SecretKeyRef{Name: name, Key: key}
+			})
 		}
 
 		// Another Secret.

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
@@ -54,6 +55,23 @@ func getTP(ns, name string) (*v1alpha1.TokenProvider, error) {
 	var tp v1alpha1.TokenProvider
 	err := k8sClient.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &tp)
 	return &tp, err
+}
+
+// updateTP applies change to the current TokenProvider ns/name, again on
+// a fresh copy when the status reconciler wrote in between (a conflict).
+func updateTP(tb testing.TB, ns, name string, change func(*v1alpha1.TokenProvider)) {
+	tb.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		tp, err := getTP(ns, name)
+		if err != nil {
+			return err
+		}
+		change(tp)
+		return k8sClient.Update(context.Background(), tp)
+	})
+	if err != nil {
+		tb.Fatalf("updating TokenProvider %s/%s: %v", ns, name, err)
+	}
 }
 
 // waitCondition waits until the Ready condition has the given status and
@@ -418,12 +436,10 @@ func TestSpecChangeAndDelete(t *testing.T) {
 	create(t, clientSecret(ns, "ch-client", "clientSecret", newSecretValue()), tp)
 	waitCondition(t, ns, "changing", metav1.ConditionTrue, v1alpha1.ReasonReady)
 
-	tp, _ = getTP(ns, "changing")
-	tp.Spec.AuthorizationParams = map[string]string{"prompt": "consent", "access_type": "offline"}
-	tp.Spec.Metadata.Name = "Renamed"
-	if err := k8sClient.Update(ctx, tp); err != nil {
-		t.Fatal(err)
-	}
+	updateTP(t, ns, "changing", func(tp *v1alpha1.TokenProvider) {
+		tp.Spec.AuthorizationParams = map[string]string{"prompt": "consent", "access_type": "offline"}
+		tp.Spec.Metadata.Name = "Renamed"
+	})
 	waitRegistry(t, rep.registry, "changing", func(p *providers.Provider, ok bool) error {
 		if !ok || p.Metadata.Name != "Renamed" || p.AuthorizationParams["prompt"] != "consent" {
 			return errors.New("spec change not in the registry")
@@ -514,7 +530,6 @@ func TestRegistryReadyAfterInitialFill(t *testing.T) {
 func TestTwoReplicasLeaderElection(t *testing.T) {
 	ns := newNamespace(t, "ha")
 	op := providertest.Start(t, "")
-	ctx := context.Background()
 	a := startReplica(t, replicaConfig{namespaces: []string{ns}, leaderElection: true, leaseNamespace: ns, fieldOwner: "tokenstore-a"})
 	b := startReplica(t, replicaConfig{namespaces: []string{ns}, leaderElection: true, leaseNamespace: ns, fieldOwner: "tokenstore-b"})
 
@@ -586,11 +601,7 @@ func TestTwoReplicasLeaderElection(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("the follower was not elected after the leader stopped")
 	}
-	tp, _ := getTP(ns, "ha-0")
-	tp.Spec.Metadata.Name = "after failover"
-	if err := k8sClient.Update(ctx, tp); err != nil {
-		t.Fatal(err)
-	}
+	updateTP(t, ns, "ha-0", func(tp *v1alpha1.TokenProvider) { tp.Spec.Metadata.Name = "after failover" })
 	waitCondition(t, ns, "ha-0", metav1.ConditionTrue, v1alpha1.ReasonReady)
 	eventually(t, wait, "status written by the new leader", func() error {
 		w, err := statusWriters("ha-0")
