@@ -435,13 +435,13 @@ type StatusReconciler struct {
 	// endpoint keeps failing for this replica's refreshes into
 	// Ready=False (TokenEndpointFailing); its changes wake the reconciler.
 	TokenEndpoints *providers.TokenEndpointHealth
-	// APIReader reads an object from the API server when the cached copy
-	// may predate this reconciler's own last status write (statusVersions).
-	// SetupWithManager fills it with the manager's.
-	APIReader client.Reader
 
-	runs     atomic.Int64
-	secrets  *secretValues
+	runs    atomic.Int64
+	secrets *secretValues
+	// uncached (the manager's API reader) re-reads an object whose cached
+	// copy may predate this reconciler's own last status write, as
+	// versions tells.
+	uncached client.Reader
 	versions statusVersions
 }
 
@@ -466,11 +466,11 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	// follows it here drops that value again.
 	var tp v1alpha1.TokenProvider
 	err := r.Client.Get(ctx, req.NamespacedName, &tp)
-	if err == nil && r.APIReader != nil && r.versions.stale(req.NamespacedName, tp.ResourceVersion) {
+	if err == nil && r.versions.stale(req.NamespacedName, tp.ResourceVersion) {
 		// The cache may not show this reconciler's last status write yet
 		// (see statusVersions): compare against the object as it is.
 		tp = v1alpha1.TokenProvider{}
-		if err = r.APIReader.Get(ctx, req.NamespacedName, &tp); err == nil {
+		if err = r.uncached.Get(ctx, req.NamespacedName, &tp); err == nil {
 			r.versions.saw(req.NamespacedName, tp.ResourceVersion)
 		}
 	}
@@ -593,9 +593,7 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.secrets == nil && r.SecretReader != nil {
 		r.secrets = newSecretValues(mgr.GetCache(), r.SecretReader)
 	}
-	if r.APIReader == nil {
-		r.APIReader = mgr.GetAPIReader()
-	}
+	r.uncached = mgr.GetAPIReader()
 	b := ctrl.NewControllerManagedBy(mgr)
 	if r.TokenEndpoints != nil {
 		b = b.WatchesRawSource(r.tokenEndpointChanges(mgr.GetClient()))

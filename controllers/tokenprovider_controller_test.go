@@ -710,15 +710,15 @@ func (c *laggingClient) servedOld() bool {
 }
 
 func (c *laggingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	tp, isTP := obj.(*v1alpha1.TokenProvider)
 	c.mu.Lock()
 	old := c.old
-	if old != nil && client.ObjectKeyFromObject(old) == key {
+	lagging := isTP && old != nil && client.ObjectKeyFromObject(old) == key
+	if lagging {
 		c.old, c.served = nil, true
-	} else {
-		old = nil
 	}
 	c.mu.Unlock()
-	if tp, ok := obj.(*v1alpha1.TokenProvider); ok && old != nil {
+	if lagging {
 		old.DeepCopyInto(tp)
 		return nil
 	}
