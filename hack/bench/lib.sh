@@ -58,6 +58,9 @@ pg_reaped() {
     (( $(pg_children) <= $1 )) && return 0
     sleep 0.05
   done
+  # Not silently: a backend still unreaped leaves its CPU out of this
+  # round's PostgreSQL figure, which then reads cheaper than it was.
+  log "PostgreSQL still has $(pg_children) processes 5 s after the run, $1 before: this round's PostgreSQL CPU may be short"
 }
 
 # pg_postmaster [optional]: sets postmaster to the pid of the PostgreSQL
