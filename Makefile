@@ -26,6 +26,14 @@ tools: ## Build the pinned generators and linters into bin/.
 envtest: ## Build etcd, kube-apiserver and kubectl for envtest into bin/k8s/.
 	hack/build-envtest.sh >/dev/null
 
+.PHONY: cluster-up
+cluster-up: ## Start a real single-node Kubernetes cluster on this machine (root; docs/cluster.md), then: source hack/cluster/env.sh.
+	hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and undo all it did to the host (docs/cluster.md).
+	hack/cluster/down.sh
+
 .PHONY: generate
 generate: ## Generate deepcopy code (controller-gen) and the sqlc query code.
 	hack/tools.sh controller-gen sqlc
