@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -34,9 +33,6 @@ import (
 	"github.com/tokenstore/tokenstore/server/providers"
 )
 
-// kubeVersion is the control plane hack/build-envtest.sh builds.
-const kubeVersion = "v1.37.2"
-
 var (
 	cfg       *rest.Config
 	k8sClient client.Client
@@ -56,7 +52,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	assets, err := envtestAssets()
+	assets, err := testutil.EnvtestAssets("etcd", "kube-apiserver", "kubectl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "controllers tests: "+err.Error())
 		return 1
@@ -109,58 +105,6 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-// envtestAssets finds etcd, kube-apiserver and kubectl: KUBEBUILDER_ASSETS,
-// else bin/k8s/<version>. When only the per-user cache of
-// hack/build-envtest.sh has them, the script copies them in a moment; a
-// full build takes about ten minutes, too long for a test, so then the
-// tests fail and say how to provide the binaries.
-func envtestAssets() (string, error) {
-	have := func(dir string) bool {
-		for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
-			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.Mode()&0o111 == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		if have(dir) {
-			return dir, nil
-		}
-		return "", fmt.Errorf("KUBEBUILDER_ASSETS=%s lacks etcd, kube-apiserver or kubectl; run hack/build-envtest.sh and point it at the directory it prints", dir)
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(root, "bin", "k8s", kubeVersion)
-	if have(dir) {
-		return dir, nil
-	}
-	cacheDir := os.Getenv("TOKENSTORE_TOOLS_CACHE")
-	if cacheDir == "" {
-		if xdg := os.Getenv("XDG_CACHE_HOME"); xdg != "" {
-			cacheDir = filepath.Join(xdg, "tokenstore-tools")
-		} else if home, err := os.UserHomeDir(); err == nil {
-			cacheDir = filepath.Join(home, ".cache", "tokenstore-tools")
-		}
-	}
-	if cacheDir != "" {
-		matches, _ := filepath.Glob(filepath.Join(cacheDir, "k8s-"+kubeVersion+"-etcd-*"))
-		for _, m := range matches {
-			if have(m) {
-				cmd := exec.Command(filepath.Join(root, "hack", "build-envtest.sh"))
-				cmd.Stderr = os.Stderr
-				if out, err := cmd.Output(); err == nil && have(dir) {
-					_ = out
-					return dir, nil
-				}
-			}
-		}
-	}
-	return "", fmt.Errorf("the envtest control plane (etcd, kube-apiserver, kubectl %s) is missing from %s: run hack/build-envtest.sh (builds them from the Go module proxy, about 10 minutes the first time) and run the tests again", kubeVersion, dir)
 }
 
 // testOptions make discovery re-checks and retries fast, so that failures

@@ -53,7 +53,7 @@ WRITE_DOCS=${WRITE_DOCS:-1}
 PROFILE=${PROFILE:-0}
 LOADGEN=${LOADGEN:-wrk}
 NAMESPACE=tokenstore-bench
-KUBE_VERSION=v1.37.2
+KUBE_VERSION=v1.35.8
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 
 (( DURATION >= 1 && DURATION <= 60 )) || { echo "DURATION must be 1..60 seconds" >&2; exit 1; }

@@ -8,8 +8,9 @@ import (
 	"strings"
 )
 
-// KubeVersion is the control plane hack/build-envtest.sh builds.
-const KubeVersion = "v1.37.2"
+// KubeVersion is the control plane hack/build-envtest.sh copies out of
+// hack/build-k8s.sh's build (the version the real cluster runs).
+const KubeVersion = "v1.35.8"
 
 // EnvtestAssets finds the envtest binaries named (etcd, kube-apiserver,
 // kubectl...): KUBEBUILDER_ASSETS, else bin/k8s/<KubeVersion> in the
