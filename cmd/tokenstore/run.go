@@ -49,27 +49,15 @@ type service struct {
 	stopTracing func(context.Context) error
 }
 
-// newService checks the settings, migrates when asked, opens the store and
-// builds the provider sources and the HTTP server. Close it when done.
+// newService checks the settings, opens the store, migrates when asked,
+// checks the schema (prepareSchema) and builds the provider sources and the
+// HTTP server. Close it when done.
 func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migrate bool) (_ *service, err error) {
 	keys, err := crypto.ParseKeyRing(s.CryptoKey)
 	if err != nil {
 		return nil, err
 	}
-	if migrate {
-		mg, err := storeopen.NewMigrator(s.DatabaseURL)
-		if err != nil {
-			return nil, err
-		}
-		res, err := mg.Up(ctx)
-		mg.Close()
-		for _, r := range res {
-			log.Info("applied migration", "name", r.Name, "duration", r.Duration)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
+	// Opened first: it says clearly when the database cannot be reached.
 	st, err := storeopen.Open(ctx, s.DatabaseURL)
 	if err != nil {
 		return nil, err
@@ -79,6 +67,9 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 			st.Close()
 		}
 	}()
+	if err = prepareSchema(ctx, s.DatabaseURL, log, migrate); err != nil {
+		return nil, err
+	}
 	// With tracing on, calls to providers and the login issuer are client
 	// spans (query strings removed); off, the transport is the plain one.
 	// Providers' keep-alive pool (providers.Transport: more idle connections
@@ -157,6 +148,46 @@ func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migra
 		return nil, err
 	}
 	return svc, nil
+}
+
+// prepareSchema applies pending migrations when migrate is set, then holds
+// the schema to the rule of rolling upgrades (docs/upgrading.md): every
+// migration this binary embeds must be applied, or it refuses to start
+// (naming `tokenstore migrate up`) rather than serve and fail on missing
+// tables; migrations it does not know are a newer release's, which only
+// add, so it serves on them and says so once. An in-memory SQLite database
+// is migrated by storeopen.Open and has nothing to check.
+func prepareSchema(ctx context.Context, databaseURL string, log *slog.Logger, migrate bool) error {
+	t, err := storeopen.Parse(databaseURL)
+	if err != nil {
+		return err
+	}
+	if t.Memory() {
+		return nil
+	}
+	mg, err := storeopen.NewMigrator(databaseURL)
+	if err != nil {
+		return err
+	}
+	defer mg.Close()
+	if migrate {
+		res, err := mg.Up(ctx)
+		for _, r := range res {
+			log.Info("applied migration", "name", r.Name, "duration", r.Duration)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	state, err := mg.CheckSchema(ctx)
+	if err != nil {
+		return err
+	}
+	if len(state.Newer) > 0 {
+		log.Info("database schema is newer than this binary; serving on it, as a newer release's migrations only add (docs/upgrading.md)",
+			"schema_version", state.Current, "binary_schema_version", state.Required, "unknown_migrations", state.Newer)
+	}
+	return nil
 }
 
 // webhooksNotifier is nil (no one told) or the webhook sender; a typed nil

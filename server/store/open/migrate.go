@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/tokenstore/tokenstore/server/store/sqlite"
@@ -185,13 +189,140 @@ func (m *Migrator) Status(ctx context.Context) ([]MigrationStatus, error) {
 }
 
 // Version returns the newest applied migration's version (0: none) and the
-// newest the binary knows; a server can refuse to start while they differ.
+// newest the binary knows. Whether a server may run on the schema is
+// CheckSchema's question: current may be above latest (a newer release
+// migrated the database), and equal ones can hide a missing migration.
 func (m *Migrator) Version(ctx context.Context) (current, latest int64, err error) {
 	current, latest, err = m.p.GetVersions(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("storeopen: migration version of %s: %w", m.backend, err)
 	}
 	return current, latest, nil
+}
+
+// SchemaState is a database's schema measured against the migrations this
+// binary embeds, as goose's version table records them.
+type SchemaState struct {
+	// Current is the highest migration version applied (0: none).
+	Current int64
+	// Required is the highest migration version this binary embeds.
+	Required int64
+	// Missing are the versions this binary embeds that are not applied.
+	Missing []int64
+	// Newer are applied versions this binary does not embed: a newer
+	// release's migrations, which only add (docs/upgrading.md).
+	Newer []int64
+}
+
+// Serveable reports whether a server of this binary may run on the
+// schema: every migration it embeds is applied. Migrations it does not
+// know (Newer) do not matter, since a release's migrations only add what
+// the previous release does not use.
+func (s SchemaState) Serveable() bool { return len(s.Missing) == 0 }
+
+// SchemaTooOldError says the database lacks migrations this binary needs.
+type SchemaTooOldError struct{ State SchemaState }
+
+func (e *SchemaTooOldError) Error() string {
+	s := e.State
+	what := "has no tokenstore schema (version 0)"
+	if s.Current > 0 {
+		what = "has schema version " + strconv.FormatInt(s.Current, 10)
+	}
+	return fmt.Sprintf("storeopen: the database %s and this tokenstore needs version %d (migrations not applied: %s): "+
+		"run `tokenstore migrate up` against it (the Helm chart's init container does), or start with MIGRATE_ON_START=true",
+		what, s.Required, joinVersions(s.Missing))
+}
+
+func joinVersions(vs []int64) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = strconv.FormatInt(v, 10)
+	}
+	return strings.Join(out, ", ")
+}
+
+// Schema measures the database's schema against the embedded migrations
+// without changing anything: unlike goose's own version queries it does not
+// create goose's version table in a database that has none (a server
+// refusing to start must leave the database as it found it). Every row of
+// the version table counts as applied, as goose's Provider counts them (it
+// deletes the row of a migration it undoes).
+func (m *Migrator) Schema(ctx context.Context) (SchemaState, error) {
+	var st SchemaState
+	known := m.p.ListSources()
+	if len(known) > 0 {
+		st.Required = known[len(known)-1].Version
+	}
+	applied := map[int64]bool{}
+	exists, err := m.versionTableExists(ctx)
+	if err != nil {
+		return st, fmt.Errorf("storeopen: reading the schema version of %s: %w", m.backend, err)
+	}
+	if exists {
+		gs, err := database.NewStore(m.dialect(), goose.DefaultTablename)
+		if err != nil {
+			return st, fmt.Errorf("storeopen: reading the schema version of %s: %w", m.backend, err)
+		}
+		rows, err := gs.ListMigrations(ctx, m.db)
+		if err != nil {
+			return st, fmt.Errorf("storeopen: reading the schema version of %s: %w", m.backend, err)
+		}
+		for _, r := range rows {
+			if r.Version > 0 { // goose's version table starts with a row of version 0
+				applied[r.Version] = true
+				st.Current = max(st.Current, r.Version)
+			}
+		}
+	}
+	isKnown := map[int64]bool{}
+	for _, src := range known {
+		isKnown[src.Version] = true
+		if !applied[src.Version] {
+			st.Missing = append(st.Missing, src.Version)
+		}
+	}
+	for v := range applied {
+		if !isKnown[v] {
+			st.Newer = append(st.Newer, v)
+		}
+	}
+	slices.Sort(st.Newer)
+	return st, nil
+}
+
+// CheckSchema returns the database's SchemaState, or a *SchemaTooOldError
+// (with it) when a server of this binary may not run on it.
+func (m *Migrator) CheckSchema(ctx context.Context) (SchemaState, error) {
+	st, err := m.Schema(ctx)
+	if err != nil {
+		return st, err
+	}
+	if !st.Serveable() {
+		return st, &SchemaTooOldError{State: st}
+	}
+	return st, nil
+}
+
+// versionTableExists looks for goose's version table in the schema the
+// connection uses (PostgreSQL's search path), as goose itself does.
+func (m *Migrator) versionTableExists(ctx context.Context) (bool, error) {
+	q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '" + goose.DefaultTablename + "'"
+	if m.backend == Postgres {
+		q = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '" + goose.DefaultTablename + "'"
+	}
+	var n int
+	if err := m.db.QueryRowContext(ctx, q).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
+func (m *Migrator) dialect() database.Dialect {
+	if m.backend == Postgres {
+		return database.DialectPostgres
+	}
+	return database.DialectSQLite3
 }
 
 // Close closes the migrator's database connections.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"slices"
@@ -424,4 +425,138 @@ func mustMigrator(t *testing.T, url string) *Migrator {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// TestSchemaRule is the rule of rolling upgrades on both backends
+// (docs/upgrading.md): a server may run on a schema that has every
+// migration its binary embeds, and on one with more (a newer release's,
+// which only add); a schema missing one is refused with a message naming
+// the versions and `tokenstore migrate up`. Measuring changes nothing.
+func TestSchemaRule(t *testing.T) {
+	for b, newURL := range backends(t) {
+		t.Run(string(b), func(t *testing.T) {
+			ctx := t.Context()
+			url := newURL(t)
+			m := mustMigrator(t, url)
+			shipped := m.p.ListSources()
+			n := shipped[len(shipped)-1].Version
+
+			// Empty: refused, and still empty afterwards (no goose table
+			// created by looking).
+			st, err := m.CheckSchema(ctx)
+			var old *SchemaTooOldError
+			if !errors.As(err, &old) || st.Current != 0 || st.Required != n || len(st.Missing) != len(shipped) {
+				t.Fatalf("empty database: %+v, %v; want a SchemaTooOldError at 0 of %d", st, err, n)
+			}
+			for _, want := range []string{"no tokenstore schema (version 0)", fmt.Sprintf("needs version %d", n), "tokenstore migrate up", "MIGRATE_ON_START=true"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refusal %q does not say %q", err, want)
+				}
+			}
+			if versionTable(t, m) {
+				t.Error("checking the schema created goose's version table")
+			}
+
+			// One migration short (the previous release's schema): refused.
+			if _, err := m.p.UpTo(ctx, n-1); err != nil {
+				t.Fatal(err)
+			}
+			if !versionTable(t, m) {
+				t.Fatal("goose's version table is not seen after migrating")
+			}
+			_, err = m.CheckSchema(ctx)
+			if !errors.As(err, &old) || old.State.Current != n-1 || !slices.Equal(old.State.Missing, []int64{n}) {
+				t.Fatalf("schema at %d: %v; want refused, missing %d", n-1, err, n)
+			}
+			if want := fmt.Sprintf("has schema version %d and this tokenstore needs version %d (migrations not applied: %d)", n-1, n, n); !strings.Contains(err.Error(), want) {
+				t.Errorf("refusal %q does not say %q", err, want)
+			}
+
+			// Current: served.
+			if _, err := m.Up(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := m.CheckSchema(ctx); err != nil || st.Current != n || len(st.Newer) != 0 {
+				t.Fatalf("current schema: %+v, %v", st, err)
+			}
+
+			// One release newer: a migration this binary does not know,
+			// applied through goose as the newer binary would, is accepted.
+			applyFuture(t, m, b)
+			st, err = m.CheckSchema(ctx)
+			if err != nil || st.Current != n+1 || st.Required != n || !slices.Equal(st.Newer, []int64{n + 1}) {
+				t.Fatalf("schema one newer: %+v, %v; want served, newer [%d]", st, err, n+1)
+			}
+			// This binary's `migrate up` (MIGRATE_ON_START) finds nothing
+			// to do there, rather than failing.
+			if res, err := m.Up(ctx); err != nil || len(res) != 0 {
+				t.Fatalf("Up on a newer schema: %+v, %v", res, err)
+			}
+			s, err := Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.UpsertCredential(ctx, store.Credential{UserID: "u", Provider: "p", KeyID: "k", RefreshToken: []byte("x")}); err != nil {
+				t.Errorf("the store on a newer schema: %v", err)
+			}
+
+			// A newer schema missing one of this binary's migrations (a
+			// hole, not a newer release) is refused all the same.
+			if _, err := m.db.ExecContext(ctx, fmt.Sprintf("DELETE FROM goose_db_version WHERE version_id = %d", n)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.CheckSchema(ctx); !errors.As(err, &old) || !slices.Equal(old.State.Missing, []int64{n}) {
+				t.Errorf("schema with a hole at %d: %v; want refused", n, err)
+			}
+		})
+	}
+}
+
+// applyFuture applies, through goose, the shipped migrations plus one
+// numbered after them that only adds (a column and a table), as the next
+// release's binary would.
+func applyFuture(t *testing.T, m *Migrator, b Backend) int64 {
+	t.Helper()
+	shipped := migrations(b)
+	entries, err := fs.ReadDir(shipped, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := fstest.MapFS{}
+	for _, e := range entries {
+		data, err := fs.ReadFile(shipped, e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys[e.Name()] = &fstest.MapFile{Data: data}
+	}
+	next := int64(len(entries) + 1)
+	fsys[fmt.Sprintf("%05d_future.sql", next)] = &fstest.MapFile{Data: []byte(`-- +goose Up
+ALTER TABLE credentials ADD COLUMN future_note TEXT;
+CREATE TABLE future_things (id INTEGER PRIMARY KEY);
+
+-- +goose Down
+DROP TABLE future_things;
+ALTER TABLE credentials DROP COLUMN future_note;
+`)}
+	p, err := newProvider(m.db, b, fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Up(t.Context())
+	if err != nil || len(res) != 1 || res[0].Source.Version != next {
+		t.Fatalf("applying the future migration: %v (%d applied)", err, len(res))
+	}
+	return next
+}
+
+// versionTable reports whether goose's version table exists.
+func versionTable(t *testing.T, m *Migrator) bool {
+	t.Helper()
+	ok, err := m.versionTableExists(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }
