@@ -9,7 +9,9 @@
 //
 // With TOKENSTORE_SUBJECT=<user id> it uses the access token of the person
 // who granted this ServiceAccount access; without, the provider's service
-// (client-credentials) token. It never prints a token.
+// (client-credentials) token. It calls TARGET_URL every INTERVAL (a Go
+// duration, default 1m); INTERVAL=0 calls once and exits non-zero when that
+// call could not be made (a Job, or a check). It never prints a token.
 package main
 
 import (
@@ -41,12 +43,21 @@ func main() {
 		Subject:   os.Getenv("TOKENSTORE_SUBJECT"),
 		TokenFile: os.Getenv("TOKENSTORE_TOKEN_FILE"), // default /var/run/secrets/tokenstore/token
 	})
+	interval := time.Minute
+	if v := os.Getenv("INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			log.Fatalf("INTERVAL=%q is not a duration such as 30s or 0", v)
+		}
+		interval = d
+	}
 	// Every request gets a valid token; tokenstore is asked again only
 	// shortly before the cached one expires.
 	hc := oauth2.NewClient(ctx, ts)
 	hc.Timeout = 30 * time.Second
 	for {
-		if err := call(ctx, hc, target); err != nil {
+		err := call(ctx, hc, target)
+		if err != nil {
 			var ce *client.Error
 			if errors.As(err, &ce) {
 				// reason says what to fix: no_grant, wrong_audience, ...
@@ -55,10 +66,16 @@ func main() {
 				log.Printf("call failed: %v", err)
 			}
 		}
+		if interval == 0 {
+			if err != nil {
+				os.Exit(1)
+			}
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Minute):
+		case <-time.After(interval):
 		}
 	}
 }

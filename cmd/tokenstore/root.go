@@ -36,6 +36,7 @@ flags. Run 'tokenstore serve --help' for the full list.`,
 		newProvidersCmd(),
 		newImportCmd(),
 		newVersionCmd(),
+		newProbeCmd(),
 	)
 	return root
 }
