@@ -18,7 +18,12 @@ func newMigrateCmd() *cobra.Command {
 		Long: `The schema migrations are embedded in this binary. 'migrate up' applies every
 pending one (safe to run from several replicas at once on PostgreSQL: an
 advisory lock serialises them); 'migrate down' undoes the latest one;
-'migrate status' lists them. The database is DATABASE_URL.`,
+'migrate status' lists them. The database is DATABASE_URL.
+
+Migrations only add during a release (expand, then contract a release
+later: docs/upgrading.md), so the previous release's servers keep running
+on the migrated schema during a rolling upgrade; 'serve' refuses to start
+on a schema that lacks one of its own migrations.`,
 	}
 	run := func(use, short string, f func(cmd *cobra.Command, mg *storeopen.Migrator) error) *cobra.Command {
 		c := &cobra.Command{
@@ -51,6 +56,11 @@ advisory lock serialises them); 'migrate down' undoes the latest one;
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "database schema is up to date")
+			// A newer release migrated this database (its migrations only
+			// add): this binary's servers run on it; nothing is undone.
+			if st, err := mg.Schema(cmd.Context()); err == nil && len(st.Newer) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "it also has migrations of a newer release, unknown to this binary: %v\n", st.Newer)
+			}
 			return nil
 		}),
 		run("down", "Undo the most recent migration", func(cmd *cobra.Command, mg *storeopen.Migrator) error {
@@ -74,6 +84,13 @@ advisory lock serialises them); 'migrate down' undoes the latest one;
 					applied = m.AppliedAt.Format("2006-01-02 15:04:05Z07:00")
 				}
 				fmt.Fprintf(w, "%d\t%s\t%s\n", m.Version, m.Name, applied)
+			}
+			sc, err := mg.Schema(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, v := range sc.Newer {
+				fmt.Fprintf(w, "%d\t(a newer release's, unknown to this binary)\tapplied\n", v)
 			}
 			return w.Flush()
 		}),

@@ -14,6 +14,7 @@ import (
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,15 @@ func TestServeSchemaRule(t *testing.T) {
 			// every table they use.
 			if strings.Contains(logs, "housekeeping") || strings.Contains(logs, `"level":"ERROR"`) {
 				t.Errorf("housekeeping warnings or errors serving on the newer schema:\n%s", logs)
+			}
+			// The operator's commands show it too.
+			out, _, err := run(t, "migrate", "status")
+			if err != nil || !regexp.MustCompile(fmt.Sprintf(`(?m)^%d +\(a newer release's, unknown to this binary\) +applied$`, n+1)).MatchString(out) {
+				t.Errorf("migrate status on the newer schema: %v\n%s", err, out)
+			}
+			out, _, err = run(t, "migrate", "up")
+			if err != nil || strings.Contains(out, "applied ") || !strings.Contains(out, fmt.Sprintf("migrations of a newer release, unknown to this binary: [%d]", n+1)) {
+				t.Errorf("migrate up on the newer schema: %v\n%s", err, out)
 			}
 			// And MIGRATE_ON_START=true finds nothing to do there rather
 			// than refusing (a pod of the old release restarting during a
