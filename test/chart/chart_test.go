@@ -972,6 +972,21 @@ func TestHelmTestPod(t *testing.T) {
 			t.Errorf("test pod: restartPolicy %s, automount %v", p.Spec.RestartPolicy, p.Spec.AutomountServiceAccountToken)
 		}
 	}
+	// A NetworkPolicy that admits only some sources still admits the test.
+	objs := renderFull(t)
+	var np networkingv1.NetworkPolicy
+	into(t, kinds(objs)["NetworkPolicy"], &np)
+	var tp corev1.Pod
+	into(t, kinds(objs)["Pod"], &tp)
+	admitted := false
+	for _, peer := range np.Spec.Ingress[0].From {
+		if peer.PodSelector != nil && peer.NamespaceSelector == nil && labels.SelectorFromSet(peer.PodSelector.MatchLabels).Matches(labels.Set(tp.Labels)) {
+			admitted = true
+		}
+	}
+	if !admitted {
+		t.Errorf("the NetworkPolicy does not admit the helm test pod: %+v", np.Spec.Ingress)
+	}
 	if k := kinds(renderDefaults(t, "--set", "tests.enabled=false")); k["Pod"] != nil {
 		t.Error("tests.enabled=false still renders the test pod")
 	}
