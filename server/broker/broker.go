@@ -107,6 +107,11 @@ func (e *ReauthError) Error() string {
 
 // UnavailableError says the provider could not be reached or answered with
 // a server error; the credential is unchanged and a retry may succeed.
+//
+// A provider that refuses tokenstore's client itself (invalid_client,
+// unauthorized_client, ...: providers.RejectsClient) gives a
+// *providers.ClientRejectedError instead: the credential is unchanged too,
+// but retrying does not help until the TokenProvider is fixed.
 type UnavailableError struct {
 	Provider string
 	Err      error
@@ -583,26 +588,39 @@ func (b *Broker) seal(c *store.Credential, t *oauth2.Token, now time.Time) error
 // observeRefresh tells the Observer and the registry's token-endpoint
 // health how a refresh-token grant went.
 func (b *Broker) observeRefresh(provider string, err error, d time.Duration) {
+	var (
+		gr *grantRefused
+		cr *providers.ClientRejectedError
+		ue *UnavailableError
+	)
 	if b.endpoints != nil {
-		// A refused grant (invalid_grant) is a working endpoint's answer;
-		// an UnavailableError (5xx, 429, a client refused, no answer)
-		// is not. Its text never holds the provider's body or a token.
-		reason := ""
-		var ue *UnavailableError
-		if errors.As(err, &ue) {
-			reason = ue.Err.Error()
+		switch {
+		case errors.As(err, &cr):
+			// The endpoint answers, and refuses our client: its own
+			// verdict (ClientRejected), not a failing endpoint.
+			b.endpoints.Observe(provider, "")
+			b.endpoints.Rejected(provider, cr.Grant, cr.Code)
+		case errors.As(err, &ue):
+			// 5xx, 429, no answer. Its text never holds the provider's
+			// body or a token.
+			b.endpoints.Observe(provider, ue.Err.Error())
+		default:
+			// A token, or a refused grant (invalid_grant): a working
+			// endpoint that accepted the client.
+			b.endpoints.Observe(provider, "")
+			b.endpoints.Accepted(provider, providers.GrantRefreshToken)
 		}
-		b.endpoints.Observe(provider, reason)
 	}
 	if b.opt.Observer == nil {
 		return
 	}
 	outcome := "ok"
-	var gr *grantRefused
 	switch {
 	case err == nil:
 	case errors.As(err, &gr):
 		outcome = "invalid_grant"
+	case errors.As(err, &cr):
+		outcome = "client_rejected"
 	default:
 		outcome = "provider_error"
 	}
@@ -632,8 +650,11 @@ func (b *Broker) callRefresh(ctx context.Context, p *providers.Provider, rt stri
 	return nil, classify(p.ID, err)
 }
 
-// classify turns an oauth2 error into grantRefused or UnavailableError,
-// never carrying the provider's raw body (it may echo a token).
+// classify turns an oauth2 error into grantRefused (the person must link
+// again), a *providers.ClientRejectedError (tokenstore's client is refused:
+// a configuration problem, neither the person's nor passing) or an
+// UnavailableError (a retry may succeed), never carrying the provider's
+// raw body (it may echo a token).
 func classify(provider string, err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
@@ -642,10 +663,18 @@ func classify(provider string, err error) error {
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
+		if providers.RejectsClient(status, code) {
+			// unauthorized_client among them: it refuses the client's use
+			// of the grant (RFC 6749 §5.2), and a real provider (zitadel)
+			// answers a wrong client secret with it. Marking every
+			// credential needs_reauth for it would send everyone to link
+			// again, which fails the same way.
+			return &providers.ClientRejectedError{Provider: provider, Grant: providers.GrantRefreshToken, Status: status, Code: code}
+		}
 		switch code {
 		// invalid_request too: one widely used provider answers a replayed
 		// rotated refresh token with it rather than invalid_grant.
-		case "invalid_grant", "invalid_request", "unauthorized_client":
+		case "invalid_grant", "invalid_request":
 			if status < 500 {
 				return &grantRefused{code: code}
 			}
@@ -654,8 +683,8 @@ func classify(provider string, err error) error {
 		if status >= 500 || status == http.StatusTooManyRequests || status == 0 {
 			return &UnavailableError{Provider: provider, Err: fmt.Errorf("token endpoint answered %s", answer)}
 		}
-		// Other 4xx (invalid_client, ...): a configuration problem on our
-		// side, not the person's; the credential is left alone.
+		// Another 4xx, with a code that says nothing definite: the
+		// credential is left alone and the answer is taken as passing.
 		return &UnavailableError{Provider: provider, Err: fmt.Errorf("token endpoint refused the request: %s", answer)}
 	}
 	// Transport failures (refused, reset, timeout): the provider is down

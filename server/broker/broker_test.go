@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -152,31 +154,138 @@ func TestUnknownProviderAndNotLinked(t *testing.T) {
 }
 
 // The classification of provider answers that decides between
-// needs_reauth and provider_unavailable.
+// needs_reauth, a rejected client and provider_unavailable.
 func TestClassify(t *testing.T) {
 	resp := func(code int) *http.Response { return &http.Response{StatusCode: code} }
+	const reauth, rejected, unavailable = "reauth", "rejected", "unavailable"
 	for _, c := range []struct {
-		err    error
-		reauth bool
+		err  error
+		want string
 	}{
-		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_grant"}, true},
+		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_grant"}, reauth},
 		// One widely used provider answers a replayed rotated token so.
-		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_request"}, true},
-		{&oauth2.RetrieveError{Response: resp(401), ErrorCode: "invalid_client"}, false},
-		{&oauth2.RetrieveError{Response: resp(503)}, false},
-		{&oauth2.RetrieveError{Response: resp(500), ErrorCode: "invalid_grant"}, false},
-		{&url.Error{Op: "Post", URL: "http://x/token?secret=1", Err: errors.New("connection refused")}, false},
+		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_request"}, reauth},
+		{&oauth2.RetrieveError{Response: resp(401), ErrorCode: "invalid_client"}, rejected},
+		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "unauthorized_client"}, rejected},
+		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "unsupported_grant_type"}, rejected},
+		{&oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_scope"}, rejected},
+		{&oauth2.RetrieveError{Response: resp(503)}, unavailable},
+		{&oauth2.RetrieveError{Response: resp(500), ErrorCode: "invalid_grant"}, unavailable},
+		{&oauth2.RetrieveError{Response: resp(502), ErrorCode: "invalid_client"}, unavailable},
+		{&oauth2.RetrieveError{Response: resp(429), ErrorCode: "unauthorized_client"}, unavailable},
+		{&url.Error{Op: "Post", URL: "http://x/token?secret=1", Err: errors.New("connection refused")}, unavailable},
 	} {
 		err := classify("p", c.err)
-		var gr *grantRefused
-		var ue *UnavailableError
-		if c.reauth != errors.As(err, &gr) || (!c.reauth && !errors.As(err, &ue)) {
-			t.Errorf("%v classified as %T", c.err, err)
+		var (
+			gr *grantRefused
+			cr *providers.ClientRejectedError
+			ue *UnavailableError
+		)
+		got := map[bool]string{true: reauth}[errors.As(err, &gr)]
+		if errors.As(err, &cr) {
+			got = rejected
+			if cr.Provider != "p" || cr.Grant != providers.GrantRefreshToken || cr.Code != c.err.(*oauth2.RetrieveError).ErrorCode {
+				t.Errorf("%v: %+v", c.err, cr)
+			}
+		}
+		if errors.As(err, &ue) {
+			got = unavailable
+		}
+		if got != c.want {
+			t.Errorf("%v classified as %T, want %s", c.err, err, c.want)
 		}
 		if ue != nil && strings.Contains(ue.Error(), "secret=1") {
 			t.Errorf("the query string leaked into %q", ue.Error())
 		}
 	}
+}
+
+// TestClientRejectedKeepsCredential: a provider that refuses tokenstore's
+// client on a refresh leaves the credential active: it is not the
+// person's fault, and linking again would fail the same way. The real OP
+// answers a wrong client secret (a rotation gone wrong) with
+// invalid_client, and a client not allowed the refresh-token grant (the
+// TokenProvider names the wrong registration) with unauthorized_client,
+// which tokenstore used to take for a dead refresh token. Each refusal is
+// a ClientRejectedError naming the code, counted as client_rejected, and
+// sets the provider's client-rejected verdict (for its Ready condition)
+// without making the token endpoint failing; with the right client again
+// the same credential refreshes.
+func TestClientRejectedKeepsCredential(t *testing.T) {
+	f := newFixture(t)
+	obs := &recordingObserver{}
+	f.b.opt.Observer = obs
+	if err := f.b.Link(f.ctx, "u", "p", "", "test", f.codes()); err != nil {
+		t.Fatal(err)
+	}
+	reg := f.b.opt.Providers.(*providers.Registry)
+	h := f.b.endpoints
+	for i, tc := range []struct {
+		clientID, secret, code string
+	}{
+		{providertest.ClientID, "not-the-secret", "invalid_client"},
+		{providertest.DeviceOnlyClientID, f.op.DeviceOnlySecret, "unauthorized_client"},
+	} {
+		bad := *f.prov
+		bad.ClientID, bad.ClientSecret, bad.Version = tc.clientID, tc.secret, strconv.Itoa(10+i)
+		reg.Set(&bad)
+
+		var cr *providers.ClientRejectedError
+		_, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p", Force: true})
+		if !errors.As(err, &cr) || cr.Code != tc.code || cr.Grant != providers.GrantRefreshToken {
+			t.Fatalf("refresh as %s: %v, want the client rejected with %s", tc.clientID, err, tc.code)
+		}
+		if strings.Contains(err.Error(), tc.secret) {
+			t.Fatalf("the error %q carries the client secret", err)
+		}
+		c, err := f.st.GetCredential(f.ctx, "u", "p")
+		if err != nil || c.State != store.StateActive {
+			t.Fatalf("credential after %s: state %q, %v; want active", tc.code, c.State, err)
+		}
+		if obs.last() != "client_rejected" {
+			t.Errorf("refresh outcome %q, want client_rejected", obs.last())
+		}
+		r, rejected := h.Rejection("p")
+		if !rejected || r.Grant != providers.GrantRefreshToken || r.Code != tc.code {
+			t.Fatalf("client-rejected verdict: %+v %v", r, rejected)
+		}
+		if _, failing := h.Failing("p"); failing {
+			t.Error("a refused client made the token endpoint failing")
+		}
+	}
+
+	right := *f.prov
+	right.Version = "3"
+	reg.Set(&right)
+	if _, err := f.b.Token(f.ctx, Request{UserID: "u", Provider: "p", Force: true}); err != nil {
+		t.Fatalf("refresh with the right client again: %v", err)
+	}
+	if _, rejected := h.Rejection("p"); rejected {
+		t.Error("still rejected after a refresh succeeded")
+	}
+}
+
+// recordingObserver keeps the outcome of each refresh.
+type recordingObserver struct {
+	mu       sync.Mutex
+	outcomes []string
+}
+
+func (o *recordingObserver) RefreshObserved(_, outcome string, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.outcomes = append(o.outcomes, outcome)
+}
+
+func (o *recordingObserver) TokenServed(string, bool) {}
+
+func (o *recordingObserver) last() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.outcomes) == 0 {
+		return ""
+	}
+	return o.outcomes[len(o.outcomes)-1]
 }
 
 // TestTokenEndpointHealthReported: the broker tells the registry how each

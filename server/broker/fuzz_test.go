@@ -48,8 +48,9 @@ func (a answer) RoundTrip(r *http.Request) (*http.Response, error) {
 // Content-Type, body: JSON, form-encoded as GitHub sends, or anything)
 // through the refresh path: x/oauth2's parsing, callRefresh's checks, then
 // classify (errors) or seal (the credential row). Properties: no panic; an
-// error is a refused grant (only for invalid_grant, invalid_request,
-// unauthorized_client below 500) or a provider outage and never carries
+// error is a refused grant (only for invalid_grant, invalid_request below
+// 500), a rejected client (only for providers.RejectsClient's codes below
+// 500, 429 aside) or a provider outage and never carries
 // the refresh token or client secret; a success yields a row whose
 // ciphertexts open to exactly the answer's tokens under their bindings, whose
 // scopes have no empty entries, and whose refresh expiry, when the answer
@@ -174,11 +175,16 @@ func checkRefreshError(t *testing.T, a answer, p *providers.Provider, err error)
 		}
 	}
 	var gr *grantRefused
+	var cr *providers.ClientRejectedError
 	var ue *UnavailableError
 	switch {
 	case errors.As(err, &gr):
-		if re == nil || st >= 500 || (code != "invalid_grant" && code != "invalid_request" && code != "unauthorized_client") {
+		if re == nil || st >= 500 || (code != "invalid_grant" && code != "invalid_request") {
 			t.Fatalf("status %d code %q taken for a refused grant: %v", st, code, err)
+		}
+	case errors.As(err, &cr):
+		if re == nil || !providers.RejectsClient(st, code) || cr.Code != code || cr.Provider != p.ID {
+			t.Fatalf("status %d code %q taken for a rejected client: %v", st, code, err)
 		}
 	case errors.As(err, &ue):
 		if ue.Provider != p.ID {

@@ -33,6 +33,9 @@ const (
 	OutcomeOK            = "ok"
 	OutcomeInvalidGrant  = "invalid_grant"
 	OutcomeProviderError = "provider_error"
+	// OutcomeClientRejected: the provider refused tokenstore's client
+	// (invalid_client, unauthorized_client, ...), a configuration problem.
+	OutcomeClientRejected = "client_rejected"
 )
 
 // ProviderReadiness is one declared provider's Ready condition, as its
@@ -147,7 +150,7 @@ func New(opt Options) (*Metrics, error) {
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "http_request_duration_seconds",
 			Help: "HTTP request latency by route template and method.", Buckets: latency}, []string{"route", "method"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "refreshes_total",
-			Help: "Refresh-token grants sent to providers, by provider and outcome (ok, invalid_grant, provider_error)."}, []string{"provider", "outcome"}),
+			Help: "Refresh-token grants sent to providers, by provider and outcome (ok, invalid_grant, client_rejected, provider_error)."}, []string{"provider", "outcome"}),
 		refreshDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "refresh_duration_seconds",
 			Help: "Latency of refresh-token grants at providers.", Buckets: latency}, []string{"provider", "outcome"}),
 		served: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tokens_served_total",

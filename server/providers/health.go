@@ -14,6 +14,15 @@ const (
 	// failure when no call succeeds meanwhile. Without traffic nothing
 	// would ever clear it; discovery keeps being re-checked on its own.
 	DefaultFailHold = 2 * time.Minute
+	// DefaultRejectHold is how long a client-rejected verdict lasts after
+	// the last refusal when no call of that grant succeeds meanwhile. One
+	// refusal is enough to give it (it is the provider's definite answer,
+	// not a blip), and it is held longer than a failure: the callers it
+	// refused stop asking, so a success rarely comes to clear it, and it
+	// must not read Ready minutes after the provider said no. It still
+	// lapses, since the fix may be made at the provider, out of
+	// tokenstore's sight; the next refusal gives it again.
+	DefaultRejectHold = 15 * time.Minute
 )
 
 // TokenEndpointHealth remembers how this replica's recent calls to each
@@ -23,6 +32,13 @@ const (
 // broker reports every refresh-token grant's outcome here, and the status
 // reconciler turns a failing verdict into Ready=False (TokenEndpointFailing).
 //
+// It also keeps, per grant (refresh_token for people's credentials,
+// client_credentials for workloads' service tokens), whether the endpoint
+// refused tokenstore's client itself (Rejected: invalid_client,
+// unauthorized_client, ...): one refusal gives that verdict, which the
+// status reconciler turns into Ready=False (ClientRejected), and a success
+// of the same grant (Accepted) ends it.
+//
 // It is passive: it never calls a provider itself (a probe would need a
 // refresh token, or would send a request providers answer in their own
 // ways). So it knows only of the calls this replica made.
@@ -31,8 +47,12 @@ type TokenEndpointHealth struct {
 	hold      time.Duration
 	now       func() time.Time
 
+	rejectHold time.Duration
+
 	mu   sync.Mutex
 	byID map[string]*endpointState
+	// rejected: provider id -> grant -> the run of refusals of that grant.
+	rejected map[string]map[string]*rejectionState
 	// changes carries the ids whose verdict changed. Sends never block:
 	// with no reader (a replica that is not the leader) or a full buffer
 	// the change is dropped, and the reader's own periodic re-checks, or
@@ -60,10 +80,31 @@ type EndpointFailure struct {
 	Reason       string
 }
 
+// rejectionState is one run of refusals of tokenstore's client for one
+// grant with one code; a success of that grant, a lapse or another code
+// ends it.
+type rejectionState struct {
+	code        string
+	count       int
+	since, last time.Time
+}
+
+// ClientRejection is the verdict that a provider's token endpoint refuses
+// tokenstore's client for Grant with Code (see RejectsClient): Count
+// refusals since Since, the last at Last. It lapses at Until unless
+// another call of the grant is refused. Code is one of a fixed list, safe
+// to show.
+type ClientRejection struct {
+	Grant, Code        string
+	Count              int
+	Since, Last, Until time.Time
+}
+
 // HealthOptions tune a TokenEndpointHealth; zero values take the defaults.
 type HealthOptions struct {
 	FailThreshold int
 	FailHold      time.Duration
+	RejectHold    time.Duration
 	Now           func() time.Time
 }
 
@@ -75,11 +116,14 @@ func NewTokenEndpointHealth(opt HealthOptions) *TokenEndpointHealth {
 	if opt.FailHold <= 0 {
 		opt.FailHold = DefaultFailHold
 	}
+	if opt.RejectHold <= 0 {
+		opt.RejectHold = DefaultRejectHold
+	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &TokenEndpointHealth{threshold: opt.FailThreshold, hold: opt.FailHold, now: opt.Now,
-		byID: map[string]*endpointState{}, changes: make(chan string, 256)}
+	return &TokenEndpointHealth{threshold: opt.FailThreshold, hold: opt.FailHold, rejectHold: opt.RejectHold, now: opt.Now,
+		byID: map[string]*endpointState{}, rejected: map[string]map[string]*rejectionState{}, changes: make(chan string, 256)}
 }
 
 // Observe records one call to provider id's token endpoint. reason is
@@ -133,16 +177,80 @@ func (h *TokenEndpointHealth) Failing(id string) (EndpointFailure, bool) {
 	return EndpointFailure{Failures: st.failures, Since: st.firstFailed, Until: until, Reason: st.last}, true
 }
 
+// Rejected records that provider id's token endpoint refused tokenstore's
+// client for grant with code (RejectsClient was true). The first refusal
+// of a run gives the verdict and is announced; so is a change of code.
+func (h *TokenEndpointHealth) Rejected(id, grant, code string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	byGrant := h.rejected[id]
+	if byGrant == nil {
+		byGrant = map[string]*rejectionState{}
+		h.rejected[id] = byGrant
+	}
+	st := byGrant[grant]
+	if st == nil || st.code != code || now.Sub(st.last) >= h.rejectHold {
+		st = &rejectionState{code: code, since: now}
+		byGrant[grant] = st
+		h.notify(id)
+	}
+	st.count++
+	st.last = now
+}
+
+// Accepted records that a call of grant at provider id's token endpoint
+// was answered as a working client's is (a token, or a refusal of the
+// token presented): a client-rejected verdict on that grant ends, and the
+// change is announced. Other grants' verdicts stand: a client may be
+// allowed refresh tokens and not client credentials.
+func (h *TokenEndpointHealth) Accepted(id, grant string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.rejected[id][grant]; !ok {
+		return
+	}
+	delete(h.rejected[id], grant)
+	if len(h.rejected[id]) == 0 {
+		delete(h.rejected, id)
+	}
+	h.notify(id)
+}
+
+// Rejection returns the client-rejected verdict on provider id: of the
+// grants whose last refusal is less than RejectHold ago, the one refused
+// last.
+func (h *TokenEndpointHealth) Rejection(id string) (ClientRejection, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	var (
+		out   ClientRejection
+		found bool
+	)
+	for grant, st := range h.rejected[id] {
+		until := st.last.Add(h.rejectHold)
+		if !now.Before(until) || (found && !st.last.After(out.Last)) {
+			continue
+		}
+		out = ClientRejection{Grant: grant, Code: st.code, Count: st.count, Since: st.since, Last: st.last, Until: until}
+		found = true
+	}
+	return out, found
+}
+
 // Forget drops what is known of provider id (it was added, reconfigured
 // or removed: Registry does it for every change).
 func (h *TokenEndpointHealth) Forget(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.byID, id)
+	delete(h.rejected, id)
 }
 
 // Changes returns the channel of provider ids whose verdict changed
-// (failing, or a success after failing). It is meant for one reader.
+// (failing, or a success after failing; client rejected, or accepted
+// again). It is meant for one reader.
 func (h *TokenEndpointHealth) Changes() <-chan string { return h.changes }
 
 func (h *TokenEndpointHealth) notify(id string) {

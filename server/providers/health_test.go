@@ -156,3 +156,108 @@ func TestRegistryForgetsEndpointFailures(t *testing.T) {
 		t.Fatal("still failing after a reload removed it")
 	}
 }
+
+// TestClientRejection: one refusal of tokenstore's client gives the
+// verdict (no threshold), announced once per run; it belongs to its grant
+// (a success of another grant leaves it), ends with a success of its grant,
+// with Forget, or RejectHold after the last refusal; the grant refused
+// last is the one reported.
+func TestClientRejection(t *testing.T) {
+	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	h := providers.NewTokenEndpointHealth(providers.HealthOptions{RejectHold: 10 * time.Minute, Now: c.now})
+	cc, rt := providers.GrantClientCredentials, providers.GrantRefreshToken
+
+	h.Accepted("a", cc) // nothing to end: not announced
+	if _, rejected := h.Rejection("a"); rejected || len(changes(h)) != 0 {
+		t.Fatal("a success gave a verdict or was announced")
+	}
+	h.Rejected("a", cc, "invalid_client")
+	start := c.now()
+	r, rejected := h.Rejection("a")
+	if !rejected || r.Grant != cc || r.Code != "invalid_client" || r.Count != 1 || !r.Since.Equal(start) || !r.Until.Equal(start.Add(10*time.Minute)) {
+		t.Fatalf("after one refusal: %+v %v", r, rejected)
+	}
+	c.add(time.Minute)
+	h.Rejected("a", cc, "invalid_client")
+	if got := changes(h); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("announced %v, want [a] once for the run", got)
+	}
+	if r, _ := h.Rejection("a"); r.Count != 2 || !r.Since.Equal(start) || !r.Last.Equal(c.now()) {
+		t.Fatalf("second refusal: %+v", r)
+	}
+	// Another code is news.
+	h.Rejected("a", cc, "unauthorized_client")
+	if r, _ := h.Rejection("a"); r.Code != "unauthorized_client" || r.Count != 1 || len(changes(h)) != 1 {
+		t.Fatalf("a new code: %+v", r)
+	}
+	// Refreshes working say nothing of client credentials.
+	h.Accepted("a", rt)
+	h.Observe("a", "")
+	if _, rejected := h.Rejection("a"); !rejected || len(changes(h)) != 0 {
+		t.Fatal("a success of another grant ended the verdict")
+	}
+	// The grant refused last is reported.
+	c.add(time.Second)
+	h.Rejected("a", rt, "invalid_client")
+	if r, _ := h.Rejection("a"); r.Grant != rt {
+		t.Fatalf("reported %+v, want the refresh grant refused last", r)
+	}
+	h.Accepted("a", rt)
+	if r, rejected := h.Rejection("a"); !rejected || r.Grant != cc {
+		t.Fatalf("after refreshes work again: %+v %v, want client credentials still refused", r, rejected)
+	}
+	changes(h)
+	// A success of the grant ends it, announced.
+	h.Accepted("a", cc)
+	if _, rejected := h.Rejection("a"); rejected {
+		t.Fatal("still rejected after a success")
+	}
+	if got := changes(h); len(got) != 1 {
+		t.Fatalf("end announced %v", got)
+	}
+	// It lapses RejectHold after the last refusal.
+	h.Rejected("a", cc, "invalid_client")
+	c.add(10*time.Minute - time.Millisecond)
+	if _, rejected := h.Rejection("a"); !rejected {
+		t.Fatal("lapsed before the hold")
+	}
+	c.add(time.Millisecond)
+	if _, rejected := h.Rejection("a"); rejected {
+		t.Fatal("still rejected after the hold")
+	}
+	changes(h)
+	h.Rejected("a", cc, "invalid_client")
+	if r, _ := h.Rejection("a"); r.Count != 1 || len(changes(h)) != 1 {
+		t.Fatalf("a refusal after the lapse starts a new run, announced: %+v", r)
+	}
+	// Forget (a new configuration) ends it.
+	h.Forget("a")
+	if _, rejected := h.Rejection("a"); rejected {
+		t.Fatal("rejected after Forget")
+	}
+}
+
+func TestRejectsClient(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		code   string
+		want   bool
+	}{
+		{401, "invalid_client", true},
+		{400, "invalid_client", true},
+		{400, "unauthorized_client", true},
+		{400, "unsupported_grant_type", true},
+		{400, "invalid_scope", true},
+		{400, "unsupported_response_type", true},
+		{400, "invalid_grant", false},
+		{400, "invalid_request", false},
+		{400, "", false},
+		{500, "invalid_client", false},
+		{503, "unauthorized_client", false},
+		{429, "invalid_client", false},
+	} {
+		if got := providers.RejectsClient(tc.status, tc.code); got != tc.want {
+			t.Errorf("RejectsClient(%d, %q) = %v", tc.status, tc.code, got)
+		}
+	}
+}

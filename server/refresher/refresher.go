@@ -178,13 +178,15 @@ func (r *Refresher) provider(ctx context.Context, p *providers.Provider, st *Sta
 }
 
 // one refreshes one claimed credential. It returns an error only when the
-// provider is unavailable, to stop the provider's batch.
+// provider is unavailable or refuses tokenstore's client, to stop the
+// provider's batch: every other credential of it would fail the same way.
 func (r *Refresher) one(ctx context.Context, c store.Credential, idleSince time.Time, st *Stats) error {
 	minValid := r.opt.Window
 	refreshed, err := r.opt.Broker.RefreshAhead(ctx, c.UserID, c.Provider, minValid, idleSince)
 	var (
-		reauth *broker.ReauthError
-		down   *broker.UnavailableError
+		reauth   *broker.ReauthError
+		down     *broker.UnavailableError
+		rejected *providers.ClientRejectedError
 	)
 	switch {
 	case err == nil && refreshed:
@@ -198,7 +200,7 @@ func (r *Refresher) one(ctx context.Context, c store.Credential, idleSince time.
 		st.NeedsReauth++
 		r.opt.Metrics.RefresherResult(c.Provider, "needs_reauth")
 		return nil
-	case errors.As(err, &down):
+	case errors.As(err, &down), errors.As(err, &rejected):
 		st.Failed++
 		r.opt.Metrics.RefresherResult(c.Provider, "error")
 		return err

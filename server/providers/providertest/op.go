@@ -35,6 +35,12 @@ const (
 	ClientID     = "tokenstore-test"
 	Username     = "test-user2"
 	UserPassword = "verysecure"
+	// DeviceOnlyClientID is a second client, allowed the device code
+	// grant only: the OP answers its refresh-token requests with
+	// unauthorized_client (a client not allowed the grant), and its
+	// client-credentials requests with invalid_client (not a service
+	// user), as a provider refuses a misconfigured client.
+	DeviceOnlyClientID = "tokenstore-device-only"
 )
 
 // OP is a running OpenID Provider.
@@ -43,6 +49,8 @@ type OP struct {
 	Issuer string
 	// ClientSecret of ClientID, random per OP.
 	ClientSecret string
+	// DeviceOnlySecret of DeviceOnlyClientID, random per OP.
+	DeviceOnlySecret string
 	// RedirectURL registered for ClientID.
 	RedirectURL string
 
@@ -58,8 +66,8 @@ type OP struct {
 }
 
 // Start starts an OP with one web client (ClientID, a random secret,
-// redirect URL redirectURL, or a default one if empty) and stops it when the
-// test ends.
+// redirect URL redirectURL, or a default one if empty) and a device-only
+// client (DeviceOnlyClientID) and stops it when the test ends.
 func Start(tb testing.TB, redirectURL string) *OP {
 	tb.Helper()
 	o, err := New(redirectURL)
@@ -80,15 +88,17 @@ func New(redirectURL string) (*OP, error) {
 		return nil, fmt.Errorf("listening for the test OP: %w", err)
 	}
 	o := &OP{
-		Issuer:       "http://" + ln.Addr().String(),
-		ClientSecret: rand.Text(),
-		RedirectURL:  redirectURL,
-		addr:         ln.Addr().String(),
+		Issuer:           "http://" + ln.Addr().String(),
+		ClientSecret:     rand.Text(),
+		DeviceOnlySecret: rand.Text(),
+		RedirectURL:      redirectURL,
+		addr:             ln.Addr().String(),
 	}
 	// NewStorageWithClients, not RegisterClients: the latter writes a
 	// package-global map shared by every OP in the process.
 	o.storage = storage.NewStorageWithClients(storage.NewUserStore(o.Issuer), map[string]*storage.Client{
-		ClientID: storage.WebClient(ClientID, o.ClientSecret, redirectURL),
+		ClientID:           storage.WebClient(ClientID, o.ClientSecret, redirectURL),
+		DeviceOnlyClientID: storage.DeviceClient(DeviceOnlyClientID, o.DeviceOnlySecret),
 	})
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
