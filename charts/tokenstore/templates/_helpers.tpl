@@ -124,8 +124,9 @@ secretKeyRef:
      from a secret value: a hash of the Secrets' data could be brute-forced
      by anyone who may read the Deployment when a Secret holds a weak
      password. lookup finds nothing under `helm template` or a client-side
-     dry run, and nothing when the person running helm may not read Secrets;
-     then only settingsChecksum counts. Empty when there is nothing to go on. */}}
+     dry run; then only settingsChecksum counts. (Where helm may not read
+     Secrets, lookup fails the render: lookupSettingsSecrets=false.) Empty
+     when there is nothing to go on. */}}
 {{- define "tokenstore.settingsVersion" -}}
 {{- $parts := list }}
 {{- with .Values.settingsChecksum }}{{ $parts = append $parts (printf "value=%s" .) }}{{ end }}
