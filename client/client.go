@@ -19,6 +19,15 @@
 // rotation of the projected token (it rewrites the file well before the
 // old token expires) is picked up without a restart. The ServiceAccount
 // token is sent only to tokenstore, never to the provider.
+//
+// Failures that pass (tokenstore or the provider unavailable or busy: 5xx,
+// 429, temporarily_unavailable, a network error) are retried within one
+// Token call, with backoff, for up to Options.RetryFor. A refusal that
+// will not pass by asking again (any other 4xx: no grant, a ServiceAccount
+// the provider does not allow, the provider refusing tokenstore's own
+// client, ...) is returned at once as a *Error whose Permanent method is
+// true (IsPermanent), and TokenSource answers later calls with the same
+// error, without asking, for Options.PermanentHold.
 package client
 
 import (
@@ -27,11 +36,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -43,6 +55,24 @@ const DefaultTokenFile = "/var/run/secrets/tokenstore/token"
 // DefaultExpiryDelta: a cached token is renewed this long before it
 // expires, so a request made with it does not reach the provider expired.
 const DefaultExpiryDelta = 30 * time.Second
+
+// Defaults of the retries.
+const (
+	// DefaultRetryFor is how long one Token call keeps retrying failures
+	// that pass: long enough to ride out a replica restarting or a
+	// provider's blip, short enough for the caller's own request.
+	DefaultRetryFor = 30 * time.Second
+	// DefaultPermanentHold is how long TokenSource answers with a
+	// permanent refusal before it asks tokenstore again: a workload whose
+	// every HTTP request asks for a token does not send one exchange per
+	// request, and still sees the fix (a grant given, a TokenProvider
+	// corrected) within this time, without a restart.
+	DefaultPermanentHold = time.Minute
+	// retryMin and retryMax bound the wait between retries (doubling,
+	// with jitter), unless tokenstore says Retry-After (up to retryMax).
+	retryMin = 250 * time.Millisecond
+	retryMax = 8 * time.Second
+)
 
 // RFC 8693 identifiers used on the wire.
 const (
@@ -70,16 +100,49 @@ type Options struct {
 	HTTPClient *http.Client
 	// ExpiryDelta overrides DefaultExpiryDelta.
 	ExpiryDelta time.Duration
+	// RetryFor overrides DefaultRetryFor; negative means no retries.
+	RetryFor time.Duration
+	// PermanentHold overrides DefaultPermanentHold; negative means every
+	// Token call asks again.
+	PermanentHold time.Duration
 }
 
-// Error is tokenstore's refusal (an RFC 6749 error answer).
+// Error is tokenstore's refusal (an RFC 6749 error answer), or an answer
+// that was not tokenstore's (Code invalid_response).
 type Error struct {
 	StatusCode int
-	// Code is the OAuth error code (invalid_request, unauthorized_client, ...).
+	// Code is the OAuth error code (invalid_request, unauthorized_client,
+	// invalid_target, temporarily_unavailable, ...).
 	Code string
-	// Reason is tokenstore's finer code (token_expired, no_grant, ...).
+	// Reason is tokenstore's finer code (token_expired, no_grant,
+	// provider_rejected_client, provider_unavailable, ...).
 	Reason      string
 	Description string
+	// RetryAfter is the answer's Retry-After, if it had one.
+	RetryAfter time.Duration
+}
+
+// Temporary reports whether the refusal may pass by itself, so that the
+// same request is worth repeating: tokenstore or the provider behind it is
+// unavailable or busy (5xx, 429, 408, temporarily_unavailable).
+func (e *Error) Temporary() bool {
+	return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests || e.StatusCode == http.StatusRequestTimeout ||
+		e.Code == "temporarily_unavailable"
+}
+
+// Permanent reports whether asking again with the same token file cannot
+// help until something changes elsewhere: a person grants access, the
+// TokenProvider or the client's registration at the provider is fixed
+// (Reason provider_rejected_client), this ServiceAccount is allowed, ...
+// Description says what.
+func (e *Error) Permanent() bool { return !e.Temporary() }
+
+// IsPermanent reports whether err, from an Exchanger or a TokenSource, is
+// a permanent refusal (a *Error whose Permanent is true), which a caller
+// should report rather than retry.
+func IsPermanent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Permanent()
 }
 
 func (e *Error) Error() string {
@@ -156,10 +219,11 @@ func (x *Exchanger) Token() (*oauth2.Token, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("tokenstore client: reading the answer: %w", err)
+		return nil, &answerError{err}
 	}
+	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
-		return nil, &Error{StatusCode: resp.StatusCode, Code: "invalid_response", Description: "the answer is not JSON (" + resp.Status + ")"}
+		return nil, &Error{StatusCode: resp.StatusCode, Code: "invalid_response", Description: "the answer is not JSON (" + resp.Status + ")", RetryAfter: retryAfter}
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
@@ -168,9 +232,9 @@ func (x *Exchanger) Token() (*oauth2.Token, error) {
 			Reason      string `json:"reason"`
 		}
 		if err := json.Unmarshal(body, &e); err != nil || e.Code == "" {
-			return nil, &Error{StatusCode: resp.StatusCode, Code: "invalid_response", Description: resp.Status}
+			return nil, &Error{StatusCode: resp.StatusCode, Code: "invalid_response", Description: resp.Status, RetryAfter: retryAfter}
 		}
-		return nil, &Error{StatusCode: resp.StatusCode, Code: e.Code, Reason: e.Reason, Description: e.Description}
+		return nil, &Error{StatusCode: resp.StatusCode, Code: e.Code, Reason: e.Reason, Description: e.Description, RetryAfter: retryAfter}
 	}
 	var ok struct {
 		AccessToken     string `json:"access_token"`
@@ -191,10 +255,22 @@ func (x *Exchanger) Token() (*oauth2.Token, error) {
 	return t.WithExtra(map[string]any{"scope": ok.Scope, "issued_token_type": ok.IssuedTokenType}), nil
 }
 
+// parseRetryAfter reads a Retry-After header given in seconds (the form
+// tokenstore and most proxies send); anything else counts as absent.
+func parseRetryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
 // TokenSource returns a token source that exchanges the ServiceAccount token
 // for an access token and reuses it until ExpiryDelta before it expires.
-// Concurrent callers wait for one exchange. Bad options show as an error
-// from Token.
+// Concurrent callers wait for one exchange. Failures that pass are retried
+// for up to RetryFor; a permanent refusal is returned at once and repeated,
+// without asking, for PermanentHold (see the package documentation). Bad
+// options show as an error from Token.
 func TokenSource(ctx context.Context, opt Options) oauth2.TokenSource {
 	x, err := New(ctx, opt)
 	if err != nil {
@@ -204,7 +280,108 @@ func TokenSource(ctx context.Context, opt Options) oauth2.TokenSource {
 	if delta <= 0 {
 		delta = DefaultExpiryDelta
 	}
-	return oauth2.ReuseTokenSourceWithExpiry(nil, x, delta)
+	return oauth2.ReuseTokenSourceWithExpiry(nil, newRetrying(x, opt), delta)
+}
+
+// retrying is an Exchanger with TokenSource's retry policy.
+type retrying struct {
+	x             *Exchanger
+	retryFor      time.Duration
+	permanentHold time.Duration
+
+	mu        sync.Mutex
+	permErr   error
+	permUntil time.Time
+}
+
+func newRetrying(x *Exchanger, opt Options) *retrying {
+	r := &retrying{x: x, retryFor: opt.RetryFor, permanentHold: opt.PermanentHold}
+	if r.retryFor == 0 {
+		r.retryFor = DefaultRetryFor
+	}
+	if r.permanentHold == 0 {
+		r.permanentHold = DefaultPermanentHold
+	}
+	return r
+}
+
+// Token exchanges, retrying what may pass until retryFor has gone by.
+func (r *retrying) Token() (*oauth2.Token, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := time.Now()
+	if r.permErr != nil && start.Before(r.permUntil) {
+		return nil, r.permErr
+	}
+	r.permErr = nil
+	wait := retryMin
+	for {
+		t, err := r.x.Token()
+		if err == nil {
+			return t, nil
+		}
+		if IsPermanent(err) {
+			if r.permanentHold > 0 {
+				r.permErr, r.permUntil = err, time.Now().Add(r.permanentHold)
+			}
+			return nil, err
+		}
+		if !retryable(err) || r.retryFor < 0 {
+			return nil, err
+		}
+		d := jitter(wait)
+		var e *Error
+		if errors.As(err, &e) && e.RetryAfter > 0 {
+			d = min(e.RetryAfter, retryMax)
+		}
+		if time.Since(start)+d > r.retryFor {
+			return nil, err
+		}
+		if serr := sleepCtx(r.x.ctx, d); serr != nil {
+			return nil, err
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// retryable: a refusal that may pass, or no answer at all (tokenstore not
+// reachable, the connection cut, a timeout). A ServiceAccount token file
+// that cannot be read is not; nor is anything once the context has ended
+// (the wait before the next try fails then).
+func retryable(err error) bool {
+	var (
+		e  *Error
+		ue *url.Error
+		ae *answerError
+	)
+	if errors.As(err, &e) {
+		return e.Temporary()
+	}
+	return errors.As(err, &ue) || errors.As(err, &ae)
+}
+
+// answerError is an answer that could not be read to its end.
+type answerError struct{ err error }
+
+func (e *answerError) Error() string {
+	return "tokenstore client: reading the answer: " + e.err.Error()
+}
+func (e *answerError) Unwrap() error { return e.err }
+
+// jitter spreads retries of many pods over ±20 % of d.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 type errSource struct{ err error }

@@ -432,8 +432,10 @@ type StatusReconciler struct {
 	Recorder     events.EventRecorder
 	Options      Options
 	// TokenEndpoints, when set, turns a Ready provider whose token
-	// endpoint keeps failing for this replica's refreshes into
-	// Ready=False (TokenEndpointFailing); its changes wake the reconciler.
+	// endpoint refused tokenstore's client into Ready=False
+	// (ClientRejected), and one whose token endpoint keeps failing for
+	// this replica's refreshes into Ready=False (TokenEndpointFailing);
+	// its changes wake the reconciler.
 	TokenEndpoints *providers.TokenEndpointHealth
 
 	runs    atomic.Int64
@@ -510,10 +512,19 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	}
-	var endpointFailing *providers.EndpointFailure
+	// verdictUntil is when a token-endpoint verdict below lapses unless
+	// renewed; the reconciler looks again then.
+	var verdictUntil time.Time
 	if res.Ready && r.TokenEndpoints != nil {
-		if f, failing := r.TokenEndpoints.Failing(tp.Name); failing {
-			endpointFailing = &f
+		// A refused client first: it is the provider's definite answer,
+		// and says what to fix.
+		if rj, rejected := r.TokenEndpoints.Rejection(tp.Name); rejected {
+			verdictUntil = rj.Until
+			res.Ready = false
+			res.Reason = ReasonClientRejected
+			res.Message = ClientRejectedMessage(rj)
+		} else if f, failing := r.TokenEndpoints.Failing(tp.Name); failing {
+			verdictUntil = f.Until
 			res.Ready = false
 			res.Reason = v1alpha1.ReasonTokenEndpointFailing
 			res.Message = TokenEndpointFailingMessage(f)
@@ -542,10 +553,11 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		r.Recorder.Eventf(&tp, nil, kind, res.Reason, action, "%s", truncate(res.Message, 1000))
 	}
 	next := opts.requeue(res)
-	if endpointFailing != nil {
-		// The verdict lapses at Until unless another refresh fails (that
-		// one, or a success, wakes this reconciler through TokenEndpoints).
-		if d := time.Until(endpointFailing.Until) + 10*time.Millisecond; next.RequeueAfter <= 0 || d < next.RequeueAfter {
+	if !verdictUntil.IsZero() {
+		// The verdict lapses at Until unless another call fails or is
+		// refused (that one, or a success, wakes this reconciler through
+		// TokenEndpoints).
+		if d := time.Until(verdictUntil) + 10*time.Millisecond; next.RequeueAfter <= 0 || d < next.RequeueAfter {
 			next.RequeueAfter = d
 		}
 	}
@@ -558,6 +570,30 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 func TokenEndpointFailingMessage(f providers.EndpointFailure) string {
 	return fmt.Sprintf("the last %d refreshes at the token endpoint failed, since %s (last: %s); discovery answers, and access tokens still valid are served",
 		f.Failures, f.Since.UTC().Format(time.RFC3339), f.Reason)
+}
+
+// ReasonClientRejected is the Ready=False reason of a provider whose token
+// endpoint refused tokenstore's client itself (invalid_client,
+// unauthorized_client, unsupported_grant_type, invalid_scope) for a grant
+// tokenstore makes: a configuration problem that retrying does not
+// fix. Discovery may answer and valid tokens are still served.
+const ReasonClientRejected = "ClientRejected"
+
+// ClientRejectedMessage is the Ready condition's message for a provider
+// whose token endpoint refuses tokenstore's client (reason
+// ClientRejected), for both sources. It names the grant and the
+// provider's error code (one of a fixed list) and what to fix; it stays
+// the same while the refusals go on, so that each one does not rewrite
+// the status.
+func ClientRejectedMessage(r providers.ClientRejection) string {
+	who := "people's tokens (refresh_token grant)"
+	if r.Grant == providers.GrantClientCredentials {
+		who = "workloads' service tokens (client_credentials grant)"
+	}
+	return fmt.Sprintf("the token endpoint refused tokenstore's client for %s with %s, since %s: check clientID and the clientSecretRef "+
+		"Secret, the scopes, and the client's registration at the provider (is it allowed this grant?); until then these requests "+
+		"are answered with a permanent error (provider_rejected_client), not retried",
+		who, r.Code, r.Since.UTC().Format(time.RFC3339))
 }
 
 // tokenEndpointChanges wakes the reconciler for the TokenProviders named

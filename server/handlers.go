@@ -417,9 +417,20 @@ func (s *Server) revoke(c *gin.Context) {
 func (s *Server) brokerError(ctx context.Context, provider string, err error) error {
 	var re *broker.ReauthError
 	var ue *broker.UnavailableError
+	var cr *providers.ClientRejectedError
 	switch {
 	case errors.Is(err, broker.ErrUnknownProvider):
 		return &apiError{Status: http.StatusNotFound, Code: "unknown_provider", Message: "There is no provider with this id."}
+	case errors.As(err, &cr):
+		// Not the person's doing (so not reauthorization_required: linking
+		// again fails the same way) and not passing (so not a 502 that
+		// clients retry): a 400 that says what must be fixed, like a
+		// failed precondition.
+		s.log.WarnContext(ctx, "provider refused tokenstore's client", "provider", provider, "grant", cr.Grant, "code", cr.Code)
+		return &apiError{Status: http.StatusBadRequest, Code: ReasonProviderRejectedClient,
+			Message: "The provider refused tokenstore's client for the " + cr.Grant + " grant (" + safeCode(cr.Code) +
+				"); the stored authorization is intact, and linking again will not help: the TokenProvider's client settings " +
+				"or the client's registration at the provider must be fixed.", Provider: provider}
 	case errors.Is(err, broker.ErrNotLinked):
 		return &apiError{Status: http.StatusNotFound, Code: "not_linked", Message: "No account is linked at this provider; link one at its authorize URL.", Provider: provider, AuthorizeURL: s.actionURL(provider, "authorize")}
 	case errors.As(err, &re):

@@ -156,7 +156,15 @@ func New(opt Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	if opt.ServiceTokens == nil {
-		opt.ServiceTokens = workload.NewServiceTokens(workload.ServiceTokenOptions{HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now})
+		sto := workload.ServiceTokenOptions{HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now}
+		// As the broker reports refreshes: a provider refusing the
+		// client-credentials grant shows in its Ready condition.
+		if r, ok := opt.Providers.(interface {
+			TokenEndpoints() *providers.TokenEndpointHealth
+		}); ok {
+			sto.Endpoints = r.TokenEndpoints()
+		}
+		opt.ServiceTokens = workload.NewServiceTokens(sto)
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,

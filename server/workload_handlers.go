@@ -74,6 +74,12 @@ func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *pro
 			Description: "ServiceAccount " + wid.String() + " is not allowed service tokens from provider " + p.ID + " (TokenProvider spec.workloadAccess.serviceAccounts)."}
 	}
 	t, err := s.opt.ServiceTokens.Token(ctx, p)
+	var cr *providers.ClientRejectedError
+	if errors.As(err, &cr) {
+		s.log.WarnContext(ctx, "provider refused tokenstore's client", "provider", p.ID, "grant", cr.Grant, "code", cr.Code,
+			"service_account", wid.String())
+		return issued{}, clientRejected(cr)
+	}
 	if err != nil {
 		s.log.WarnContext(ctx, "service token failed", "provider", p.ID, "service_account", wid.String(), "error", err)
 		return issued{}, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Reason: "provider_unavailable",
@@ -209,9 +215,13 @@ func (s *Server) personToken(ctx context.Context, userID, provider, actor string
 	}
 	var re *broker.ReauthError
 	var ue *broker.UnavailableError
+	var cr *providers.ClientRejectedError
 	switch {
 	case errors.Is(err, broker.ErrUnknownProvider):
 		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Reason: "unknown_provider", Description: "There is no provider with this id."}
+	case errors.As(err, &cr):
+		s.log.WarnContext(ctx, "provider refused tokenstore's client", "provider", provider, "grant", cr.Grant, "code", cr.Code, "user", userID, "actor", actor)
+		return issued{}, clientRejected(cr)
 	case errors.Is(err, broker.ErrNotLinked):
 		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Reason: "not_linked",
 			Description: "The person has no account linked at provider " + provider + "; they must link one at " + s.actionURL(provider, "authorize") + "."}
@@ -226,6 +236,23 @@ func (s *Server) personToken(ctx context.Context, userID, provider, actor string
 	s.log.ErrorContext(ctx, "token exchange failed", "provider", provider, "user", userID, "error", err)
 	return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
 }
+
+// clientRejected is the answer when the provider refused tokenstore's own
+// client (its id, secret, grant types or scopes), whoever asked: RFC 8693's
+// invalid_target (tokenstore cannot issue a token for that target), a
+// 400, not a 503, because asking again cannot help until the TokenProvider
+// or the client's registration at the provider is fixed. The description
+// names the provider and its error code (one of a fixed list), never what
+// else the provider said.
+func clientRejected(cr *providers.ClientRejectedError) *oauthError {
+	return &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Reason: ReasonProviderRejectedClient,
+		Description: "Provider " + cr.Provider + " refused tokenstore's client for the " + cr.Grant + " grant (" + safeCode(cr.Code) +
+			"): the TokenProvider's client settings or the client's registration at the provider must be fixed; asking again will not help."}
+}
+
+// ReasonProviderRejectedClient is the reason (token exchange) and the
+// error code (REST API) of a provider's refusal of tokenstore's client.
+const ReasonProviderRejectedClient = "provider_rejected_client"
 
 // authenticatePerson verifies a person's access token from the login
 // issuer (as the API's bearer authentication does).

@@ -245,18 +245,27 @@ func (s *Source) Statuses() []ProviderStatus {
 	return out
 }
 
-// overlayTokenEndpoint turns a Ready provider whose token endpoint keeps
-// failing for this replica's refreshes (the registry's TokenEndpoints, which
-// the broker reports to) into Ready=False, TokenEndpointFailing, as the
-// Kubernetes status reconciler does. It is read at the time of asking, so
-// it follows the verdict without a re-check; the transition time is the
-// first failure's, the same for every read of one outage.
+// overlayTokenEndpoint turns a Ready provider whose token endpoint refused
+// tokenstore's client, or keeps failing for this replica's refreshes (the
+// registry's TokenEndpoints, which the broker and the service-token cache
+// report to), into Ready=False, ClientRejected or TokenEndpointFailing, as
+// the Kubernetes status reconciler does. It is read at the time of asking,
+// so it follows the verdict without a re-check; the transition time is the
+// first refusal's or failure's, the same for every read of one run.
 func (s *Source) overlayTokenEndpoint(st *ProviderStatus) {
 	c := apimeta.FindStatusCondition(st.Status.Conditions, v1alpha1.ConditionReady)
 	if c == nil || c.Status != metav1.ConditionTrue {
 		return
 	}
-	f, failing := s.opts.Registry.TokenEndpoints().Failing(st.ID)
+	h := s.opts.Registry.TokenEndpoints()
+	if r, rejected := h.Rejection(st.ID); rejected {
+		c.Status = metav1.ConditionFalse
+		c.Reason = controllers.ReasonClientRejected
+		c.Message = controllers.ClientRejectedMessage(r)
+		c.LastTransitionTime = metav1.NewTime(r.Since)
+		return
+	}
+	f, failing := h.Failing(st.ID)
 	if !failing {
 		return
 	}

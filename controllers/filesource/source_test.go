@@ -2,6 +2,7 @@ package filesource
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,9 +13,11 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/controllers"
 	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
+	"github.com/tokenstore/tokenstore/server/workload"
 )
 
 type harness struct {
@@ -405,6 +408,56 @@ func TestSourceTokenEndpointFailing(t *testing.T) {
 	}
 	if _, ok := h.reg.Get("idp1"); !ok {
 		t.Fatal("a failing token endpoint withdrew the provider")
+	}
+	h.reg.TokenEndpoints().Observe("idp1", "")
+	if ready, reason, _ := h.status("idp1"); !ready {
+		t.Fatalf("after a refresh succeeded: reason %s", reason)
+	}
+}
+
+// TestSourceClientRejected: a provider whose token endpoint refuses
+// tokenstore's client shows in the file source's statuses as NotReady,
+// ClientRejected, with a message naming the grant and the provider's
+// error code, ahead of a failing verdict; it stays published, and a
+// success of that grant makes it Ready again. The refusal is the real OP's:
+// its web client is not a client-credentials (service) client, so a
+// service-token request with it is answered invalid_client.
+func TestSourceClientRejected(t *testing.T) {
+	op := providertest.Start(t, "")
+	path := filepath.Join(t.TempDir(), "providers.yaml")
+	save(t, path, oidcProvider("idp1", op.DiscoveryURL(), "idp1-client")+secret("idp1-client", op.ClientSecret))
+	h := start(t, path, nil)
+	if ready, _, _ := h.status("idp1"); !ready {
+		t.Fatal("idp1 not ready")
+	}
+	p, ok := h.reg.Get("idp1")
+	if !ok {
+		t.Fatal("idp1 not published")
+	}
+	first := time.Now()
+	st := workload.NewServiceTokens(workload.ServiceTokenOptions{Endpoints: h.reg.TokenEndpoints()})
+	var cr *providers.ClientRejectedError
+	if _, err := st.Token(t.Context(), p); !errors.As(err, &cr) || cr.Code != "invalid_client" {
+		t.Fatalf("service token with the OP's web client: %v, want the client rejected with invalid_client", err)
+	}
+	for range providers.DefaultFailThreshold {
+		h.reg.TokenEndpoints().Observe("idp1", "token endpoint answered 503")
+	}
+	ready, reason, msg := h.status("idp1")
+	if ready || reason != controllers.ReasonClientRejected || !strings.Contains(msg, "client_credentials grant") ||
+		!strings.Contains(msg, "with invalid_client") || strings.Contains(msg, op.ClientSecret) {
+		t.Fatalf("with the client refused: ready=%v reason=%s message=%s", ready, reason, msg)
+	}
+	status, _ := h.src.Status("idp1")
+	since := status.Status.Conditions[0].LastTransitionTime.Time
+	if since.Before(first.Add(-time.Second)) || since.After(time.Now()) || !status.Serving {
+		t.Fatalf("transition time %v (refused at %v), serving %v", since, first, status.Serving)
+	}
+	// A service token obtained (the grant accepted): the refusal ends, and
+	// the failing verdict, still there, shows.
+	h.reg.TokenEndpoints().Accepted("idp1", providers.GrantClientCredentials)
+	if ready, reason, _ := h.status("idp1"); ready || reason != v1alpha1.ReasonTokenEndpointFailing {
+		t.Fatalf("after the grant was accepted: ready=%v reason=%s, want the failing verdict", ready, reason)
 	}
 	h.reg.TokenEndpoints().Observe("idp1", "")
 	if ready, reason, _ := h.status("idp1"); !ready {

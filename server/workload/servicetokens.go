@@ -44,6 +44,10 @@ type ServiceTokenOptions struct {
 	MinValid time.Duration
 	// UnknownLifetime overrides DefaultServiceUnknownLifetime.
 	UnknownLifetime time.Duration
+	// Endpoints, when set, hears whether each provider accepted
+	// tokenstore's client for the client-credentials grant, so that a
+	// refusal shows in the provider's Ready condition (ClientRejected).
+	Endpoints *providers.TokenEndpointHealth
 }
 
 // ServiceTokens obtains client-credentials tokens from providers and shares
@@ -79,9 +83,12 @@ type ServiceToken struct {
 	Scopes      []string
 }
 
-// ServiceTokenError says the provider refused or failed a client-credentials
-// request. Code is the provider's OAuth error code (or "" for a transport
-// failure or server error); it carries nothing the provider echoed.
+// ServiceTokenError says the provider failed a client-credentials request,
+// or refused it in a way that may pass. Code is the provider's OAuth error
+// code (or "" for a transport failure or server error); it carries nothing
+// the provider echoed. A refusal of tokenstore's client itself
+// (invalid_client, unauthorized_client, ...) is a
+// *providers.ClientRejectedError instead: asking again cannot help.
 type ServiceTokenError struct {
 	Provider string
 	Status   int
@@ -179,7 +186,15 @@ func (s *ServiceTokens) fetch(ctx context.Context, p *providers.Provider) (Servi
 	start := s.opt.Now()
 	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, s.opt.HTTPClient))
 	if err != nil {
-		return ServiceToken{}, classify(p.ID, err)
+		err = classify(p.ID, err)
+		var cr *providers.ClientRejectedError
+		if s.opt.Endpoints != nil && errors.As(err, &cr) {
+			s.opt.Endpoints.Rejected(p.ID, cr.Grant, cr.Code)
+		}
+		return ServiceToken{}, err
+	}
+	if s.opt.Endpoints != nil {
+		s.opt.Endpoints.Accepted(p.ID, providers.GrantClientCredentials)
 	}
 	if tok.AccessToken == "" {
 		return ServiceToken{}, &ServiceTokenError{Provider: p.ID, Err: errors.New("token answer without an access token")}
@@ -205,6 +220,9 @@ func classify(provider string, err error) error {
 		st := 0
 		if re.Response != nil {
 			st = re.Response.StatusCode
+		}
+		if providers.RejectsClient(st, re.ErrorCode) {
+			return &providers.ClientRejectedError{Provider: provider, Grant: providers.GrantClientCredentials, Status: st, Code: re.ErrorCode}
 		}
 		return &ServiceTokenError{Provider: provider, Status: st, Code: re.ErrorCode, Err: fmt.Errorf("token endpoint answered %d %s", st, re.ErrorCode)}
 	}
