@@ -25,6 +25,7 @@ import (
 	"github.com/tokenstore/tokenstore/controllers"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
+	"github.com/tokenstore/tokenstore/server/workload"
 )
 
 func tokenProvider(ns, name string, spec v1alpha1.TokenProviderSpec) *v1alpha1.TokenProvider {
@@ -684,6 +685,61 @@ func TestTokenEndpointFailing(t *testing.T) {
 	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
 	if d := time.Since(failedAt); d < hold {
 		t.Fatalf("Ready again %v after the failures, before the %v hold", d, hold)
+	}
+}
+
+// TestClientRejected: the real OP refuses a service-token request of a
+// Ready provider (its client is the OP's web client, not a
+// client-credentials one) with invalid_client; the service-token cache
+// reports it to the replica's token-endpoint tracker, and the provider
+// turns Ready=False, reason ClientRejected, within seconds, with a message
+// naming the grant and the OP's error code (never the secret) and a
+// Warning event, ahead of a failing verdict; it stays in the registry. A
+// service token obtained makes it Ready again, and so does the verdict
+// lapsing when no one asks again.
+func TestClientRejected(t *testing.T) {
+	const hold = 10 * time.Second
+	health := providers.NewTokenEndpointHealth(providers.HealthOptions{RejectHold: hold})
+	const id = "cr"
+	ns, rep, fail := readyWithTracker(t, "clientrejected", id, replicaConfig{health: health})
+	p, ok := rep.registry.Get(id)
+	if !ok {
+		t.Fatal("provider not in the registry")
+	}
+	st := workload.NewServiceTokens(workload.ServiceTokenOptions{Endpoints: rep.registry.TokenEndpoints()})
+	refuse := func() {
+		t.Helper()
+		var cr *providers.ClientRejectedError
+		if _, err := st.Token(context.Background(), p); !errors.As(err, &cr) || cr.Code != "invalid_client" {
+			t.Fatalf("service token with the OP's web client: %v, want the client rejected with invalid_client", err)
+		}
+	}
+	refuse()
+	fail() // a failing verdict as well: the refusal is what the condition says
+	tp := waitCondition(t, ns, id, metav1.ConditionFalse, controllers.ReasonClientRejected)
+	c := meta.FindStatusCondition(tp.Status.Conditions, v1alpha1.ConditionReady)
+	if !strings.Contains(c.Message, "client_credentials grant") || !strings.Contains(c.Message, "with invalid_client") ||
+		strings.Contains(c.Message, p.ClientSecret) {
+		t.Fatalf("condition message %q does not say which grant and code", c.Message)
+	}
+	waitEvent(t, ns, id, controllers.ReasonClientRejected)
+	if _, ok := rep.registry.Get(id); !ok {
+		t.Fatal("a refused client took the provider out of the registry")
+	}
+
+	// A service token obtained (the grant accepted), and a refresh that
+	// succeeds: Ready.
+	rep.registry.TokenEndpoints().Accepted(id, providers.GrantClientCredentials)
+	rep.registry.TokenEndpoints().Observe(id, "")
+	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
+
+	// Refused again and nobody asks after: the verdict lapses after hold.
+	refuse()
+	refusedAt := time.Now()
+	waitCondition(t, ns, id, metav1.ConditionFalse, controllers.ReasonClientRejected)
+	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	if d := time.Since(refusedAt); d < hold {
+		t.Fatalf("Ready again %v after the refusal, before the %v hold", d, hold)
 	}
 }
 
