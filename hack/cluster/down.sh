@@ -21,35 +21,50 @@ T0=$(date +%s.%N)
 log() { awk -v a="$T0" -v b="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "[down %5.1fs] %s\n", b-a, m}' >&2; }
 warn() { echo "down.sh: WARNING: $*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "down.sh: must run as root: sudo $0" >&2; exit 1; }
+if [ -z "${CLUSTER_LOCK_HELD:-}" ]; then  # up.sh holds it when it runs down.sh
+  mkdir -p "$TOKENSTORE_CLUSTER_HOME"
+  exec 8>"$TOKENSTORE_CLUSTER_HOME/lock"
+  flock -n 8 || { log "another up.sh or down.sh is running; waiting for it"; flock 8; }
+fi
 
 K8S_BIN=$(cat "$CLUSTER_STATE/k8s-bin" 2>/dev/null || true)
 if [ ! -d "$CLUSTER_STATE" ]; then
   log "no cluster state in $CLUSTER_STATE: nothing was recorded; checking for leftovers by name only"
 fi
 
-# stop NAME...: SIGTERM to each recorded daemon still running, up to 20 s to exit, then SIGKILL.
+# stop SIGNAL NAME...: SIGNAL to each recorded daemon still running, up to 20 s to exit, then SIGKILL.
 stop() {
-  local n pid pids=() alive i
+  local sig=$1 n pid pids=() alive i
+  shift
   for n in "$@"; do
-    pid=$(recorded "$n") && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    pid=$(recorded "$n") && kill "-$sig" "$pid" 2>/dev/null && pids+=("$pid")
   done
   for ((i = 0; i < 200 && ${#pids[@]} > 0; i++)); do
     alive=()
-    for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && alive+=("$pid"); done
+    for pid in "${pids[@]}"; do running "$pid" && alive+=("$pid"); done
     pids=("${alive[@]}")
     [ ${#pids[@]} -eq 0 ] || sleep 0.1
   done
-  for pid in "${pids[@]}"; do warn "pid $pid did not exit within 20 s of SIGTERM: SIGKILL"; kill -KILL "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do warn "pid $pid did not exit within 20 s of SIG$sig: SIGKILL"; kill -KILL "$pid" 2>/dev/null; done
   for n in "$@"; do rm -f "$PIDS/$n"; done
+  log "stopped $*"
 }
 crictl_() { [ -x "$K8S_BIN/crictl" ] && "$K8S_BIN/crictl" --runtime-endpoint "unix://$CLUSTER_SOCK" --timeout 30s "$@"; }
 
 # 1. The kubelet first, so nothing restarts containers; then every pod sandbox
 #    through CRI: stops its containers, runs CNI DEL (veth, IP), unmounts its
 #    netns/shm, and lets its shim exit.
-stop kubelet
-shims_left() { compgen -G "$CLUSTER_RUN/io.containerd.runtime.v2.task/k8s.io/*/shim.pid" >/dev/null; }
-if ! recorded containerd >/dev/null && shims_left && [ -f "$ETC/containerd.toml" ]; then
+stop TERM kubelet
+# our_shims: the PIDs of the containerd shims serving this cluster's containerd
+# (their command line names its socket, which no other containerd uses).
+our_shims() {
+  local d
+  for d in /proc/[0-9]*; do
+    { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -q "^/usr/bin/containerd-shim[^ ]* .*-address $CLUSTER_SOCK " && echo "${d#/proc/}"
+  done
+  return 0
+}
+if ! recorded containerd >/dev/null && [ -n "$(our_shims)" ] && [ -f "$ETC/containerd.toml" ]; then
   log "containerd is gone but its pods are not: starting it again to remove them"
   mkdir -p "$LOGS" "$PIDS" && start containerd /usr/bin/containerd --config "$ETC/containerd.toml"
   for ((i = 0; i < 100; i++)); do ctr -a "$CLUSTER_SOCK" version >/dev/null 2>&1 && break; sleep 0.2; done
@@ -59,30 +74,27 @@ if recorded containerd >/dev/null; then
   left=$(crictl_ pods -q 2>/dev/null | wc -l)
   [ "$left" = 0 ] && log "pod sandboxes removed" || warn "$left pod sandboxes left after crictl rmp -fa"
 fi
-stop containerd kube-proxy kube-scheduler kube-controller-manager
-# Shims normally exit with their sandbox; any left (containerd could not be
-# reached) is killed by its pid file, after its containers.
-for f in "$CLUSTER_RUN"/io.containerd.runtime.v2.task/*/*/shim.pid; do
-  [ -f "$f" ] || continue
-  p=$(cat "$f")
-  if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "containerd-shim.*$CLUSTER_SOCK"; then
-    warn "killing leftover containerd shim $p"; kill -KILL "$p"
-  fi
-done
-# Pod processes whose shim was gone: everything in the kubepods cgroups that
-# this cluster's kubelet created.
+# The control plane's state is deleted below: a graceful stop would only cost
+# time (the API server takes about 3 s, etcd 2 s). containerd gets SIGTERM
+# (it leaves the shims alone either way; they are gone by now).
+stop TERM containerd
+stop KILL kube-proxy kube-scheduler kube-controller-manager
+# Left only if containerd could not remove the pods: their processes (all
+# that is in the kubepods cgroups this cluster's kubelet created), then the shims.
 while read -r cg; do
   [ -n "$cg" ] || continue
   for procs in $(find "$cg" -name cgroup.procs 2>/dev/null); do
-    for p in $(cat "$procs" 2>/dev/null); do warn "killing leftover pod process $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-60))"; kill -KILL "$p" 2>/dev/null; done
+    for p in $(cat "$procs" 2>/dev/null); do
+      warn "killing leftover pod process $p ($({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | cut -c1-60))"; kill -KILL "$p" 2>/dev/null
+    done
   done
 done <"$HOSTREC/created-cgroups" 2>/dev/null
+for p in $(our_shims); do warn "killing leftover containerd shim $p"; kill -KILL "$p" 2>/dev/null; done
 # kube-proxy removes its own rules (needs no API server).
 if [ -f "$ETC/kube-proxy.yaml" ] && [ -x "$K8S_BIN/kube-proxy" ]; then
   "$K8S_BIN/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true
 fi
-stop kube-apiserver
-stop etcd
+stop KILL kube-apiserver etcd
 log "processes stopped"
 
 # 2. Mounts under the state directories: the kubelet's rshared root, projected
@@ -153,6 +165,7 @@ rm -rf "$CLUSTER_STATE" "$CLUSTER_RUN" || warn "cannot remove $CLUSTER_STATE or 
 
 # 8. Nothing may be left.
 left=()
+[ -z "$(our_shims)" ] || left+=("containerd shims $(our_shims | tr '\n' ' ')")
 findmnt -rn -o TARGET | grep -qE "^($CLUSTER_STATE|$CLUSTER_RUN)(/|$)" && left+=("mounts under the state directories")
 for l in "$CLUSTER_POD_BR" "$CLUSTER_NODE_BR"; do ip link show "$l" >/dev/null 2>&1 && left+=("link $l"); done
 [ "$before" != 0 ] || ! iptables-save 2>/dev/null | grep -q 'KUBE-' || left+=("iptables KUBE-* rules")

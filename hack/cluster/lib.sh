@@ -16,11 +16,18 @@ starttime() {
   echo "${20}"
 }
 
+# running PID: the process exists and is not a zombie (an exited daemon stays
+# one until this machine's init reaps it, which can take a second or two).
+running() {
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) && s=${s##*) } && [ "${s%% *}" != Z ]
+}
+
 # recorded NAME: succeeds if the daemon NAME that up.sh recorded still runs; prints its PID.
 recorded() {
   local pid st
   read -r pid st <"$PIDS/$1" 2>/dev/null || return 1
-  [ -n "$pid" ] && [ -n "$st" ] && [ "$(starttime "$pid")" = "$st" ] && echo "$pid"
+  [ -n "$pid" ] && [ -n "$st" ] && [ "$(starttime "$pid")" = "$st" ] && running "$pid" && echo "$pid"
 }
 
 # dead_daemons: the names of the daemons that are not running (all of them if none was recorded).
@@ -31,11 +38,13 @@ dead_daemons() {
 }
 
 # start NAME CMD...: runs CMD in a session of its own (no terminal, survives
-# the script), output to $LOGS/NAME.log, and records "PID STARTTIME".
+# the script), output to $LOGS/NAME.log, and records "PID STARTTIME". It gets
+# no other descriptor of ours: not the up.sh lock (fd 8), not a caller's pipe
+# (a test that reads up.sh's output would otherwise wait for the daemons).
 start() {
   local n=$1 pid
   shift
-  setsid "$@" >>"$LOGS/$n.log" 2>&1 </dev/null &
+  setsid "$@" >>"$LOGS/$n.log" 2>&1 </dev/null 8>&- &
   pid=$!
   echo "$pid $(starttime "$pid")" >"$PIDS/$n"
   STARTED+=("$n")

@@ -19,11 +19,19 @@ source "$here/env.sh"
 T0=$(date +%s.%N)
 log() { awk -v a="$T0" -v b="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "[up %5.1fs] %s\n", b-a, m}' >&2; }
 die() { echo "up.sh: ERROR: $*" >&2; exit 1; }
-trap 'rc=$?; [ $rc = 0 ] || echo "up.sh: failed (exit $rc). Logs: $CLUSTER_STATE/logs. hack/cluster/down.sh removes what was started (the next up.sh does it by itself)." >&2' EXIT
-
 [ "$(id -u)" = 0 ] || die "must run as root (it creates bridges, iptables rules and mounts): sudo $0"
 PIDS=$CLUSTER_STATE/pids ETC=$CLUSTER_STATE/etc PKI=$CLUSTER_STATE/pki LOGS=$CLUSTER_STATE/logs HOSTREC=$CLUSTER_STATE/host
 source "$here/lib.sh"
+export PATH=$PATH:/usr/local/go/bin   # hack/tools.sh and build-images.sh build with go
+
+# One up.sh or down.sh at a time (two test runs must not interleave). The
+# daemons do not inherit the lock (start() closes fd 8); down.sh run from here
+# knows it is held.
+mkdir -p "$TOKENSTORE_CLUSTER_HOME"
+exec 8>"$TOKENSTORE_CLUSTER_HOME/lock"
+flock -n 8 || { log "another up.sh or down.sh is running; waiting for it"; flock 8; }
+export CLUSTER_LOCK_HELD=1
+trap 'rc=$?; [ $rc = 0 ] || [ ! -d "$CLUSTER_STATE" ] || echo "up.sh: failed (exit $rc). Logs: $CLUSTER_STATE/logs. hack/cluster/down.sh removes what was started (the next up.sh does so by itself)." >&2' EXIT
 
 # ---------- already up, or left over from a crash? ----------
 if [ -d "$CLUSTER_STATE" ]; then
@@ -42,19 +50,20 @@ fi
 # ---------- what this needs on the machine ----------
 # Debian packages: containerd/runc/CNI plugins are the container runtime; the
 # kubelet and kube-proxy call iptables and conntrack. CI machines start without them.
+declare -A pkg_of=([/usr/bin/containerd]=containerd [/usr/bin/ctr]=containerd [/usr/sbin/runc]=runc
+  [/usr/lib/cni/bridge]=containernetworking-plugins [/usr/lib/cni/host-local]=containernetworking-plugins
+  [conntrack]=conntrack [iptables]=iptables [ip6tables]=iptables [openssl]=openssl [curl]=curl
+  [ip]=iproute2 [ss]=iproute2 [python3]=python3 [findmnt]=util-linux [setsid]=util-linux)
+have() { if [[ "$1" == /* ]]; then [ -x "$1" ]; else command -v "$1" >/dev/null; fi; }
 need_pkgs=()
-for p in containerd runc containernetworking-plugins conntrack iptables openssl curl iproute2 python3; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
-done
+for c in "${!pkg_of[@]}"; do have "$c" || need_pkgs+=("${pkg_of[$c]}"); done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
+  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
   log "installing ${need_pkgs[*]} with apt-get"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"; } >&2 ||
     die "apt-get install ${need_pkgs[*]} failed: install them by hand"
+  for c in "${!pkg_of[@]}"; do have "$c" || die "$c still missing after apt-get install ${pkg_of[$c]}"; done
 fi
-[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || die "/usr/lib/cni/{bridge,host-local} missing: apt-get install containernetworking-plugins"
-for c in containerd ctr runc iptables ip6tables conntrack openssl curl ss ip python3 flock; do
-  command -v $c >/dev/null || die "$c not found on PATH (apt-get install containerd runc iptables conntrack openssl curl iproute2 python3 util-linux)"
-done
 
 # Kubernetes binaries: cached per user; the first build takes 25-45 minutes.
 if [ -z "${K8S_BIN:-}" ]; then
@@ -193,7 +202,7 @@ start etcd "$K8S_BIN/etcd" --name "$CLUSTER_NODE_NAME" --data-dir "$CLUSTER_STAT
   --listen-client-urls "http://127.0.0.1:$CLUSTER_ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$CLUSTER_ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$CLUSTER_ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$CLUSTER_ETCD_PEER_PORT" \
   --initial-cluster "$CLUSTER_NODE_NAME=http://127.0.0.1:$CLUSTER_ETCD_PEER_PORT" --initial-cluster-state new \
-  --listen-metrics-urls "http://127.0.0.1:0" --unsafe-no-fsync --log-level warn
+  --unsafe-no-fsync --log-level warn
 
 # ---------- containerd (its own socket, root and state; does not need the control plane) ----------
 cat >"$ETC/containerd.toml" <<EOF
