@@ -1,3 +1,11 @@
+//go:build dev
+
+// The dev command and the development OpenID Provider it runs
+// (server/devidp) are compiled only with -tags dev: demo users with printed
+// passwords and an endpoint that trades a password for a token must never
+// ship in the production binary or image. dev_off.go stands in for this
+// command in every other build.
+
 package main
 
 import (

@@ -1,3 +1,5 @@
+//go:build dev
+
 // Package devidp is the OpenID Provider of `tokenstore dev`: zitadel's
 // certified op package with its example in-memory storage, a login page of
 // its own, demo users and clients given by the caller. It signs in people at
@@ -10,7 +12,10 @@
 // re-authorization, which is the state a real provider's revocation leads to.
 //
 // It is for loopback use only: passwords are compared in plain text and
-// /dev/token hands out access tokens for a username and password.
+// /dev/token hands out access tokens for a username and password. That is
+// why every file here carries the dev build tag: only `tokenstore dev`
+// (built with -tags dev) links this package, and production builds cannot
+// import it by accident.
 package devidp
 
 import (

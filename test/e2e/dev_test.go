@@ -1,12 +1,13 @@
 // Package e2e runs `tokenstore dev` as a person would: the binary is built
-// with `go build`, started as a subprocess with the README's command (plus a
-// temporary data dir and free loopback ports), and driven over HTTP and in
-// real headless Chromium.
+// with `go build -tags dev` (the README's `go run -tags dev`), started as a
+// subprocess with the README's command (plus a temporary data dir and free
+// loopback ports), and driven over HTTP and in real headless Chromium.
 package e2e
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,7 +35,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "tokenstore")
-	build := exec.Command("go", "build", "-o", binary, "./cmd/tokenstore")
+	// The build flags are the README's: dev mode exists only in builds with
+	// the dev tag (cmd/tokenstore/dev.go), so a README that lost the tag
+	// would fail here rather than greet its readers with "no dev mode".
+	flags, err := readmeBuildFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	build := exec.Command("go", append(append([]string{"build"}, flags...), "-o", binary, "./cmd/tokenstore")...)
 	build.Dir = repoRoot()
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -45,6 +55,26 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// readmeBuildFlags are the go flags of the README's first command,
+// `go run <flags> ./cmd/tokenstore dev`.
+func readmeBuildFlags() ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(), "README.md"))
+	if err != nil {
+		return nil, fmt.Errorf("README: %w", err)
+	}
+	_, block, ok := strings.Cut(string(b), "```sh\n")
+	if !ok {
+		return nil, errors.New("README.md has no sh block")
+	}
+	first, _, _ := strings.Cut(block, "\n")
+	first, _, _ = strings.Cut(first, "#")
+	f := strings.Fields(first)
+	if len(f) < 4 || f[0] != "go" || f[1] != "run" || f[len(f)-2] != "./cmd/tokenstore" || f[len(f)-1] != "dev" {
+		return nil, fmt.Errorf("README.md's first command %q is not `go run [flags] ./cmd/tokenstore dev`", strings.TrimSpace(first))
+	}
+	return f[2 : len(f)-2], nil
 }
 
 // repoRoot is the module root: tests run in their package's folder.
