@@ -521,7 +521,7 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if rj, rejected := r.TokenEndpoints.Rejection(tp.Name); rejected {
 			verdictUntil = rj.Until
 			res.Ready = false
-			res.Reason = ReasonClientRejected
+			res.Reason = v1alpha1.ReasonClientRejected
 			res.Message = ClientRejectedMessage(rj)
 		} else if f, failing := r.TokenEndpoints.Failing(tp.Name); failing {
 			verdictUntil = f.Until
@@ -571,13 +571,6 @@ func TokenEndpointFailingMessage(f providers.EndpointFailure) string {
 	return fmt.Sprintf("the last %d refreshes at the token endpoint failed, since %s (last: %s); discovery answers, and access tokens still valid are served",
 		f.Failures, f.Since.UTC().Format(time.RFC3339), f.Reason)
 }
-
-// ReasonClientRejected is the Ready=False reason of a provider whose token
-// endpoint refused tokenstore's client itself (invalid_client,
-// unauthorized_client, unsupported_grant_type, invalid_scope) for a grant
-// tokenstore makes: a configuration problem that retrying does not
-// fix. Discovery may answer and valid tokens are still served.
-const ReasonClientRejected = "ClientRejected"
 
 // ClientRejectedMessage is the Ready condition's message for a provider
 // whose token endpoint refuses tokenstore's client (reason

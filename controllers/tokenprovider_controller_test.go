@@ -716,13 +716,13 @@ func TestClientRejected(t *testing.T) {
 	}
 	refuse()
 	fail() // a failing verdict as well: the refusal is what the condition says
-	tp := waitCondition(t, ns, id, metav1.ConditionFalse, controllers.ReasonClientRejected)
+	tp := waitCondition(t, ns, id, metav1.ConditionFalse, v1alpha1.ReasonClientRejected)
 	c := meta.FindStatusCondition(tp.Status.Conditions, v1alpha1.ConditionReady)
 	if !strings.Contains(c.Message, "client_credentials grant") || !strings.Contains(c.Message, "with invalid_client") ||
 		strings.Contains(c.Message, p.ClientSecret) {
 		t.Fatalf("condition message %q does not say which grant and code", c.Message)
 	}
-	waitEvent(t, ns, id, controllers.ReasonClientRejected)
+	waitEvent(t, ns, id, v1alpha1.ReasonClientRejected)
 	if _, ok := rep.registry.Get(id); !ok {
 		t.Fatal("a refused client took the provider out of the registry")
 	}
@@ -736,7 +736,7 @@ func TestClientRejected(t *testing.T) {
 	// Refused again and nobody asks after: the verdict lapses after hold.
 	refuse()
 	refusedAt := time.Now()
-	waitCondition(t, ns, id, metav1.ConditionFalse, controllers.ReasonClientRejected)
+	waitCondition(t, ns, id, metav1.ConditionFalse, v1alpha1.ReasonClientRejected)
 	waitCondition(t, ns, id, metav1.ConditionTrue, v1alpha1.ReasonReady)
 	if d := time.Since(refusedAt); d < hold {
 		t.Fatalf("Ready again %v after the refusal, before the %v hold", d, hold)

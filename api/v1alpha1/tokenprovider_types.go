@@ -201,8 +201,14 @@ const (
 	ReasonDuplicateName    = "DuplicateName"
 	// ReasonTokenEndpointFailing: discovery answers, but the last refreshes
 	// tokenstore's leader made at the token endpoint failed (5xx, 429, no
-	// answer, or the client refused). Valid tokens are still served.
+	// answer). Valid tokens are still served.
 	ReasonTokenEndpointFailing = "TokenEndpointFailing"
+	// ReasonClientRejected: the provider's token endpoint refused
+	// tokenstore's client itself (invalid_client, unauthorized_client,
+	// unsupported_grant_type, invalid_scope) for a grant tokenstore makes:
+	// a configuration problem that retrying does not fix. Valid tokens are
+	// still served.
+	ReasonClientRejected = "ClientRejected"
 )
 
 // TokenProviderStatus is what the controller observed.

@@ -260,7 +260,7 @@ func (s *Source) overlayTokenEndpoint(st *ProviderStatus) {
 	h := s.opts.Registry.TokenEndpoints()
 	if r, rejected := h.Rejection(st.ID); rejected {
 		c.Status = metav1.ConditionFalse
-		c.Reason = controllers.ReasonClientRejected
+		c.Reason = v1alpha1.ReasonClientRejected
 		c.Message = controllers.ClientRejectedMessage(r)
 		c.LastTransitionTime = metav1.NewTime(r.Since)
 		return

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
-	"github.com/tokenstore/tokenstore/controllers"
 	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server/providers"
 	"github.com/tokenstore/tokenstore/server/providers/providertest"
@@ -444,7 +443,7 @@ func TestSourceClientRejected(t *testing.T) {
 		h.reg.TokenEndpoints().Observe("idp1", "token endpoint answered 503")
 	}
 	ready, reason, msg := h.status("idp1")
-	if ready || reason != controllers.ReasonClientRejected || !strings.Contains(msg, "client_credentials grant") ||
+	if ready || reason != v1alpha1.ReasonClientRejected || !strings.Contains(msg, "client_credentials grant") ||
 		!strings.Contains(msg, "with invalid_client") || strings.Contains(msg, op.ClientSecret) {
 		t.Fatalf("with the client refused: ready=%v reason=%s message=%s", ready, reason, msg)
 	}
