@@ -17,9 +17,10 @@ func (s *Server) routes() {
 	r.Use(gin.Recovery(), s.requestID, s.traceRequests, s.opt.Metrics.Gin, s.logRequests, s.renderErrors, s.corsHeaders, s.csrf)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-	if s.opt.Metrics != nil {
+	if s.opt.Metrics != nil && s.opt.Settings.MetricsAddress == "" {
 		// Unauthenticated, as Prometheus scrapes it; it holds no user ids or
-		// tokens. docs/operations.md says to keep it off public ingress.
+		// tokens. docs/operations.md says to keep it off public ingress
+		// (METRICS_ADDRESS moves it to a listener of its own).
 		r.GET("/metrics", gin.WrapH(s.opt.Metrics.Handler()))
 	}
 

@@ -213,19 +213,42 @@ func (s *Server) Serve(ctx context.Context) error {
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	s.log.Info("listening", "address", s.opt.Settings.ListenAddress, "external_url", s.opt.Settings.ExternalURL)
+	servers := []*http.Server{srv}
+	if m := s.metricsServer(); m != nil {
+		servers = append(servers, m)
+	}
+	errc := make(chan error, len(servers))
+	for _, hs := range servers {
+		go func() { errc <- hs.ListenAndServe() }()
+	}
+	s.log.Info("listening", "address", s.opt.Settings.ListenAddress, "external_url", s.opt.Settings.ExternalURL,
+		"metrics_address", s.opt.Settings.MetricsAddress)
+	var err error
 	select {
-	case err := <-errc:
-		return err
+	case err = <-errc:
+		// One listener failed (an address in use): stop the other too.
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
+	for _, hs := range servers {
+		if serr := hs.Shutdown(shutdownCtx); err == nil {
+			err = serr
+		}
+	}
 	s.DrainAudit()
 	return err
+}
+
+// metricsServer serves /metrics alone on METRICS_ADDRESS, or is nil when
+// /metrics is one of the API's routes.
+func (s *Server) metricsServer() *http.Server {
+	if s.opt.Metrics == nil || s.opt.Settings.MetricsAddress == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.opt.Metrics.Handler())
+	return &http.Server{Addr: s.opt.Settings.MetricsAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // DrainAudit writes the grant.use summaries of the repeats counted so far

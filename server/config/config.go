@@ -32,6 +32,10 @@ const SettingsEnv = EnvPrefix + "SETTINGS"
 type Settings struct {
 	// ListenAddress is where the HTTP API listens.
 	ListenAddress string
+	// MetricsAddress, when set, is where /metrics is served instead of on
+	// ListenAddress, so that scrapers reach it on a port the API's
+	// Service and Ingress never route.
+	MetricsAddress string
 	// ExternalURL is the public base URL redirect URIs are built from.
 	ExternalURL string
 	// DatabaseURL is postgres://…, postgresql://… or sqlite://path.
@@ -155,6 +159,7 @@ func duration(f func(*Settings) *time.Duration) func(*Settings, string) error {
 
 var options = []option{
 	{name: "LISTEN_ADDRESS", def: ":8080", help: "address the HTTP API listens on", set: str(func(s *Settings) *string { return &s.ListenAddress })},
+	{name: "METRICS_ADDRESS", help: "address /metrics is served on, apart from the API (e.g. :9090); empty: on LISTEN_ADDRESS", set: str(func(s *Settings) *string { return &s.MetricsAddress })},
 	{name: "EXTERNAL_URL", def: "http://localhost:8080", help: "public base URL; redirect URIs are built from it", set: str(func(s *Settings) *string { return &s.ExternalURL })},
 	{name: "DATABASE_URL", aliases: []string{"SQLALCHEMY_DATABASE_URI"}, def: "sqlite://tokenstore.db", help: "postgres://…, postgresql://… or sqlite://path (the seed's SQLALCHEMY_DATABASE_URI is accepted too)", secret: true, set: str(func(s *Settings) *string { return &s.DatabaseURL })},
 	{name: "MIGRATE_ON_START", def: "false", help: "apply pending database migrations before serving", set: boolean(func(s *Settings) *bool { return &s.MigrateOnStart })},
