@@ -80,13 +80,18 @@ release: ## Release VERSION (semver, e.g. make release VERSION=0.1.0) into RELEA
 	VERSION='$(VERSION)' COMMIT='$(COMMIT)' LDFLAGS='$(LDFLAGS)' RELEASE_DIR='$(RELEASE_DIR)' hack/release.sh
 
 .PHONY: test
-test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, Chromium, generated-code drift), then the fuzz targets for FUZZTIME each.
+test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, Chromium, generated-code drift), the cluster suite on a real single-node cluster, then the fuzz targets for FUZZTIME each.
 	hack/ensure-postgres.sh
 	hack/ensure-chromium.sh
 	$(MAKE) verify
 	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test $(GO_TEST_FLAGS) ./...
 	go test $(GO_TEST_FLAGS) -tags dev ./cmd/tokenstore/ ./server/devidp/
+	$(MAKE) e2e-cluster
 	$(MAKE) fuzz
+
+.PHONY: e2e-cluster
+e2e-cluster: image ## Cluster suite (root): build and import the images, start the local single-node cluster, install the chart as docs/install.md says and drive it (test/cluster), stop the cluster. E2E_KEEP=1 leaves it up; E2E_EXISTING_CLUSTER=1 uses $$KUBECONFIG's.
+	hack/e2e-cluster.sh
 
 .PHONY: fuzz
 fuzz: ## Fuzz every parser of outside input for FUZZTIME each (their seeds also run in plain go test).
@@ -98,8 +103,10 @@ lint: ## gofmt, go vet and staticcheck.
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	bin/staticcheck ./...
-	go vet -tags dev ./cmd/tokenstore/ ./server/devidp/
-	bin/staticcheck -tags dev ./cmd/tokenstore/ ./server/devidp/
+	go vet -tags dev ./cmd/tokenstore/ ./server/devidp/ ./test/cluster/testidp/
+	bin/staticcheck -tags dev ./cmd/tokenstore/ ./server/devidp/ ./test/cluster/testidp/
+	go vet -tags cluster ./test/cluster/
+	bin/staticcheck -tags cluster ./test/cluster/
 
 .PHONY: bench
 bench: bench-go bench-hotpath bench-workload bench-refresh ## Every benchmark of docs/performance.md: the Go benchmarks, then the hot-path, workload and refresh scripts, each writing its section (about 30 minutes).
