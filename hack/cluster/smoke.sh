@@ -14,6 +14,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
+source "$here/lib.sh"   # running PID
 export PATH=/usr/local/go/bin:$PATH
 ns=smoke image=ghcr.io/tokenstore/smoke:1 audience=smoke-audience host_port=18999
 ok() { echo "smoke: ok: $*"; }
@@ -97,7 +98,7 @@ pod_ip=$(kubectl -n $ns get pods -l app=web -o jsonpath='{.items[0].status.podIP
 cluster_ip=$(kubectl -n $ns get svc web -o jsonpath='{.spec.clusterIP}')
 out=$(curl -fsS -m 5 "http://$pod_ip:8080/") && ok "host -> pod IP $pod_ip: $out" || fail "host -> pod IP $pod_ip"
 # kube-proxy writes the Service's rules within about a second of the endpoint turning ready.
-out=$(curl -fsS -m 5 --retry 10 --retry-connrefused --retry-delay 1 "http://$cluster_ip/") && ok "host -> ClusterIP $cluster_ip (kube-proxy): $out" || fail "host -> ClusterIP $cluster_ip"
+out=$(curl -fs -m 5 --retry 10 --retry-connrefused --retry-delay 1 "http://$cluster_ip/") && ok "host -> ClusterIP $cluster_ip (kube-proxy): $out" || fail "host -> ClusterIP $cluster_ip"
 
 # ---- TokenReview of the projected token ----
 token=$(curl -fsS -m 5 "http://$pod_ip:8080/token") || fail "reading the projected token from the pod"
@@ -159,7 +160,8 @@ t=$(date +%s.%N)
 "$here/down.sh" 2>"$tmp/down" || { cat "$tmp/down" >&2; fail "down.sh"; }
 ok "down.sh in $(secs "$t") s"
 left=()
-for p in $pids; do [ -d /proc/$p ] && left+=("process $p"); done
+# (a killed daemon may stay a zombie for a moment, until this machine's init reaps it)
+for p in $pids; do running "$p" && left+=("process $p"); done
 pgrep -f "$CLUSTER_RUN|$CLUSTER_STATE" >/dev/null && left+=("processes: $(pgrep -af "$CLUSTER_RUN|$CLUSTER_STATE" | cut -c1-80)")
 ip -o link | grep -qE " ($CLUSTER_NODE_BR|$CLUSTER_POD_BR|veth[^:]*)[:@]" && left+=("links: $(ip -o link | grep -E " ($CLUSTER_NODE_BR|$CLUSTER_POD_BR|veth[^:]*)[:@]" | awk -F': ' '{print $2}')")
 findmnt -rn -o TARGET | grep -qE "^($CLUSTER_STATE|$CLUSTER_RUN|/var/lib/kubelet)" && left+=("mounts")

@@ -163,7 +163,9 @@ cert apiserver "/CN=kube-apiserver" serverAuth \
   "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:$CLUSTER_KUBE_SVC_IP,IP:$CLUSTER_NODE_IP,IP:127.0.0.1"
 cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
 cert admin "/O=system:masters/CN=kubernetes-admin" clientAuth
-cert controller-manager "/CN=system:kube-controller-manager" clientAuth
+# controller-manager in system:masters: its controllers run with its own
+# credentials (--use-service-account-credentials=false), see below.
+cert controller-manager "/O=system:masters/CN=system:kube-controller-manager" clientAuth
 cert scheduler "/CN=system:kube-scheduler" clientAuth
 cert kubelet "/O=system:nodes/CN=system:node:$CLUSTER_NODE_NAME" clientAuth
 cert kube-proxy "/CN=system:kube-proxy" clientAuth
@@ -291,13 +293,18 @@ log "images imported: $CLUSTER_PAUSE_IMAGE $coredns_image"
 wait_for 60 "kube-apiserver ready" kubectl get --raw /readyz
 
 # ---------- controller-manager and scheduler (single instances: no leader election) ----------
+# --use-service-account-credentials=false: with it, the controller-manager
+# makes a ServiceAccount and token for each of its ~40 controllers one after
+# the other before starting them, which put the default ServiceAccount and
+# kube-root-ca.crt (so every pod) 4-5 s behind; a throwaway cluster does not
+# need the controllers' separate identities.
 kcm=$ETC/controller-manager.kubeconfig
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig="$kcm" --authentication-kubeconfig="$kcm" --authorization-kubeconfig="$kcm" \
   --bind-address=127.0.0.1 --secure-port="$CLUSTER_KCM_PORT" \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-  --use-service-account-credentials=true \
+  --use-service-account-credentials=false \
   --service-cluster-ip-range="$CLUSTER_SVC_CIDR" --cluster-cidr="$CLUSTER_CIDR" --allocate-node-cidrs=false \
   --flex-volume-plugin-dir="$CLUSTER_STATE/flexvolume" --leader-elect=false --profiling=false --v=1
 sch=$ETC/scheduler.kubeconfig
@@ -353,13 +360,9 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 EOF
 start kube-proxy "$K8S_BIN/kube-proxy" --config="$ETC/kube-proxy.yaml" --v=1
 
-wait_for 120 "node $CLUSTER_NODE_NAME Ready" kubectl wait "node/$CLUSTER_NODE_NAME" --for=condition=Ready --timeout=2s
-# The kubelet has set its kernel tunables by now (once, at start): put the host's values back.
-restore_sysctls "$HOSTREC/sysctl-kubelet"
-wait_for 60 "default ServiceAccount and kube-root-ca.crt exist" kubectl -n default get sa/default cm/kube-root-ca.crt
-wait_for 60 "kube-proxy synced" curl -fsS "http://127.0.0.1:$CLUSTER_PROXY_HEALTHZ_PORT/healthz"
-
 # ---------- cluster DNS: CoreDNS without a forward plugin (answers cluster.local only) ----------
+# Applied now, so its pod is created and scheduled while the node and the
+# controllers finish starting (waited for at the end).
 kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: ServiceAccount
@@ -431,6 +434,12 @@ spec:
   - {name: dns, port: 53, targetPort: 1053, protocol: UDP}
   - {name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}
 EOF
+wait_for 120 "node $CLUSTER_NODE_NAME Ready" kubectl wait "node/$CLUSTER_NODE_NAME" --for=condition=Ready --timeout=2s
+# The kubelet has set its kernel tunables by now (once, at start): put the host's values back.
+restore_sysctls "$HOSTREC/sysctl-kubelet"
+wait_for 60 "default ServiceAccount and kube-root-ca.crt exist" kubectl -n default get sa/default cm/kube-root-ca.crt
+wait_for 60 "kube-proxy synced" curl -fsS "http://127.0.0.1:$CLUSTER_PROXY_HEALTHZ_PORT/healthz"
+
 wait_for 90 "CoreDNS ready at $CLUSTER_DNS_IP" kubectl -n kube-system wait deploy/coredns --for=condition=Available --timeout=2s
 
 trap - EXIT
