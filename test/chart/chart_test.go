@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -409,6 +410,7 @@ func TestSchemaRefusesWrongValues(t *testing.T) {
 		{"image.pullPolicy=Sometimes", "pullPolicy"},
 		{"image.digest=0.1.0", "digest"},
 		{"service.port=70000", "port"},
+		{"metrics.port=0", "/metrics/port"},
 		{"replicaCont=2", "replicaCont"},
 		{"ingress.enabeld=true", "enabeld"},
 		{"autoscaling.targetCPUUtilizationPercentage=150", "targetCPUUtilizationPercentage"},
@@ -459,6 +461,8 @@ func TestRefusesInstallThatCannotStart(t *testing.T) {
 			[]string{"prometheusRule.enabled is true but the cluster has no PrometheusRule kind"}},
 		{"ServiceMonitor without metrics Service", []string{"-f", minimalValues(), "--set", "serviceMonitor.enabled=true,metrics.service.enabled=false"},
 			[]string{"serviceMonitor.enabled needs metrics.service.enabled"}},
+		{"metrics on the API's port", []string{"-f", minimalValues(), "--set", "metrics.port=8080"},
+			[]string{"metrics.port is 8080, the API's port", "--set metrics.port=9090"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -789,9 +793,9 @@ func TestSettingsChecksumRollsPods(t *testing.T) {
 	}
 }
 
-// Metrics: their own Service, scraped by the ServiceMonitor; never routed by
-// the Ingress; the TokenstoreDown alert matches the job the ServiceMonitor
-// gives, whatever the release is called.
+// Metrics: their own listener and Service, scraped by the ServiceMonitor;
+// never behind the API Service or the Ingress; the TokenstoreDown alert
+// matches the job the ServiceMonitor gives, whatever the release is called.
 func TestMetrics(t *testing.T) {
 	for _, rel := range []struct{ name, args string }{
 		{"tokenstore", ""},
@@ -821,11 +825,7 @@ func TestMetrics(t *testing.T) {
 			if api == nil || metrics == nil || api.GetName() == metrics.GetName() {
 				t.Fatal("want an API Service and a metrics Service")
 			}
-			var msvc corev1.Service
-			into(t, metrics, &msvc)
-			if len(msvc.Spec.Ports) != 1 || msvc.Spec.Ports[0].Name != "metrics" || msvc.Spec.Ports[0].TargetPort.String() != "http" {
-				t.Errorf("metrics Service ports %+v", msvc.Spec.Ports)
-			}
+			checkListeners(t, objs, 9102)
 			sm := kinds(objs)["ServiceMonitor"]
 			sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
 			s := labels.SelectorFromSet(sel)
@@ -851,8 +851,8 @@ func TestMetrics(t *testing.T) {
 			for _, r := range ing.Spec.Rules {
 				for _, p := range r.HTTP.Paths {
 					routes := p.Path == "/metrics" || (*p.PathType != networkingv1.PathTypeExact && strings.HasPrefix("/metrics", strings.TrimSuffix(p.Path, "/")))
-					if routes || p.Backend.Service.Name != api.GetName() {
-						t.Errorf("Ingress path %s %s → %s", p.Path, *p.PathType, p.Backend.Service.Name)
+					if routes || p.Backend.Service.Name != api.GetName() || p.Backend.Service.Port.Name != "http" {
+						t.Errorf("Ingress path %s %s → %s port %+v", p.Path, *p.PathType, p.Backend.Service.Name, p.Backend.Service.Port)
 					}
 				}
 			}
@@ -865,6 +865,150 @@ func TestMetrics(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `absent(up{job="tokenstore"} == 1)`) {
 		t.Error(`files/alerts.yaml: TokenstoreDown must ask for up{job="tokenstore"}, the ServiceMonitor's job`)
+	}
+}
+
+// checkListeners: the server container has two ports, the API's "http"
+// (8080) and "metrics" (metricsPort), and the settings that open them,
+// as the server's own loader reads them: /metrics on METRICS_ADDRESS, so
+// not on the API's listener. The metrics Service reaches "metrics" only,
+// the API Service "http" only.
+func checkListeners(t *testing.T, objs []*unstructured.Unstructured, metricsPort int32) {
+	t.Helper()
+	c := deployment(t, objs).Spec.Template.Spec.Containers[0]
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if len(c.Ports) != 2 || ports["http"] != 8080 || ports["metrics"] != metricsPort {
+		t.Errorf("container ports %+v, want http 8080 and metrics %d", c.Ports, metricsPort)
+	}
+	if e := envOf(c)["TOKENSTORE_METRICS_ADDRESS"]; e.Value != fmt.Sprintf(":%d", metricsPort) || e.ValueFrom != nil {
+		t.Errorf("TOKENSTORE_METRICS_ADDRESS %+v, want \":%d\"", e, metricsPort)
+	}
+	s := serverSettings(t, c)
+	if s.ListenAddress != fmt.Sprintf(":%d", ports["http"]) || s.MetricsAddress != fmt.Sprintf(":%d", ports["metrics"]) {
+		t.Errorf("the server would listen on %q (API) and %q (metrics); the container's ports are %v", s.ListenAddress, s.MetricsAddress, ports)
+	}
+	svcs := map[string]int{}
+	for _, o := range objs {
+		if o.GetKind() != "Service" {
+			continue
+		}
+		var svc corev1.Service
+		into(t, o, &svc)
+		want := "http"
+		if svc.Labels["app.kubernetes.io/component"] == "metrics" {
+			want = "metrics"
+		}
+		svcs[want]++
+		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != want || svc.Spec.Ports[0].TargetPort.String() != want {
+			t.Errorf("Service %s ports %+v: want one port %q to container port %q, and no other", svc.Name, svc.Spec.Ports, want, want)
+		}
+	}
+	if svcs["http"] != 1 || svcs["metrics"] > 1 {
+		t.Errorf("Services by port %v, want one API Service and at most one metrics Service", svcs)
+	}
+}
+
+// serverSettings loads the settings the container's environment gives, with
+// the server's own loader. Values from Secrets are left out (a database URL
+// stands in for the one it needs), and so is a settings file.
+func serverSettings(t *testing.T, c corev1.Container) *config.Settings {
+	t.Helper()
+	env := map[string]string{config.EnvPrefix + "DATABASE_URL": "postgres://tokenstore@postgres:5432/tokenstore"}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil && e.Name != config.SettingsEnv {
+			env[e.Name] = e.Value
+		}
+	}
+	s, err := config.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatalf("the server container's settings do not load: %v", err)
+	}
+	return s
+}
+
+// The defaults and a moved metrics port (the metrics Service keeps its own
+// port and follows the container's by name).
+func TestListeners(t *testing.T) {
+	checkListeners(t, renderDefaults(t), 9090)
+	objs := renderDefaults(t, "--set", "metrics.port=9300,metrics.service.port=9400")
+	checkListeners(t, objs, 9300)
+	var msvc corev1.Service
+	into(t, find(t, objs, "Service", "tokenstore-metrics"), &msvc)
+	if msvc.Spec.Ports[0].Port != 9400 {
+		t.Errorf("metrics Service port %d, want metrics.service.port 9400", msvc.Spec.Ports[0].Port)
+	}
+}
+
+// The NetworkPolicy admits ingressFrom's peers (and the helm test pod) to
+// the API's port only and metricsFrom's to the metrics port only; an empty
+// list admits every source to its port, and no rule opens every port.
+func TestNetworkPolicySeparatesListeners(t *testing.T) {
+	nginx := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "ingress-nginx"}}}
+	monitoring := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}
+	other := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "elsewhere"}}}
+	policy := func(objs []*unstructured.Unstructured) networkingv1.NetworkPolicy {
+		t.Helper()
+		var np networkingv1.NetworkPolicy
+		into(t, kinds(objs)["NetworkPolicy"], &np)
+		for _, r := range np.Spec.Ingress {
+			if len(r.Ports) == 0 {
+				t.Errorf("an ingress rule opens every port: %+v", r)
+			}
+		}
+		return np
+	}
+	// admits: some rule lets peer reach the named port.
+	admits := func(np networkingv1.NetworkPolicy, port string, peer networkingv1.NetworkPolicyPeer) bool {
+		for _, r := range np.Spec.Ingress {
+			onPort := false
+			for _, p := range r.Ports {
+				onPort = onPort || (p.Port != nil && p.Port.String() == port)
+			}
+			if !onPort {
+				continue
+			}
+			if len(r.From) == 0 {
+				return true
+			}
+			for _, f := range r.From {
+				if reflect.DeepEqual(f, peer) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		name string
+		objs []*unstructured.Unstructured
+		want map[string]map[*networkingv1.NetworkPolicyPeer]bool // port → peer → admitted
+	}{
+		{"both lists", renderFull(t), map[string]map[*networkingv1.NetworkPolicyPeer]bool{
+			"http":    {&nginx: true, &monitoring: false, &other: false},
+			"metrics": {&nginx: false, &monitoring: true, &other: false},
+		}},
+		{"empty lists", renderDefaults(t, "--set", "networkPolicy.enabled=true"), map[string]map[*networkingv1.NetworkPolicyPeer]bool{
+			"http":    {&nginx: true, &monitoring: true, &other: true},
+			"metrics": {&nginx: true, &monitoring: true, &other: true},
+		}},
+		{"metricsFrom only", renderDefaults(t, "--set", "networkPolicy.enabled=true,networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring"), map[string]map[*networkingv1.NetworkPolicyPeer]bool{
+			"http":    {&nginx: true, &monitoring: true, &other: true},
+			"metrics": {&nginx: false, &monitoring: true, &other: false},
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			np := policy(c.objs)
+			for port, peers := range c.want {
+				for peer, want := range peers {
+					if got := admits(np, port, *peer); got != want {
+						t.Errorf("%v admitted to %s: %v, want %v (rules %+v)", peer.NamespaceSelector.MatchLabels, port, got, want, np.Spec.Ingress)
+					}
+				}
+			}
+		})
 	}
 }
 

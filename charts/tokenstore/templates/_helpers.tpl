@@ -166,6 +166,9 @@ secretKeyRef:
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if eq (int .Values.metrics.port) 8080 }}
+{{- $problems = append $problems "metrics.port is 8080, the API's port: the metrics listener needs a port of its own (the server would not start, the address being in use). Keep the default, e.g. --set metrics.port=9090" }}
+{{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- $problems = append $problems "serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor scrapes the metrics Service" }}
 {{- end }}
