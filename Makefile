@@ -77,7 +77,7 @@ image: ## Build the linux/amd64+arm64 image without a daemon: OCI layout IMAGE_D
 
 .PHONY: release
 release: ## Release VERSION (semver, e.g. make release VERSION=0.1.0) into RELEASE_DIR: image, chart, static binaries, SHA256SUMS, SBOMs (docs/release.md).
-	VERSION='$(VERSION)' COMMIT='$(COMMIT)' LDFLAGS='$(LDFLAGS)' RELEASE_DIR='$(RELEASE_DIR)' hack/release.sh
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' LDFLAGS='$(LDFLAGS)' RELEASE_DIR='$(RELEASE_DIR)' hack/release/release.sh
 
 .PHONY: test
 test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, Chromium, generated-code drift), the cluster suite on a real single-node cluster, then the fuzz targets for FUZZTIME each.
