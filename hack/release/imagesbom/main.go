@@ -71,7 +71,7 @@ func run() error {
 	flag.StringVar(&out, "out", "", "SBOM file to write")
 	flag.Parse()
 	if version == "" || layoutDir == "" || out == "" || flag.NArg() == 0 {
-		return errors.New("usage: imagesbom -version V -layout DIR -out FILE binary.cdx.json...")
+		return errors.New("usage: imagesbom -version V -layout DIR -out FILE BINARY-SBOM [BINARY-SBOM ...] (the binaries' cyclonedx-gomod JSON)")
 	}
 	digest, err := indexDigest(layoutDir)
 	if err != nil {
