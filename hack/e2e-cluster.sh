@@ -40,7 +40,9 @@ if [ "${E2E_EXISTING_CLUSTER:-}" != 1 ]; then
   export PATH="$root/bin:$PATH"   # helm
   step "importing the images into the node's containerd"
   hack/cluster/load-image.sh "$archive" >/dev/null
-  hack/cluster/load-image.sh "$archive" --name "ghcr.io/tokenstore/tokenstore:$upgrade_tag" >/dev/null
+  # The upgrade is to another tag of the same image: what a new release
+  # changes in the pod template, without building twice.
+  ctr images tag --force "ghcr.io/tokenstore/tokenstore:$E2E_IMAGE_TAG" "ghcr.io/tokenstore/tokenstore:$upgrade_tag" >/dev/null
   hack/cluster/load-image.sh --binary bin/e2e/testidp --name localhost/tokenstore-e2e/testidp:1 >/dev/null
   hack/cluster/load-image.sh --binary bin/e2e/example --name localhost/tokenstore-e2e/example:1 >/dev/null
   hack/cluster/load-image.sh --binary bin/e2e/loadclient --name localhost/tokenstore-e2e/loadclient:1 >/dev/null

@@ -1106,6 +1106,11 @@ func TestHelmTestPod(t *testing.T) {
 		if p.Annotations["helm.sh/hook"] != "test" {
 			t.Errorf("the test pod is not a test hook: %v", p.Annotations)
 		}
+		// A passed test leaves no pod behind (helm uninstall would not
+		// remove it); a failed one stays for its log.
+		if p.Annotations["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded" {
+			t.Errorf("test pod delete policy %q", p.Annotations["helm.sh/hook-delete-policy"])
+		}
 		if got := strings.Join(p.Spec.Containers[0].Args, " "); got != "probe "+c.url {
 			t.Errorf("test pod args %q, want probe %s", got, c.url)
 		}
