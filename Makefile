@@ -82,7 +82,7 @@ release: ## Release VERSION (semver, e.g. make release VERSION=0.1.0) into RELEA
 .PHONY: test
 test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, Chromium, generated-code drift), the cluster suite on a real single-node cluster, then the fuzz targets for FUZZTIME each.
 	hack/ensure-postgres.sh
-	hack/ensure-chromium.sh
+	hack/ensure-packages.sh
 	$(MAKE) verify
 	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test $(GO_TEST_FLAGS) ./...
 	go test $(GO_TEST_FLAGS) -tags dev ./cmd/tokenstore/ ./server/devidp/

@@ -39,7 +39,7 @@ func artifactsDir(t *testing.T) string {
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("Chromium is missing at %s (%v): run hack/ensure-chromium.sh (it installs Debian's chromium package)", chromiumPath, err)
+		t.Fatalf("Chromium is missing at %s (%v): run hack/ensure-packages.sh (it installs Debian's chromium package among others)", chromiumPath, err)
 	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
