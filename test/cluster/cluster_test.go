@@ -56,14 +56,6 @@ const (
 	idpNS   = "idp"        // the identity provider's namespace
 	release = "tokenstore"
 
-	// Fixed ClusterIPs, so that the addresses the test process (playing
-	// the browser, from the host) and the pods use are one and the same
-	// URL: the identity provider's issuer, and tokenstore's EXTERNAL_URL.
-	idpIP       = "10.96.77.10"
-	externalIP  = "10.96.80.80"
-	issuer      = "http://" + idpIP
-	externalURL = "http://" + externalIP
-
 	loginClientID     = "tokenstore-login"
 	loginClientSecret = "login-client-secret-e2e"
 	demoClientID      = "demo"
@@ -75,16 +67,32 @@ const (
 	pgPort = 15432
 )
 
-// Images, as `make e2e-cluster` imports them into the node's containerd.
+// Images, as `make e2e-cluster` imports them into the node's containerd,
+// and the addresses of the local cluster. Another cluster (docs/cluster.md,
+// "Your own cluster") sets them through the environment.
 var (
-	image       = envOr("E2E_IMAGE_REPOSITORY", "ghcr.io/tokenstore/tokenstore")
-	imageTag    = envOr("E2E_IMAGE_TAG", "0.1.0")
-	upgradeTag  = envOr("E2E_UPGRADE_TAG", "0.1.0-e2e.2")
-	idpImage    = envOr("E2E_TESTIDP_IMAGE", "localhost/tokenstore-e2e/testidp:1")
-	exampleImg  = envOr("E2E_EXAMPLE_IMAGE", "localhost/tokenstore-e2e/example:1")
-	loadImage   = envOr("E2E_LOADCLIENT_IMAGE", "localhost/tokenstore-e2e/loadclient:1")
-	nodeIP      = envOr("CLUSTER_NODE_IP", "10.245.0.1")
-	databaseURL = fmt.Sprintf("postgres://postgres@%s:%d/tokenstore?sslmode=disable", nodeIP, pgPort)
+	// Fixed ClusterIPs, so that the addresses the test process (playing
+	// the browser, from the host) and the pods use are one and the same
+	// URL: the identity provider's issuer, and tokenstore's EXTERNAL_URL.
+	// They must lie in the cluster's Service range.
+	idpIP       = envOr("E2E_IDP_IP", "10.96.77.10")
+	externalIP  = envOr("E2E_EXTERNAL_IP", "10.96.80.80")
+	issuer      = "http://" + idpIP
+	externalURL = "http://" + externalIP
+
+	image      = envOr("E2E_IMAGE_REPOSITORY", "ghcr.io/tokenstore/tokenstore")
+	imageTag   = envOr("E2E_IMAGE_TAG", "0.1.0")
+	upgradeTag = envOr("E2E_UPGRADE_TAG", "0.1.0-e2e.2")
+	idpImage   = envOr("E2E_TESTIDP_IMAGE", "localhost/tokenstore-e2e/testidp:1")
+	exampleImg = envOr("E2E_EXAMPLE_IMAGE", "localhost/tokenstore-e2e/example:1")
+	loadImage  = envOr("E2E_LOADCLIENT_IMAGE", "localhost/tokenstore-e2e/loadclient:1")
+	nodeIP     = envOr("CLUSTER_NODE_IP", "10.245.0.1")
+	// The database the pods use: a throwaway server the suite starts on
+	// the node address, or E2E_DATABASE_URL (an empty database the pods
+	// reach), with E2E_HOST_DATABASE_URL where this process reaches the
+	// same database if that differs.
+	databaseURL     = envOr("E2E_DATABASE_URL", fmt.Sprintf("postgres://postgres@%s:%d/tokenstore?sslmode=disable", nodeIP, pgPort))
+	hostDatabaseURL = envOr("E2E_HOST_DATABASE_URL", databaseURL)
 )
 
 func envOr(k, def string) string {
@@ -189,6 +197,9 @@ type postgres struct {
 
 func startPostgres(t *testing.T) *postgres {
 	t.Helper()
+	if os.Getenv("E2E_DATABASE_URL") != "" {
+		return &postgres{} // the caller's database
+	}
 	m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(m) == 0 {
 		t.Fatal("no /usr/lib/postgresql/*/bin/initdb: install Debian's postgresql package (the suite runs a throwaway server for the pods)")
@@ -254,7 +265,10 @@ func (p *postgres) conn(t *testing.T, db string) *pgx.Conn {
 // exact stored bytes (ciphertexts included) of every row, in id order.
 func (p *postgres) credentials(t *testing.T) string {
 	t.Helper()
-	c := p.conn(t, "tokenstore")
+	c, err := pgx.Connect(context.Background(), hostDatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close(context.Background())
 	var buf bytes.Buffer
 	if _, err := c.PgConn().CopyTo(context.Background(), &buf, "COPY (SELECT * FROM credentials ORDER BY 1) TO STDOUT"); err != nil {
