@@ -93,6 +93,8 @@ var (
 	// same database if that differs.
 	databaseURL     = envOr("E2E_DATABASE_URL", fmt.Sprintf("postgres://postgres@%s:%d/tokenstore?sslmode=disable", nodeIP, pgPort))
 	hostDatabaseURL = envOr("E2E_HOST_DATABASE_URL", databaseURL)
+	// serviceURL is tokenstore's Service, as workloads in the cluster use it.
+	serviceURL = "http://" + release + "." + ns + ".svc.cluster.local"
 )
 
 func envOr(k, def string) string {
@@ -451,6 +453,60 @@ func TestCluster(t *testing.T) {
 	}
 }
 
+// podSpec is the spec of a test pod: one container of image with env (in
+// order), run as 65532 without the API server's token; a readiness probe
+// on probePath (port 8080 unless given in probePath as ":port/path") when
+// set; with a ServiceAccount, a projected token with tokenstore's audience
+// where the Go client reads it, as docs/workloads.md mounts it.
+func podSpec(name, image, serviceAccount, probe string, env ...string) map[string]any {
+	var envs []map[string]string
+	for i := 0; i+1 < len(env); i += 2 {
+		envs = append(envs, map[string]string{"name": env[i], "value": env[i+1]})
+	}
+	c := map[string]any{"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "env": envs}
+	spec := map[string]any{
+		"automountServiceAccountToken": false,
+		"securityContext":              map[string]any{"runAsNonRoot": true, "runAsUser": 65532},
+		"containers":                   []any{c},
+	}
+	if probe != "" {
+		port, path := 8080, probe
+		if p, rest, ok := strings.Cut(strings.TrimPrefix(probe, ":"), "/"); ok && strings.HasPrefix(probe, ":") {
+			port, _ = strconv.Atoi(p)
+			path = "/" + rest
+		}
+		c["ports"] = []any{map[string]any{"containerPort": port}}
+		c["readinessProbe"] = map[string]any{"httpGet": map[string]any{"path": path, "port": port}, "periodSeconds": 1}
+	}
+	if serviceAccount != "" {
+		spec["serviceAccountName"] = serviceAccount
+		c["volumeMounts"] = []any{map[string]any{"name": "tokenstore-token", "mountPath": "/var/run/secrets/tokenstore", "readOnly": true}}
+		spec["volumes"] = []any{map[string]any{"name": "tokenstore-token", "projected": map[string]any{"sources": []any{
+			map[string]any{"serviceAccountToken": map[string]any{"audience": "tokenstore", "expirationSeconds": 3600, "path": "token"}},
+		}}}}
+	}
+	return spec
+}
+
+// deployment is a one-replica Deployment of spec, labelled e2e=<name>.
+func deployment(namespace, name string, spec map[string]any) string {
+	labels := map[string]string{"e2e": name}
+	return manifest(map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": name, "namespace": namespace, "labels": labels},
+		"spec": map[string]any{"replicas": 1, "selector": map[string]any{"matchLabels": labels},
+			"template": map[string]any{"metadata": map[string]any{"labels": labels}, "spec": spec}},
+	})
+}
+
+func manifest(obj map[string]any) string {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		panic(err) // maps of strings and numbers only
+	}
+	return string(b)
+}
+
 // deployIdentityProvider runs devidp as a pod behind a Service with a fixed
 // ClusterIP: the issuer tokenstore's pods discover and the browser visits.
 func deployIdentityProvider(t *testing.T) {
@@ -458,35 +514,13 @@ func deployIdentityProvider(t *testing.T) {
 		{"id": loginClientID, "secret": loginClientSecret, "redirect_uris": []string{externalURL + "/api/oidc/callback"}},
 		{"id": demoClientID, "secret": demoClientSecret, "redirect_uris": []string{externalURL + "/api/v1.0/demo/redirect_uri"}},
 	})
-	apply(t, fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: idp, namespace: %[1]s, labels: {e2e: idp}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {e2e: idp}}
-  template:
-    metadata: {labels: {e2e: idp}}
-    spec:
-      automountServiceAccountToken: false
-      securityContext: {runAsNonRoot: true, runAsUser: 65532}
-      containers:
-      - name: idp
-        image: %[2]s
-        imagePullPolicy: IfNotPresent
-        env:
-        - {name: ISSUER, value: %[3]q}
-        - {name: CLIENTS, value: %[4]q}
-        ports: [{containerPort: 5556}]
-        readinessProbe: {httpGet: {path: /.well-known/openid-configuration, port: 5556}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: idp, namespace: %[1]s}
-spec:
-  clusterIP: %[5]s
-  selector: {e2e: idp}
-  ports: [{port: 80, targetPort: 5556}]
-`, idpNS, idpImage, issuer, string(clients), idpIP))
+	apply(t, deployment(idpNS, "idp", podSpec("idp", idpImage, "", ":5556/.well-known/openid-configuration",
+		"ISSUER", issuer, "CLIENTS", string(clients))))
+	apply(t, manifest(map[string]any{"apiVersion": "v1", "kind": "Service",
+		"metadata": map[string]any{"name": "idp", "namespace": idpNS},
+		"spec": map[string]any{"clusterIP": idpIP, "selector": map[string]string{"e2e": "idp"},
+			"ports": []any{map[string]any{"port": 80, "targetPort": 5556}}},
+	}))
 	kubectl(t, "-n", idpNS, "rollout", "status", "deploy/idp", "--timeout=2m")
 	eventually(t, 30*time.Second, "the identity provider answers at its issuer from the host", func() error {
 		resp, err := http.Get(issuer + "/.well-known/openid-configuration")
@@ -791,31 +825,13 @@ func leaseHolder(t *testing.T) string {
 // returns whether it succeeded and its log.
 func examplePod(t *testing.T, name, provider, subject, target string) (bool, string) {
 	t.Helper()
-	apply(t, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %[1]s, namespace: %[2]s, labels: {e2e: example}}
-spec:
-  serviceAccountName: reporter
-  automountServiceAccountToken: false
-  restartPolicy: Never
-  securityContext: {runAsNonRoot: true, runAsUser: 65532}
-  containers:
-  - name: example
-    image: %[3]s
-    imagePullPolicy: IfNotPresent
-    env:
-    - {name: TOKENSTORE_URL, value: "http://%[4]s.%[5]s.svc.cluster.local"}
-    - {name: TOKENSTORE_PROVIDER, value: %[6]s}
-    - {name: TOKENSTORE_SUBJECT, value: %[7]q}
-    - {name: TARGET_URL, value: %[8]q}
-    - {name: INTERVAL, value: "0"}
-    volumeMounts: [{name: tokenstore-token, mountPath: /var/run/secrets/tokenstore, readOnly: true}]
-  volumes:
-  - name: tokenstore-token
-    projected:
-      sources:
-      - serviceAccountToken: {audience: tokenstore, expirationSeconds: 3600, path: token}
-`, name, teamNS, exampleImg, release, ns, provider, subject, target))
+	spec := podSpec("example", exampleImg, "reporter", "",
+		"TOKENSTORE_URL", serviceURL, "TOKENSTORE_PROVIDER", provider, "TOKENSTORE_SUBJECT", subject,
+		"TARGET_URL", target, "INTERVAL", "0")
+	spec["restartPolicy"] = "Never"
+	apply(t, manifest(map[string]any{"apiVersion": "v1", "kind": "Pod",
+		"metadata": map[string]any{"name": name, "namespace": teamNS, "labels": map[string]string{"e2e": "example"}},
+		"spec":     spec}))
 	var phase string
 	eventually(t, 2*time.Minute, "pod "+name+" finished", func() error {
 		out, err := run(context.Background(), "kubectl", "-n", teamNS, "get", "pod", name, "-o", "jsonpath={.status.phase}")
@@ -924,34 +940,8 @@ func upgrade(t *testing.T, root string, pg *postgres) {
 	if strings.Count(before, "\n") < 1 {
 		t.Fatalf("no stored credential to compare (alice linked one): %q", before)
 	}
-	apply(t, fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: load, namespace: %[1]s, labels: {e2e: load}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {e2e: load}}
-  template:
-    metadata: {labels: {e2e: load}}
-    spec:
-      serviceAccountName: reporter
-      automountServiceAccountToken: false
-      securityContext: {runAsNonRoot: true, runAsUser: 65532}
-      containers:
-      - name: load
-        image: %[2]s
-        imagePullPolicy: IfNotPresent
-        env:
-        - {name: TOKENSTORE_URL, value: "http://%[3]s.%[4]s.svc.cluster.local"}
-        - {name: TOKENSTORE_PROVIDER, value: service}
-        - {name: RATE, value: "20"}
-        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
-        volumeMounts: [{name: tokenstore-token, mountPath: /var/run/secrets/tokenstore, readOnly: true}]
-      volumes:
-      - name: tokenstore-token
-        projected:
-          sources:
-          - serviceAccountToken: {audience: tokenstore, expirationSeconds: 3600, path: token}
-`, teamNS, loadImage, release, ns))
+	apply(t, deployment(teamNS, "load", podSpec("load", loadImage, "reporter", "/healthz",
+		"TOKENSTORE_URL", serviceURL, "TOKENSTORE_PROVIDER", "service", "RATE", "20")))
 	kubectl(t, "-n", teamNS, "rollout", "status", "deploy/load", "--timeout=2m")
 	loadIP := strings.TrimSpace(kubectl(t, "-n", teamNS, "get", "pods", "-l", "e2e=load", "-o", "jsonpath={.items[0].status.podIP}"))
 	time.Sleep(3 * time.Second)
