@@ -240,12 +240,20 @@ func (h *TokenEndpointHealth) Rejection(id string) (ClientRejection, bool) {
 }
 
 // Forget drops what is known of provider id (it was added, reconfigured
-// or removed: Registry does it for every change).
+// or removed: Registry does it for every change). Dropping a verdict is
+// announced like its end: the status reader may have looked, woken by the
+// same Secret or spec change, before the registry got here, and no later
+// success would say so (Accepted finds nothing left to end).
 func (h *TokenEndpointHealth) Forget(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	st, failing := h.byID[id]
+	_, rejected := h.rejected[id]
 	delete(h.byID, id)
 	delete(h.rejected, id)
+	if rejected || (failing && st.failures >= h.threshold) {
+		h.notify(id)
+	}
 }
 
 // Changes returns the channel of provider ids whose verdict changed

@@ -230,10 +230,21 @@ func TestClientRejection(t *testing.T) {
 	if r, _ := h.Rejection("a"); r.Count != 1 || len(changes(h)) != 1 {
 		t.Fatalf("a refusal after the lapse starts a new run, announced: %+v", r)
 	}
-	// Forget (a new configuration) ends it.
+	// Forget (a new configuration) ends it, announced: the status reader
+	// may have read the verdict after the Secret change that caused this
+	// Forget, and the next success has nothing left to end.
+	changes(h)
 	h.Forget("a")
 	if _, rejected := h.Rejection("a"); rejected {
 		t.Fatal("rejected after Forget")
+	}
+	if got := changes(h); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("Forget of a verdict announced %v, want [a]", got)
+	}
+	h.Accepted("a", cc)
+	h.Forget("a") // nothing known: not announced
+	if got := changes(h); len(got) != 0 {
+		t.Fatalf("Forget with no verdict announced %v", got)
 	}
 }
 
