@@ -27,8 +27,6 @@ package cluster_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -403,14 +401,6 @@ func podIPs(t *testing.T) map[string]string {
 		ips[name] = ip
 	}
 	return ips
-}
-
-func randomKey(t *testing.T) string {
-	k := make([]byte, 32)
-	if _, err := rand.Read(k); err != nil {
-		t.Fatal(err)
-	}
-	return base64.StdEncoding.EncodeToString(k)
 }
 
 func TestCluster(t *testing.T) {
