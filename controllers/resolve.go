@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
-	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/internal/providers"
 )
 
 // Defaults that the CRD applies at admission. Resolve applies them again so

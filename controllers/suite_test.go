@@ -29,8 +29,8 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
+	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/providers"
 )
 
 var (

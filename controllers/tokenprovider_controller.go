@@ -46,7 +46,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
-	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/internal/providers"
 )
 
 // Field indexes on TokenProviders.
@@ -650,6 +650,6 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // notFromFile keeps the Kubernetes source from removing an entry that the
-// file source (Provider.Source "file:<path>", see controllers/filesource)
+// file source (Provider.Source "file:<path>", see internal/providers/filesource)
 // published under the same id, when an install uses both sources.
 func notFromFile(p *providers.Provider) bool { return !strings.HasPrefix(p.Source, "file:") }

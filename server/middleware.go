@@ -19,10 +19,10 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/logctx"
-	"github.com/tokenstore/tokenstore/server/reqlog"
-	"github.com/tokenstore/tokenstore/server/tracing"
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/observability/logctx"
+	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
+	"github.com/tokenstore/tokenstore/internal/observability/tracing"
 )
 
 // requestIDHeader carries the request id in and out.

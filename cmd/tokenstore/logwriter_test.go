@@ -10,8 +10,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/reqlog"
+	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 // TestLogWriterLinesWhole: concurrent lines come out whole, none lost, once
@@ -54,7 +54,7 @@ func TestLoggerTakesTheDirectPath(t *testing.T) {
 	old := slog.Default() // newLogger sets the default
 	t.Cleanup(func() { slog.SetDefault(old) })
 	for _, format := range []string{"json", "text"} {
-		l := newLogger(&config.Settings{LogFormat: format, LogLevel: "warn"})
+		l := newLogger(&settings.Settings{LogFormat: format, LogLevel: "warn"})
 		if _, ok := l.Handler().(*reqlog.Handler); !ok {
 			t.Errorf("LOG_FORMAT=%s: the logger's handler is %T, not reqlog's", format, l.Handler())
 		}

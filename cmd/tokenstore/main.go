@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 func main() {
@@ -22,7 +22,7 @@ func main() {
 	// anything else reaches stderr or the process exits.
 	flushLogs()
 	if err != nil {
-		var cerr *config.Error
+		var cerr *settings.Error
 		if errors.As(err, &cerr) {
 			fmt.Fprintln(os.Stderr, "tokenstore:", cerr.Error())
 			os.Exit(2)

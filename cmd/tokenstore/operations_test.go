@@ -16,12 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
-	"github.com/tokenstore/tokenstore/server/webhooks"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
+	"github.com/tokenstore/tokenstore/internal/webhooks"
 )
 
 const hookSecret = "whsec-ops-test-0123456789"
@@ -81,7 +81,7 @@ func opsService(t *testing.T, providersFile, hookURL string) *service {
 		"TOKENSTORE_WEBHOOK_SECRET":     hookSecret,
 		"TOKENSTORE_REFRESHER_INTERVAL": "0",
 	}
-	s, err := config.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	s, err := settings.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}

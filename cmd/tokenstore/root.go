@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/reqlog"
+	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 func newRootCmd() *cobra.Command {
@@ -42,9 +42,9 @@ flags. Run 'tokenstore serve --help' for the full list.`,
 }
 
 // loadSettings reads the settings for cmd, whose flags were added with
-// config.AddFlags, and logs any warnings about them.
-func loadSettings(cmd *cobra.Command) (*config.Settings, *slog.Logger, error) {
-	s, err := config.Load(cmd.Flags(), os.LookupEnv)
+// settings.AddFlags, and logs any warnings about them.
+func loadSettings(cmd *cobra.Command) (*settings.Settings, *slog.Logger, error) {
+	s, err := settings.Load(cmd.Flags(), os.LookupEnv)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -53,7 +53,7 @@ func loadSettings(cmd *cobra.Command) (*config.Settings, *slog.Logger, error) {
 
 // warnedLogger returns the logger s asks for, having logged s's warnings
 // with it: every command that loads settings says what it ignores.
-func warnedLogger(s *config.Settings) *slog.Logger {
+func warnedLogger(s *settings.Settings) *slog.Logger {
 	log := newLogger(s)
 	for _, w := range s.Warnings {
 		log.Warn(w)
@@ -61,7 +61,7 @@ func warnedLogger(s *config.Settings) *slog.Logger {
 	return log
 }
 
-func newLogger(s *config.Settings) *slog.Logger {
+func newLogger(s *settings.Settings) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(s.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}

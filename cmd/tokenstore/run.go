@@ -12,23 +12,23 @@ import (
 	"golang.org/x/sync/errgroup"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/observability/metrics"
+	"github.com/tokenstore/tokenstore/internal/observability/tracing"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/refresher"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	"github.com/tokenstore/tokenstore/internal/store"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
+	"github.com/tokenstore/tokenstore/internal/webhooks"
+	"github.com/tokenstore/tokenstore/internal/workload"
+	"github.com/tokenstore/tokenstore/internal/workload/kubeauth"
 	"github.com/tokenstore/tokenstore/server"
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/metrics"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/refresher"
-	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
-	"github.com/tokenstore/tokenstore/server/tracing"
-	"github.com/tokenstore/tokenstore/server/webhooks"
-	"github.com/tokenstore/tokenstore/server/workload"
-	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
 )
 
 // service is one running tokenstore: what `serve` and `dev` share.
 type service struct {
-	Settings *config.Settings
+	Settings *settings.Settings
 	Log      *slog.Logger
 	Keys     *crypto.KeyRing
 	Store    store.Store
@@ -52,7 +52,7 @@ type service struct {
 // newService checks the settings, opens the store, migrates when asked,
 // checks the schema (prepareSchema) and builds the provider sources and the
 // HTTP server. Close it when done.
-func newService(ctx context.Context, s *config.Settings, log *slog.Logger, migrate bool) (_ *service, err error) {
+func newService(ctx context.Context, s *settings.Settings, log *slog.Logger, migrate bool) (_ *service, err error) {
 	keys, err := crypto.ParseKeyRing(s.CryptoKey)
 	if err != nil {
 		return nil, err
@@ -276,7 +276,7 @@ func (svc *service) housekeeping(ctx context.Context) {
 	}
 }
 
-func describeSources(s *config.Settings) string {
+func describeSources(s *settings.Settings) string {
 	switch {
 	case s.ProvidersFile != "" && s.WatchNamespace != "":
 		return fmt.Sprintf("file %s and namespace %s", s.ProvidersFile, s.WatchNamespace)

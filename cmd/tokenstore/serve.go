@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 func newServeCmd() *cobra.Command {
@@ -25,7 +25,7 @@ variable or as the flag listed below.`,
 			if err != nil {
 				return err
 			}
-			if err := s.Require(config.RequireCryptoKey, config.RequireLogin); err != nil {
+			if err := s.Require(settings.RequireCryptoKey, settings.RequireLogin); err != nil {
 				return err
 			}
 			svc, err := newService(cmd.Context(), s, log, s.MigrateOnStart)
@@ -37,6 +37,6 @@ variable or as the flag listed below.`,
 			return svc.Run(cmd.Context())
 		},
 	}
-	config.AddFlags(c.Flags())
+	settings.AddFlags(c.Flags())
 	return c
 }

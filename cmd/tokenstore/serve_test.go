@@ -22,13 +22,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
+	"github.com/tokenstore/tokenstore/internal/store/sqlite"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
-	"github.com/tokenstore/tokenstore/server/store/sqlite"
-	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
 	sqlfiles "github.com/tokenstore/tokenstore/sql"
 )
 
@@ -155,7 +155,7 @@ func wantRefusal(t *testing.T, err error, wants ...string) {
 // stops it. It returns the service's log, to its end.
 func startAndSignIn(t *testing.T, ext string, op *providertest.OP) (logText string) {
 	t.Helper()
-	s, err := config.Load(nil, os.LookupEnv)
+	s, err := settings.Load(nil, os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}

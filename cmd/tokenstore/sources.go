@@ -23,10 +23,10 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
-	"github.com/tokenstore/tokenstore/controllers/filesource"
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/metrics"
-	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/internal/observability/metrics"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/filesource"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 // providerSources is the provider registry and whatever fills it: the file
@@ -49,7 +49,7 @@ type providerSources struct {
 
 // newProviderSources builds the sources the settings ask for. Start them
 // with Run.
-func newProviderSources(s *config.Settings, log *slog.Logger, httpClient *http.Client) (*providerSources, error) {
+func newProviderSources(s *settings.Settings, log *slog.Logger, httpClient *http.Client) (*providerSources, error) {
 	ps := &providerSources{
 		Registry:   providers.NewRegistry(),
 		Discoverer: providers.NewDiscoverer(httpClient, providers.DiscovererOptions{}),

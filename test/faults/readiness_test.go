@@ -36,12 +36,12 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
+	"github.com/tokenstore/tokenstore/internal/observability/metrics"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/store"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/metrics"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/webhooks"
+	"github.com/tokenstore/tokenstore/internal/webhooks"
 )
 
 // readyCondition is the Ready condition of a TokenProvider as the API

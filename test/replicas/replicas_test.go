@@ -49,10 +49,10 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
 	sqlfiles "github.com/tokenstore/tokenstore/sql"
 )
 
