@@ -31,7 +31,7 @@ import (
 
 // providerSources is the provider registry and whatever fills it: the file
 // source (PROVIDERS_FILE) and the Kubernetes source (WATCH_NAMESPACE). Both
-// go through the same validation and the same controllers.Resolve.
+// go through the same validation and the same resolve.Resolve.
 type providerSources struct {
 	Registry   *providers.Registry
 	Discoverer *providers.Discoverer

@@ -21,8 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
-	"github.com/tokenstore/tokenstore/controllers"
 	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/resolve"
 )
 
 // SourcePrefix starts the Provider.Source of every provider this package
@@ -133,7 +133,7 @@ func (s ProviderStatus) Ready() (ready bool, reason, message string) {
 
 // Source keeps a registry equal to the TokenProviders of a manifest file or
 // folder: it reads and validates the manifests, resolves each provider with
-// the same controllers.Resolve as the Kubernetes reconciler, watches the
+// the same resolve.Resolve as the Kubernetes reconciler, watches the
 // path and applies changes, and re-checks providers whose discovery is due
 // or failing.
 type Source struct {
@@ -164,7 +164,7 @@ type entry struct {
 	// the referenced Secret value): when it is unchanged after a reload the
 	// provider is not resolved again.
 	input      string
-	lookup     controllers.SecretLookup
+	lookup     resolve.SecretLookup
 	generation int64
 	status     v1alpha1.TokenProviderStatus
 	// published is the Provider this Source last set in the registry.
@@ -261,7 +261,7 @@ func (s *Source) overlayTokenEndpoint(st *ProviderStatus) {
 	if r, rejected := h.Rejection(st.ID); rejected {
 		c.Status = metav1.ConditionFalse
 		c.Reason = v1alpha1.ReasonClientRejected
-		c.Message = controllers.ClientRejectedMessage(r)
+		c.Message = providers.ClientRejectedMessage(r)
 		c.LastTransitionTime = metav1.NewTime(r.Since)
 		return
 	}
@@ -271,7 +271,7 @@ func (s *Source) overlayTokenEndpoint(st *ProviderStatus) {
 	}
 	c.Status = metav1.ConditionFalse
 	c.Reason = v1alpha1.ReasonTokenEndpointFailing
-	c.Message = controllers.TokenEndpointFailingMessage(f)
+	c.Message = providers.TokenEndpointFailingMessage(f)
 	c.LastTransitionTime = metav1.NewTime(f.Since)
 }
 
@@ -425,7 +425,7 @@ func (s *Source) untilNextCheck() time.Duration {
 type desired struct {
 	obj     Object
 	input   string
-	lookup  controllers.SecretLookup
+	lookup  resolve.SecretLookup
 	invalid error
 }
 
@@ -457,7 +457,7 @@ func (s *Source) reload(ctx context.Context, log *slog.Logger) {
 			ns := o.Provider.Namespace
 			d.lookup = func(name, key string) ([]byte, error) {
 				sec, _ := m.Secret(ns, name)
-				return controllers.SecretValue(sec, name, key)
+				return resolve.SecretValue(sec, name, key)
 			}
 			d.input = inputFingerprint(o, d.lookup)
 		}
@@ -486,7 +486,7 @@ func (s *Source) reload(ctx context.Context, log *slog.Logger) {
 				e.generation++
 			}
 			e.invalid = d.invalid
-			res := controllers.Result{Reason: v1alpha1.ReasonInvalidSpec, Message: invalidMessage(d.invalid, e.published != nil)}
+			res := resolve.Result{Reason: v1alpha1.ReasonInvalidSpec, Message: invalidMessage(d.invalid, e.published != nil)}
 			res.ApplyStatus(&e.status, e.generation, time.Now())
 			e.next = time.Time{}
 			continue
@@ -521,16 +521,16 @@ func (s *Source) recheck(ctx context.Context, log *slog.Logger) {
 	s.publishStatuses()
 }
 
-// resolve runs controllers.Resolve for the entries, a few at a time, and
+// resolve runs resolve.Resolve for the entries, a few at a time, and
 // applies the results to the registry.
 func (s *Source) resolve(ctx context.Context, log *slog.Logger, todo []*entry) {
-	results := make([]controllers.Result, len(todo))
+	results := make([]resolve.Result, len(todo))
 	errs := make([]error, len(todo))
 	var g errgroup.Group
 	g.SetLimit(s.opts.Concurrency)
 	for i, e := range todo {
 		g.Go(func() error {
-			results[i], errs[i] = controllers.Resolve(ctx, e.tp, e.lookup, s.opts.Discoverer)
+			results[i], errs[i] = resolve.Resolve(ctx, e.tp, e.lookup, s.opts.Discoverer)
 			return nil
 		})
 	}
@@ -552,7 +552,7 @@ func (s *Source) resolve(ctx context.Context, log *slog.Logger, todo []*entry) {
 // apply publishes or withdraws one provider after Resolve, with the same
 // rules as the Kubernetes registry reconciler: a provider whose discovery
 // fails keeps its last good configuration, any other failure withdraws it.
-func (s *Source) apply(log *slog.Logger, e *entry, res controllers.Result, now time.Time) {
+func (s *Source) apply(log *slog.Logger, e *entry, res resolve.Result, now time.Time) {
 	switch {
 	case res.Provider != nil:
 		p := *res.Provider
@@ -645,7 +645,7 @@ func invalidMessage(err error, serving bool) string {
 // inputFingerprint hashes everything Resolve will read for o: the object
 // (spec, namespace, name), its file, and the referenced Secret value. The
 // hash stays in memory; it is never logged.
-func inputFingerprint(o Object, lookup controllers.SecretLookup) string {
+func inputFingerprint(o Object, lookup resolve.SecretLookup) string {
 	h := sha256.New()
 	spec, _ := json.Marshal(o.Provider.Spec)
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", o.File, o.Provider.Namespace, o.Provider.Name)
@@ -653,7 +653,7 @@ func inputFingerprint(o Object, lookup controllers.SecretLookup) string {
 	if ref := o.Provider.Spec.ClientSecretRef; ref != nil {
 		key := ref.Key
 		if key == "" {
-			key = controllers.DefaultSecretKey
+			key = resolve.DefaultSecretKey
 		}
 		v, err := lookup(ref.Name, key)
 		if err != nil {

@@ -1,4 +1,8 @@
-package controllers
+// Package resolve turns a TokenProvider (from the Kubernetes source or the
+// file source) into the providers.Provider the registry publishes: defaults,
+// the client secret from a SecretLookup, discovery, and the status the
+// result means. Both sources call Resolve, so they mean the same thing.
+package resolve
 
 import (
 	"context"

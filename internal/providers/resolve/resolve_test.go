@@ -1,24 +1,20 @@
-package controllers_test
+package resolve_test
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
-	"github.com/tokenstore/tokenstore/controllers"
 	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/providers/resolve"
 )
 
 // TestResolveWithoutKubernetes: the file source calls Resolve with Secrets
@@ -28,7 +24,7 @@ func TestResolveWithoutKubernetes(t *testing.T) {
 	d := providers.NewDiscoverer(nil, providers.DiscovererOptions{})
 	ctx := context.Background()
 	secret := newSecretValue()
-	secrets := controllers.StaticSecrets(&corev1.Secret{
+	secrets := resolve.StaticSecrets(&corev1.Secret{
 		ObjectMeta: metaNamed("file-secret"),
 		StringData: map[string]string{"clientSecret": secret},
 	})
@@ -37,7 +33,7 @@ func TestResolveWithoutKubernetes(t *testing.T) {
 		ClientID:        providertest.ClientID,
 		ClientSecretRef: &v1alpha1.SecretKeyRef{Name: "file-secret"},
 	})
-	res, err := controllers.Resolve(ctx, tp, secrets, d)
+	res, err := resolve.Resolve(ctx, tp, secrets, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +49,7 @@ func TestResolveWithoutKubernetes(t *testing.T) {
 		t.Fatal("a discovered provider must be re-checked at the refresh interval")
 	}
 	// Resolving again gives the same version: nothing changed.
-	again, _ := controllers.Resolve(ctx, tp, secrets, d)
+	again, _ := resolve.Resolve(ctx, tp, secrets, d)
 	if again.Provider.Version != p.Version {
 		t.Fatal("version not stable")
 	}
@@ -71,13 +67,13 @@ func TestResolveWithoutKubernetes(t *testing.T) {
 
 	for _, c := range []struct {
 		name    string
-		secrets controllers.SecretLookup
+		secrets resolve.SecretLookup
 		reason  string
 	}{
-		{"no secret", controllers.StaticSecrets(), v1alpha1.ReasonSecretNotFound},
-		{"no key", controllers.StaticSecrets(&corev1.Secret{ObjectMeta: metaNamed("file-secret"), Data: map[string][]byte{"x": []byte("y")}}), v1alpha1.ReasonSecretKeyMissing},
+		{"no secret", resolve.StaticSecrets(), v1alpha1.ReasonSecretNotFound},
+		{"no key", resolve.StaticSecrets(&corev1.Secret{ObjectMeta: metaNamed("file-secret"), Data: map[string][]byte{"x": []byte("y")}}), v1alpha1.ReasonSecretKeyMissing},
 	} {
-		res, err := controllers.Resolve(ctx, tp, c.secrets, d)
+		res, err := resolve.Resolve(ctx, tp, c.secrets, d)
 		if err != nil || res.Ready || res.Reason != c.reason || res.Provider != nil {
 			t.Errorf("%s: got %v %+v", c.name, err, res)
 		}
@@ -87,18 +83,18 @@ func TestResolveWithoutKubernetes(t *testing.T) {
 	}
 	// A lookup failure other than not-found is transient: an error.
 	boom := func(string, string) ([]byte, error) { return nil, errors.New("API server unavailable") }
-	if _, err := controllers.Resolve(ctx, tp, boom, d); err == nil {
+	if _, err := resolve.Resolve(ctx, tp, boom, d); err == nil {
 		t.Fatal("a transient Secret read failure must be returned as an error")
 	}
 	// Specs the CRD would have refused are still refused.
 	bad := tokenProvider("", "bad", v1alpha1.TokenProviderSpec{ClientID: "c", TokenEndpointAuthMethod: v1alpha1.AuthMethodNone})
-	if res, _ := controllers.Resolve(ctx, bad, secrets, d); res.Reason != v1alpha1.ReasonInvalidSpec {
+	if res, _ := resolve.Resolve(ctx, bad, secrets, d); res.Reason != v1alpha1.ReasonInvalidSpec {
 		t.Fatalf("want InvalidSpec, got %s", res.Reason)
 	}
 }
 
 func TestNextCheckBackoff(t *testing.T) {
-	r := controllers.Result{Reason: v1alpha1.ReasonDiscoveryFailed, UsesDiscovery: true}
+	r := resolve.Result{Reason: v1alpha1.ReasonDiscoveryFailed, UsesDiscovery: true}
 	var got []time.Duration
 	for f := 1; f <= 6; f++ {
 		r.DiscoveryFailures = f
@@ -112,39 +108,10 @@ func TestNextCheckBackoff(t *testing.T) {
 	}
 }
 
-// TestSamplesAreAdmitted: every manifest in config/samples passes the
-// CRD's schema and CEL rules.
-func TestSamplesAreAdmitted(t *testing.T) {
-	ns := newNamespace(t, "samples")
-	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "tokenstore_*.yaml"))
-	if err != nil || len(files) < 3 {
-		t.Fatalf("samples not found: %v %v", files, err)
-	}
-	kinds := map[string]int{}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			var u unstructured.Unstructured
-			if err := dec.Decode(&u.Object); err == io.EOF {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if len(u.Object) == 0 {
-				continue
-			}
-			u.SetNamespace(ns)
-			if err := k8sClient.Create(context.Background(), &u); err != nil {
-				t.Fatalf("%s: %s %s refused: %v", f, u.GetKind(), u.GetName(), err)
-			}
-			kinds[u.GetKind()]++
-		}
-	}
-	if kinds["TokenProvider"] < 3 || kinds["Secret"] < 3 {
-		t.Fatalf("samples hold %v, want 3 TokenProviders and their Secrets", kinds)
-	}
+func tokenProvider(ns, name string, spec v1alpha1.TokenProviderSpec) *v1alpha1.TokenProvider {
+	return &v1alpha1.TokenProvider{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}
 }
+
+func metaNamed(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
+
+func newSecretValue() string { return "s3cr3t-" + rand.Text() }
