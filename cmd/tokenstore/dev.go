@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tokenstore/tokenstore/internal/app"
 	"github.com/tokenstore/tokenstore/internal/crypto"
 	"github.com/tokenstore/tokenstore/internal/devidp"
 	"github.com/tokenstore/tokenstore/internal/settings"
@@ -145,7 +146,7 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 	if err != nil {
 		return fmt.Errorf("dev: the development OpenID Provider cannot listen on %s (choose another with --idp-address): %w", idpAddress, err)
 	}
-	svc, err := newService(ctx, s, log, true)
+	svc, err := app.New(ctx, s, log, app.Options{Version: version, Migrate: true})
 	if err != nil {
 		ln.Close()
 		return err

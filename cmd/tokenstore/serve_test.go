@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/tokenstore/tokenstore/internal/app"
 	"github.com/tokenstore/tokenstore/internal/crypto"
 	"github.com/tokenstore/tokenstore/internal/providers/providertest"
 	"github.com/tokenstore/tokenstore/internal/settings"
@@ -150,7 +151,7 @@ func wantRefusal(t *testing.T, err error, wants ...string) {
 }
 
 // startAndSignIn builds the service from the environment as `serve` does
-// (newService, its log captured), runs it, signs the OP's test user in
+// (app.New, its log captured), runs it, signs the OP's test user in
 // through the API (a login state and a session written and read back) and
 // stops it. It returns the service's log, to its end.
 func startAndSignIn(t *testing.T, ext string, op *providertest.OP) (logText string) {
@@ -161,7 +162,7 @@ func startAndSignIn(t *testing.T, ext string, op *providertest.OP) (logText stri
 	}
 	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	svc, err := newService(t.Context(), s, log, s.MigrateOnStart)
+	svc, err := app.New(t.Context(), s, log, app.Options{Version: version, Migrate: s.MigrateOnStart})
 	if err != nil {
 		t.Fatalf("the service did not start: %v", err)
 	}
@@ -299,5 +300,16 @@ func applyNextRelease(t *testing.T, backend storeopen.Backend, dbURL string, v i
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -213,7 +213,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The controllers as serve wires them (cmd/tokenstore/sources.go),
+	// The controllers as serve wires them (internal/app/sources.go),
 	// with the re-check intervals shortened from minutes to a second.
 	const refreshInterval, minBackoff, maxBackoff = time.Second, 500 * time.Millisecond, time.Second
 	reg := providers.NewRegistry()

@@ -57,7 +57,7 @@ import (
 )
 
 const (
-	// leaseName is the leader-election Lease of cmd/tokenstore/sources.go.
+	// leaseName is the leader-election Lease of internal/app/sources.go.
 	leaseName = "tokenstore-status-writer"
 	// providerID is the TokenProvider's name, the id in every API path.
 	providerID = "alpha"

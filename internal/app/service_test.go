@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bytes"
@@ -63,9 +63,9 @@ func (h *hookReceiver) of(typ string) []webhooks.Event {
 	return out
 }
 
-// opsService builds a whole service (newService, as `serve` does) against a
+// opsService builds a whole Service (New, as `serve` does) against a
 // fresh PostgreSQL database, a providers file and a webhook receiver.
-func opsService(t *testing.T, providersFile, hookURL string) *service {
+func opsService(t *testing.T, providersFile, hookURL string) *Service {
 	t.Helper()
 	op := providertest.Start(t, "")
 	key, _ := crypto.GenerateKey()
@@ -86,7 +86,7 @@ func opsService(t *testing.T, providersFile, hookURL string) *service {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	svc, err := newService(t.Context(), s, log, true)
+	svc, err := New(t.Context(), s, log, Options{Version: "dev", Migrate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func opsService(t *testing.T, providersFile, hookURL string) *service {
 	return svc
 }
 
-func scrapeMetrics(t *testing.T, svc *service) string {
+func scrapeMetrics(t *testing.T, svc *Service) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	svc.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))

@@ -1,4 +1,8 @@
-package main
+// Package app wires one tokenstore together: settings → store → provider
+// sources (file, Kubernetes) → services → HTTP server, and the housekeeping
+// that runs beside them. The commands in cmd/tokenstore parse flags and
+// call it.
+package app
 
 import (
 	"context"
@@ -26,8 +30,8 @@ import (
 	"github.com/tokenstore/tokenstore/server"
 )
 
-// service is one running tokenstore: what `serve` and `dev` share.
-type service struct {
+// Service is one running tokenstore: what `serve` and `dev` share.
+type Service struct {
 	Settings *settings.Settings
 	Log      *slog.Logger
 	Keys     *crypto.KeyRing
@@ -49,10 +53,18 @@ type service struct {
 	stopTracing func(context.Context) error
 }
 
-// newService checks the settings, opens the store, migrates when asked,
+// Options are what New needs besides the settings.
+type Options struct {
+	// Version is the binary's version, the spans' service.version.
+	Version string
+	// Migrate applies pending migrations before the schema is checked.
+	Migrate bool
+}
+
+// New checks the settings, opens the store, migrates when asked,
 // checks the schema (prepareSchema) and builds the provider sources and the
 // HTTP server. Close it when done.
-func newService(ctx context.Context, s *settings.Settings, log *slog.Logger, migrate bool) (_ *service, err error) {
+func New(ctx context.Context, s *settings.Settings, log *slog.Logger, opts Options) (_ *Service, err error) {
 	keys, err := crypto.ParseKeyRing(s.CryptoKey)
 	if err != nil {
 		return nil, err
@@ -67,7 +79,7 @@ func newService(ctx context.Context, s *settings.Settings, log *slog.Logger, mig
 			st.Close()
 		}
 	}()
-	if err = prepareSchema(ctx, s.DatabaseURL, log, migrate); err != nil {
+	if err = prepareSchema(ctx, s.DatabaseURL, log, opts.Migrate); err != nil {
 		return nil, err
 	}
 	// With tracing on, calls to providers and the login issuer are client
@@ -78,7 +90,7 @@ func newService(ctx context.Context, s *settings.Settings, log *slog.Logger, mig
 	if tracing.Enabled(s) {
 		transport = tracing.Transport(transport)
 	}
-	svc := &service{Settings: s, Log: log, Keys: keys, Store: st, HTTPClient: &http.Client{Timeout: 20 * time.Second, Transport: transport}}
+	svc := &Service{Settings: s, Log: log, Keys: keys, Store: st, HTTPClient: &http.Client{Timeout: 20 * time.Second, Transport: transport}}
 	if svc.Sources, err = newProviderSources(s, log, svc.HTTPClient); err != nil {
 		return nil, err
 	}
@@ -144,7 +156,7 @@ func newService(ctx context.Context, s *settings.Settings, log *slog.Logger, mig
 		}
 	}
 	// Last, so that no failure above leaves an exporter running.
-	if svc.stopTracing, err = tracing.Setup(ctx, s, version, log); err != nil {
+	if svc.stopTracing, err = tracing.Setup(ctx, s, opts.Version, log); err != nil {
 		return nil, err
 	}
 	return svc, nil
@@ -199,7 +211,7 @@ type webhooksNotifier interface {
 // Run serves until ctx ends: the provider sources, the HTTP API and the
 // housekeeping loop. The API stops taking requests first and finishes
 // in-flight ones; the store is closed last (by Close).
-func (svc *service) Run(ctx context.Context) error {
+func (svc *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return svc.Sources.Run(gctx) })
 	g.Go(func() error {
@@ -228,7 +240,7 @@ func (svc *service) Run(ctx context.Context) error {
 }
 
 // Close releases the store and flushes the last spans.
-func (svc *service) Close() {
+func (svc *Service) Close() {
 	svc.Store.Close()
 	if svc.stopTracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -241,7 +253,7 @@ func (svc *service) Close() {
 
 // housekeeping removes expired sessions and pending links now and then.
 // Any replica may do it: the deletes are idempotent.
-func (svc *service) housekeeping(ctx context.Context) {
+func (svc *Service) housekeeping(ctx context.Context) {
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
 	for {
@@ -276,7 +288,7 @@ func (svc *service) housekeeping(ctx context.Context) {
 	}
 }
 
-func describeSources(s *settings.Settings) string {
+func DescribeSources(s *settings.Settings) string {
 	switch {
 	case s.ProvidersFile != "" && s.WatchNamespace != "":
 		return fmt.Sprintf("file %s and namespace %s", s.ProvidersFile, s.WatchNamespace)
