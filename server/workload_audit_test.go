@@ -321,7 +321,7 @@ func ledgerLoops() int {
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			return strings.Count(string(buf[:n]), "disclosure.(*Ledger[...]).loop(")
+			return strings.Count(string(buf[:n]), "delegation.(*Ledger[...]).loop(")
 		}
 		buf = make([]byte, 2*len(buf))
 	}
