@@ -234,8 +234,6 @@ func rememberSecret(s string) string {
 	return s
 }
 
-func metaNamed(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
-
 func clientSecret(ns, name, key, value string) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
