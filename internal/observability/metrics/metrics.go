@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -212,26 +211,22 @@ func (m *Metrics) Handler() http.Handler {
 var knownMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
 	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true}
 
-// Gin counts and times every request by its route template (c.FullPath),
-// so /api/v1.0/github/token and /api/v1.0/google/token share one series and
-// a path never carries a value into a label.
-func (m *Metrics) Gin(c *gin.Context) {
+// HTTPRequest counts and times one answered request by its route template
+// (gin's c.FullPath; "" for unmatched paths), so /api/v1.0/github/token and
+// /api/v1.0/google/token share one series and a path never carries a value
+// into a label. The HTTP layer's middleware calls it.
+func (m *Metrics) HTTPRequest(route, method string, status int, d time.Duration) {
 	if m == nil {
-		c.Next()
 		return
 	}
-	start := time.Now()
-	c.Next()
-	route := c.FullPath()
 	if route == "" {
 		// Unmatched paths (the web page, 404s) share one series.
 		route = "unmatched"
 	}
-	method := c.Request.Method
 	if !knownMethods[method] {
 		method = "other"
 	}
-	k := httpKey{route, method, c.Writer.Status()}
+	k := httpKey{route, method, status}
 	v, ok := m.httpSeries.Load(k)
 	if !ok {
 		v, _ = m.httpSeries.LoadOrStore(k, httpSeries{
@@ -241,7 +236,7 @@ func (m *Metrics) Gin(c *gin.Context) {
 	}
 	hs := v.(httpSeries)
 	hs.requests.Inc()
-	hs.duration.Observe(time.Since(start).Seconds())
+	hs.duration.Observe(d.Seconds())
 }
 
 // httpKey is the label set of one HTTP request series.
