@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bufio"
@@ -51,10 +51,10 @@ func TestLogWriterLinesWhole(t *testing.T) {
 // change that lost it would still log correctly, only slower, and no other
 // test would notice.
 func TestLoggerTakesTheDirectPath(t *testing.T) {
-	old := slog.Default() // newLogger sets the default
+	old := slog.Default() // NewLogger sets the default
 	t.Cleanup(func() { slog.SetDefault(old) })
 	for _, format := range []string{"json", "text"} {
-		l := newLogger(&settings.Settings{LogFormat: format, LogLevel: "warn"})
+		l := NewLogger(&settings.Settings{LogFormat: format, LogLevel: "warn"})
 		if _, ok := l.Handler().(*reqlog.Handler); !ok {
 			t.Errorf("LOG_FORMAT=%s: the logger's handler is %T, not reqlog's", format, l.Handler())
 		}
