@@ -10,9 +10,9 @@
 //     API server's own code: pruning of unknown fields (refused, as kubectl's
 //     strict validation does), structural defaulting, the OpenAPI v3 schema
 //     and the CEL x-kubernetes-validations; see Validator.
-//   - one reconcile path: valid providers are resolved by resolve.Resolve,
-//     exactly as the Kubernetes reconciler resolves them, into the same
-//     providers.Registry; see Source.
+//   - one reconcile path: valid providers are resolved by resolve.Resolve
+//     (internal/providers/resolve), exactly as the Kubernetes reconciler
+//     resolves them, into the same providers.Registry; see Source.
 //
 // Wiring, for `dev` or `serve` with PROVIDERS_FILE set:
 //
