@@ -4,7 +4,7 @@ package controllers
 // here so that `make manifests` puts them in the one generated Role, and the
 // Helm chart is checked against it:
 //   - TokenReview, to verify the projected ServiceAccount tokens workloads
-//     present at the token-exchange endpoint (server/workload/kubeauth);
+//     present at the token-exchange endpoint (internal/workload/kubeauth);
 //   - ServiceAccounts get, to refuse a grant to a ServiceAccount that does
 //     not exist.
 //

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/internal/providers/resolve"
 )
 
 // secretValues reads the client secrets TokenProviders reference without
@@ -66,7 +67,7 @@ func newSecretValues(meta, api client.Reader) *secretValues {
 }
 
 // lookup is the SecretLookup of a TokenProvider in namespace.
-func (s *secretValues) lookup(ctx context.Context, namespace string) SecretLookup {
+func (s *secretValues) lookup(ctx context.Context, namespace string) resolve.SecretLookup {
 	return func(name, key string) ([]byte, error) {
 		k := secretKey{namespace, name, key}
 		rv := s.cachedVersion(ctx, namespace, name)
@@ -102,12 +103,12 @@ func (s *secretValues) read(ctx context.Context, k secretKey) (secretEntry, erro
 	err := s.api.Get(ctx, types.NamespacedName{Namespace: k.namespace, Name: k.name}, &sec)
 	if apierrors.IsNotFound(err) {
 		s.forget(k.namespace, k.name)
-		return secretEntry{}, fmt.Errorf("secret %s/%s: %w", k.namespace, k.name, ErrSecretNotFound)
+		return secretEntry{}, fmt.Errorf("secret %s/%s: %w", k.namespace, k.name, resolve.ErrSecretNotFound)
 	}
 	if err != nil {
 		return secretEntry{}, fmt.Errorf("reading Secret %s/%s: %w", k.namespace, k.name, err)
 	}
-	v, err := SecretValue(&sec, k.name, k.key)
+	v, err := resolve.SecretValue(&sec, k.name, k.key)
 	e := secretEntry{resourceVersion: sec.ResourceVersion, value: v, found: err == nil}
 	s.mu.Lock()
 	s.entries[k] = e
@@ -117,7 +118,7 @@ func (s *secretValues) read(ctx context.Context, k secretKey) (secretEntry, erro
 
 func (e secretEntry) result(name, key string) ([]byte, error) {
 	if !e.found {
-		return nil, fmt.Errorf("secret %q has no key %q: %w", name, key, ErrSecretKeyMissing)
+		return nil, fmt.Errorf("secret %q has no key %q: %w", name, key, resolve.ErrSecretKeyMissing)
 	}
 	return e.value, nil
 }
@@ -210,7 +211,7 @@ func secretRef(tp *v1alpha1.TokenProvider) (name, key string, ok bool) {
 	}
 	key = ref.Key
 	if key == "" {
-		key = DefaultSecretKey
+		key = resolve.DefaultSecretKey
 	}
 	return ref.Name, key, true
 }

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenstore/tokenstore/internal/providers/resolve"
 )
 
 // fakeSecrets is a client.Reader over Secrets held in a map; as the metadata
@@ -90,17 +92,17 @@ func TestSecretValuesReadOncePerResourceVersion(t *testing.T) {
 	expect("five", 5)
 
 	// A missing key is remembered for the version too.
-	if _, err := lookup("s", "other"); !errors.Is(err, ErrSecretKeyMissing) {
+	if _, err := lookup("s", "other"); !errors.Is(err, resolve.ErrSecretKeyMissing) {
 		t.Fatalf("missing key: %v", err)
 	}
-	if _, err := lookup("s", "other"); !errors.Is(err, ErrSecretKeyMissing) || api.gets != 6 {
+	if _, err := lookup("s", "other"); !errors.Is(err, resolve.ErrSecretKeyMissing) || api.gets != 6 {
 		t.Fatalf("missing key again: %v, %d API reads", err, api.gets)
 	}
 
 	// Deleted: gone from the cache and from the API server.
 	delete(meta.secrets, "s")
 	delete(api.secrets, "s")
-	if _, err := lookup("s", "clientSecret"); !errors.Is(err, ErrSecretNotFound) {
+	if _, err := lookup("s", "clientSecret"); !errors.Is(err, resolve.ErrSecretNotFound) {
 		t.Fatalf("deleted: %v", err)
 	}
 	// Re-created at a version the cache has not seen yet: read, not served

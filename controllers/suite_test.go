@@ -29,8 +29,8 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
+	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/providers"
 )
 
 var (
@@ -233,8 +233,6 @@ func rememberSecret(s string) string {
 	secretsMu.Unlock()
 	return s
 }
-
-func metaNamed(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
 
 func clientSecret(ns, name, key, value string) *corev1.Secret {
 	return &corev1.Secret{

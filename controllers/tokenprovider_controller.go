@@ -46,7 +46,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
-	"github.com/tokenstore/tokenstore/server/providers"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/resolve"
 )
 
 // Field indexes on TokenProviders.
@@ -107,7 +108,7 @@ func (o Options) withDefaults() Options {
 
 // requeue adds up to 10% jitter so that providers created together do not
 // re-check together forever.
-func (o Options) requeue(res Result) ctrl.Result {
+func (o Options) requeue(res resolve.Result) ctrl.Result {
 	d := res.NextCheck(o.RefreshInterval, o.MinBackoff, o.MaxBackoff)
 	if d <= 0 {
 		return ctrl.Result{}
@@ -286,7 +287,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// The object is gone: drop the Secret value only it referenced.
 		return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
 	}
-	res, err := Resolve(ctx, tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
+	res, err := resolve.Resolve(ctx, tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
 	// tp's reference may have changed: drop the value of its old one if
 	// nothing references it now (also when Resolve failed: it may have read
 	// the new one). The request's own object, when another of its name
@@ -312,7 +313,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	case res.Reason == v1alpha1.ReasonDiscoveryFailed:
 		// Keep serving the last good configuration of this very object;
 		// one left by another object of the same name is not ours to keep.
-		src := Source(tp)
+		src := resolve.Source(tp)
 		if r.Registry.DeleteIf(tp.Name, func(p *providers.Provider) bool { return p.Source != src }) {
 			log.Info("provider removed from the registry", "reason", res.Reason)
 		}
@@ -491,9 +492,9 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	var res Result
+	var res resolve.Result
 	if o := owner(items); o != nil && o.Namespace != tp.Namespace {
-		res = Result{
+		res = resolve.Result{
 			Reason: v1alpha1.ReasonDuplicateName,
 			Message: fmt.Sprintf("provider id %q is already provided by TokenProvider %s/%s (created earlier); rename this one",
 				tp.Name, o.Namespace, o.Name),
@@ -503,7 +504,7 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	} else {
-		res, err = Resolve(ctx, &tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
+		res, err = resolve.Resolve(ctx, &tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
 		// Recorded also when Resolve failed: it may have read the Secret.
 		if nerr := r.secrets.noteRef(ctx, req.NamespacedName, &tp); err == nil {
 			err = nerr
@@ -522,12 +523,12 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			verdictUntil = rj.Until
 			res.Ready = false
 			res.Reason = v1alpha1.ReasonClientRejected
-			res.Message = ClientRejectedMessage(rj)
+			res.Message = providers.ClientRejectedMessage(rj)
 		} else if f, failing := r.TokenEndpoints.Failing(tp.Name); failing {
 			verdictUntil = f.Until
 			res.Ready = false
 			res.Reason = v1alpha1.ReasonTokenEndpointFailing
-			res.Message = TokenEndpointFailingMessage(f)
+			res.Message = providers.TokenEndpointFailingMessage(f)
 		}
 	}
 
@@ -562,31 +563,6 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	return next, nil
-}
-
-// TokenEndpointFailingMessage is the Ready condition's message for a
-// provider whose token endpoint is failing (reason TokenEndpointFailing),
-// for both sources.
-func TokenEndpointFailingMessage(f providers.EndpointFailure) string {
-	return fmt.Sprintf("the last %d refreshes at the token endpoint failed, since %s (last: %s); discovery answers, and access tokens still valid are served",
-		f.Failures, f.Since.UTC().Format(time.RFC3339), f.Reason)
-}
-
-// ClientRejectedMessage is the Ready condition's message for a provider
-// whose token endpoint refuses tokenstore's client (reason
-// ClientRejected), for both sources. It names the grant and the
-// provider's error code (one of a fixed list) and what to fix; it stays
-// the same while the refusals go on, so that each one does not rewrite
-// the status.
-func ClientRejectedMessage(r providers.ClientRejection) string {
-	who := "people's tokens (refresh_token grant)"
-	if r.Grant == providers.GrantClientCredentials {
-		who = "workloads' service tokens (client_credentials grant)"
-	}
-	return fmt.Sprintf("the token endpoint refused tokenstore's client for %s with %s, since %s: check clientID and the clientSecretRef "+
-		"Secret, the scopes, and the client's registration at the provider (is it allowed this grant?); until then these requests "+
-		"are answered with a permanent error (provider_rejected_client), not retried",
-		who, r.Code, r.Since.UTC().Format(time.RFC3339))
 }
 
 // tokenEndpointChanges wakes the reconciler for the TokenProviders named
@@ -650,6 +626,13 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // notFromFile keeps the Kubernetes source from removing an entry that the
-// file source (Provider.Source "file:<path>", see controllers/filesource)
+// file source (Provider.Source "file:<path>", see internal/providers/filesource)
 // published under the same id, when an install uses both sources.
 func notFromFile(p *providers.Provider) bool { return !strings.HasPrefix(p.Source, "file:") }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}

@@ -4,7 +4,7 @@
 #
 #   hack/fuzz.sh                     every target, FUZZTIME (default 10s) each
 #   FUZZTIME=1m hack/fuzz.sh         longer
-#   hack/fuzz.sh ./server/auth       only the targets of these packages
+#   hack/fuzz.sh ./internal/auth       only the targets of these packages
 #   FUZZ='^FuzzState$' hack/fuzz.sh  only the targets matching a regexp
 #
 # A failure stops the run at once; the crashing input is kept by Go under

@@ -12,7 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 cp -a "$root/go.mod" "$root/go.sum" "$tmp/"
 mkdir -p "$tmp/hack"
 cp -a "$root/hack/boilerplate.go.txt" "$root/hack/generate-k8s.sh" "$tmp/hack/"
-for d in api controllers server config; do
+for d in api controllers server internal config; do
   [ -e "$root/$d" ] && cp -a "$root/$d" "$tmp/$d"
 done
 ln -s "$root/bin" "$tmp/bin"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fails when the committed sqlc output (server/store/{postgres,sqlite}/db)
+# Fails when the committed sqlc output (internal/store/{postgres,sqlite}/db)
 # differs from what the queries and migrations in sql/ generate: someone
 # edited SQL without regenerating, or edited generated code by hand.
 #
@@ -16,7 +16,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 cp -R "$root/sql" "$tmp/sql"
-outs=(server/store/postgres/db server/store/sqlite/db)
+outs=(internal/store/postgres/db internal/store/sqlite/db)
 for d in "${outs[@]}"; do mkdir -p "$tmp/$d"; done
 
 (cd "$tmp/sql" && "$sqlc" generate)

@@ -9,10 +9,10 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/store"
 )
 
 func TestStateAbuse(t *testing.T) {

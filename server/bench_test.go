@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/reqlog"
+	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
 )
 
 // BenchmarkTokenHotPath measures GET /api/v1.0/{provider}/token when the

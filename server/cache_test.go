@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/internal/store"
 )
 
 // countingStore counts the hot path's reads, to show the cache spares them.

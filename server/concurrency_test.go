@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/internal/store"
 )
 
 // hammer runs n token requests at once, spread over the instances, and

@@ -21,16 +21,16 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	"github.com/tokenstore/tokenstore/internal/store"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/reqlog"
-	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
-	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
 )
 
 // tokenProvider is one test token provider: a real OP behind a counting
@@ -52,7 +52,7 @@ type env struct {
 	dbURL     string
 	ext       string
 	keys      *crypto.KeyRing
-	settings  *config.Settings
+	settings  *settings.Settings
 	login     *providertest.OP
 	providers map[string]*tokenProvider
 	logs      *testutil.SyncBuffer
@@ -111,7 +111,7 @@ func newEnv(t testing.TB) *env {
 	for _, id := range []string{"alpha", "beta"} {
 		e.addProvider(id)
 	}
-	e.settings = &config.Settings{
+	e.settings = &settings.Settings{
 		ExternalURL: e.ext, OIDCDiscoveryURL: e.login.DiscoveryURL(), OIDCClientID: providertest.ClientID,
 		OIDCClientSecret: e.login.ClientSecret, OIDCScope: []string{"openid", "email", "profile"},
 		SessionCookieName: "tokenstore_session", SessionCookieSecure: "auto", SessionCookieSameSite: "Lax",

@@ -11,15 +11,15 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/workload"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/workload"
 )
 
 // Audit actions for grants. grant.use records each disclosure of a
 // person's token value to a workload (grant, ServiceAccount uid, pod) under
 // a grant, durably before the token goes out; repeats of a value already
 // disclosed to that recipient are counted and written as periodic
-// summaries (server/disclosure, writeUseSummaries). So a person can see
+// summaries (internal/delegation, writeUseSummaries). So a person can see
 // which workload took their token, which token lifetime, when and how often.
 const (
 	ActionGrantCreate = "grant.create"

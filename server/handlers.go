@@ -14,10 +14,10 @@ import (
 	"github.com/gin-gonic/gin"
 	"golang.org/x/oauth2"
 
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/broker"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/broker"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/store"
 )
 
 // loginCookie ties a login callback to the browser that started it. It is

@@ -19,10 +19,10 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/logctx"
-	"github.com/tokenstore/tokenstore/server/reqlog"
-	"github.com/tokenstore/tokenstore/server/tracing"
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/observability/logctx"
+	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
+	"github.com/tokenstore/tokenstore/internal/observability/tracing"
 )
 
 // requestIDHeader carries the request id in and out.
@@ -152,6 +152,18 @@ func newRequestID() string {
 	var out [32]byte
 	hex.Encode(out[:], b[:])
 	return string(out[:])
+}
+
+// countRequests counts and times every request by its route template
+// (c.FullPath) in the request metrics (metrics.HTTPRequest).
+func (s *Server) countRequests(c *gin.Context) {
+	if s.opt.Metrics == nil {
+		c.Next()
+		return
+	}
+	start := time.Now()
+	c.Next()
+	s.opt.Metrics.HTTPRequest(c.FullPath(), c.Request.Method, c.Writer.Status(), time.Since(start))
 }
 
 // logRequests writes one line per request. It logs the route pattern, never

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/refresher"
-	"github.com/tokenstore/tokenstore/server/store"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/refresher"
+	"github.com/tokenstore/tokenstore/internal/store"
 )
 
 // scrape returns an instance's /metrics text.

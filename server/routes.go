@@ -14,7 +14,7 @@ import (
 // (openapi/openapi.yaml) describes exactly these; a test keeps them in step.
 func (s *Server) routes() {
 	r := s.engine
-	r.Use(gin.Recovery(), s.requestID, s.traceRequests, s.opt.Metrics.Gin, s.logRequests, s.renderErrors, s.corsHeaders, s.csrf)
+	r.Use(gin.Recovery(), s.requestID, s.traceRequests, s.countRequests, s.logRequests, s.renderErrors, s.corsHeaders, s.csrf)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	if s.opt.Metrics != nil && s.opt.Settings.MetricsAddress == "" {

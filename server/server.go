@@ -12,22 +12,22 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/tokenstore/tokenstore/server/auditlog"
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/broker"
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/disclosure"
-	"github.com/tokenstore/tokenstore/server/logctx"
-	"github.com/tokenstore/tokenstore/server/metrics"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/workload"
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/broker"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/delegation"
+	"github.com/tokenstore/tokenstore/internal/observability/audit"
+	"github.com/tokenstore/tokenstore/internal/observability/logctx"
+	"github.com/tokenstore/tokenstore/internal/observability/metrics"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/workload"
 )
 
 // Options are what the server is built from; cmd wires them.
 type Options struct {
-	Settings *config.Settings
+	Settings *settings.Settings
 	Store    store.Store
 	// Keys encrypts tokens and PKCE verifiers; nil means parse
 	// Settings.CryptoKey.
@@ -72,7 +72,7 @@ type Options struct {
 	CacheTTL time.Duration
 	// GrantUseSummaryInterval is how often the repeats of delegated tokens
 	// already disclosed to their recipient are written as grant.use
-	// summaries (server/disclosure); 0 means disclosure.DefaultInterval
+	// summaries (internal/delegation); 0 means delegation.DefaultInterval
 	// (a minute). Tests shorten it.
 	GrantUseSummaryInterval time.Duration
 }
@@ -96,11 +96,11 @@ type Server struct {
 	grants *grantCache
 	// audits writes the audit events of requests, concurrent ones in one
 	// insert and commit (auditCtx).
-	audits *auditlog.Writer
+	audits *audit.Writer
 	// disclosures remembers which token values went to which workload
 	// under which grant: only a first disclosure waits for its grant.use
 	// event, repeats are summarised (delegatedToken, writeUseSummaries).
-	disclosures *disclosure.Ledger[useRecipient]
+	disclosures *delegation.Ledger[useRecipient]
 }
 
 // New builds the server and its routes.
@@ -169,8 +169,8 @@ func New(opt Options) (*Server, error) {
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
 		origins: map[string]bool{}, cors: map[string]bool{}, grants: newGrantCache(opt.CacheTTL, opt.Now),
-		audits: auditlog.New(opt.Store, auditlog.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite})}
-	s.disclosures = disclosure.New(disclosure.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
+		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite})}
+	s.disclosures = delegation.New(delegation.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
 		Flush: s.writeUseSummaries, Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
 	for _, o := range opt.Settings.CORSOrigins {
 		s.cors[normOrigin(o)] = true

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/workload"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/workload"
 )
 
 // fuzzGoodSAToken is the one ServiceAccount token fuzzWorkloads accepts
@@ -65,7 +65,7 @@ func FuzzTokenExchangeRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	srv, err := New(Options{
-		Settings: &config.Settings{ExternalURL: "https://tokens.example", SessionCookieName: "tokenstore_session",
+		Settings: &settings.Settings{ExternalURL: "https://tokens.example", SessionCookieName: "tokenstore_session",
 			SessionCookieSecure: "auto", SessionCookieSameSite: "Lax", SessionLifetime: time.Hour},
 		Store: grantlessStore{}, Keys: ring, Providers: reg, Workloads: fuzzWorkloads{},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/tokenstore/tokenstore/server/tracing"
+	"github.com/tokenstore/tokenstore/internal/observability/tracing"
 )
 
 // startTracedInstance starts one more instance whose provider calls go

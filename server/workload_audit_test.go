@@ -11,8 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/workload/kubeauth"
 )
 
 // grantUse is a grant.use event as the audit trail holds it.
@@ -321,7 +321,7 @@ func ledgerLoops() int {
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			return strings.Count(string(buf[:n]), "disclosure.(*Ledger[...]).loop(")
+			return strings.Count(string(buf[:n]), "delegation.(*Ledger[...]).loop(")
 		}
 		buf = make([]byte, 2*len(buf))
 	}

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenstore/tokenstore/client"
-	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
+	"github.com/tokenstore/tokenstore/internal/workload/kubeauth"
 )
 
 // writeAtomically replaces the token file the way the kubelet does: a new

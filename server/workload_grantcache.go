@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/ttlcache"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/ttlcache"
 )
 
 // grantCacheSize bounds the grant cache: one entry per (person, provider,

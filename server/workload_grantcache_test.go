@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/workload/kubeauth"
 )
 
 // grantCountingStore counts grant reads on their way to the database.

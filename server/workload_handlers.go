@@ -9,13 +9,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/auditlog"
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/broker"
-	"github.com/tokenstore/tokenstore/server/disclosure"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/workload"
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/broker"
+	"github.com/tokenstore/tokenstore/internal/delegation"
+	"github.com/tokenstore/tokenstore/internal/observability/audit"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/workload"
 )
 
 // oauthError is an answer of the token-exchange endpoint in the RFC 6749
@@ -125,7 +125,7 @@ func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *p
 	// record: the first time this replica hands this token value to this
 	// ServiceAccount (and pod) under this grant, a durable grant.use event;
 	// a repeat only adds to the next summary (writeUseSummaries).
-	k := disclosure.Key{GrantID: g.ID, ServiceAccountUID: wid.UID, Pod: wid.Pod, Token: disclosure.FingerprintOf(t.AccessToken)}
+	k := delegation.Key{GrantID: g.ID, ServiceAccountUID: wid.UID, Pod: wid.Pod, Token: delegation.FingerprintOf(t.AccessToken)}
 	if s.disclosures.Repeat(k) {
 		return t, nil
 	}
@@ -142,7 +142,7 @@ const actorPrefix = "serviceaccount:"
 // disclose records the disclosure of a token value to a recipient through
 // the disclosure ledger: for a key it does not hold, a durable grant.use
 // event (with the token's expiry, when known), waited for.
-func (s *Server) disclose(ctx context.Context, k disclosure.Key, who useRecipient, expiry time.Time) error {
+func (s *Server) disclose(ctx context.Context, k delegation.Key, who useRecipient, expiry time.Time) error {
 	return s.disclosures.Disclose(ctx, k, who, expiry, func(ctx context.Context) error {
 		detail := useDetail(k.GrantID, who.serviceAccount, k.Pod)
 		if !expiry.IsZero() {
@@ -170,11 +170,11 @@ func useDetail(grantID int64, serviceAccount, pod string) map[string]any {
 // writeUseSummaries writes one grant.use event per key answered again
 // since the previous summary (the disclosure ledger's Flush): how many
 // times, first and last. Nobody waits on them, so they are stored as
-// batches of their own (AppendAuditBatch, auditlog.DefaultMaxBatch at a
+// batches of their own (AppendAuditBatch, audit.DefaultMaxBatch at a
 // time) rather than through the requests' group-commit writer; a failure
 // is logged once for the whole summary (the counts are lost, never the
 // record of a disclosure, which was written before its first answer).
-func (s *Server) writeUseSummaries(ctx context.Context, sums []disclosure.Summary[useRecipient]) {
+func (s *Server) writeUseSummaries(ctx context.Context, sums []delegation.Summary[useRecipient]) {
 	now := s.opt.Now().UTC()
 	events := make([]store.AuditEvent, 0, len(sums))
 	for _, sm := range sums {
@@ -189,8 +189,8 @@ func (s *Server) writeUseSummaries(ctx context.Context, sums []disclosure.Summar
 		failed   int
 		firstErr error
 	)
-	for batch := range slices.Chunk(events, auditlog.DefaultMaxBatch) {
-		wctx, cancel := context.WithTimeout(ctx, auditlog.DefaultWriteTimeout)
+	for batch := range slices.Chunk(events, audit.DefaultMaxBatch) {
+		wctx, cancel := context.WithTimeout(ctx, audit.DefaultWriteTimeout)
 		_, err := s.opt.Store.AppendAuditBatch(wctx, batch)
 		cancel()
 		s.opt.Metrics.AuditWrite(len(batch), err) // as the writer reports its writes

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/client"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/workload/kubeauth"
 )
 
 // countingClient counts the exchanges a Go client sends to tokenstore.

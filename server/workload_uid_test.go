@@ -10,8 +10,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/workload/kubeauth"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/workload/kubeauth"
 )
 
 // TestGrantBoundToServiceAccountUID: a grant is bound to the uid its

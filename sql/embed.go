@@ -1,7 +1,7 @@
 // Package sqlfiles embeds tokenstore's SQL migrations so that the binary can
 // migrate a database without files on disk. The queries next to them are
 // inputs to sqlc only (see sqlc.yaml); the generated Go lives under
-// server/store/{postgres,sqlite}/db.
+// internal/store/{postgres,sqlite}/db.
 package sqlfiles
 
 import (

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/internal/crypto"
 	sqlfiles "github.com/tokenstore/tokenstore/sql"
 )
 

@@ -1,7 +1,7 @@
 //go:build dev
 
 // The dev command and the development OpenID Provider it runs
-// (server/devidp) are compiled only with -tags dev: demo users with printed
+// (internal/devidp) are compiled only with -tags dev: demo users with printed
 // passwords and an endpoint that trades a password for a token must never
 // ship in the production binary or image. dev_off.go stands in for this
 // command in every other build.
@@ -25,9 +25,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/devidp"
+	"github.com/tokenstore/tokenstore/internal/app"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/devidp"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 // devLoginClient is the dev server's client at the development provider.
@@ -70,7 +71,7 @@ Everything listens on loopback only; other addresses are refused. Settings
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", ".tokenstore-dev", "folder for the SQLite database, the generated key and providers.yaml")
 	c.Flags().StringVar(&idpAddress, "idp-address", "", "loopback host:port of the development OpenID Provider (default: LISTEN_ADDRESS's port + 1)")
-	config.AddFlags(c.Flags())
+	settings.AddFlags(c.Flags())
 	return c
 }
 
@@ -118,7 +119,7 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 		"OIDC_CLIENT_SECRET": devSecret(key, devLoginClient),
 		"PROVIDERS_FILE":     manifests,
 	}
-	s, err := config.LoadWithDefaults(cmd.Flags(), os.LookupEnv, defaults)
+	s, err := settings.LoadWithDefaults(cmd.Flags(), os.LookupEnv, defaults)
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 	if err != nil {
 		return fmt.Errorf("dev: the development OpenID Provider cannot listen on %s (choose another with --idp-address): %w", idpAddress, err)
 	}
-	svc, err := newService(ctx, s, log, true)
+	svc, err := app.New(ctx, s, log, app.Options{Version: version, Migrate: true})
 	if err != nil {
 		ln.Close()
 		return err
@@ -172,10 +173,10 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 // userSetting is a setting's value from its flag or TOKENSTORE_ variable,
 // or def when the user set neither.
 func userSetting(cmd *cobra.Command, name, def string) string {
-	if f := cmd.Flags().Lookup(config.FlagName(name)); f != nil && f.Changed {
+	if f := cmd.Flags().Lookup(settings.FlagName(name)); f != nil && f.Changed {
 		return f.Value.String()
 	}
-	if v, ok := os.LookupEnv(config.EnvPrefix + name); ok && v != "" {
+	if v, ok := os.LookupEnv(settings.EnvPrefix + name); ok && v != "" {
 		return v
 	}
 	return def

@@ -8,17 +8,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/seedimport"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/seedimport"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 )
 
 // Environment variables of the import's own settings. The old keys are best
 // given this way: a flag value is visible in the process list.
 const (
-	envImportFrom     = config.EnvPrefix + "IMPORT_FROM"
-	envOldCryptoKey   = config.EnvPrefix + "OLD_CRYPTOKEY"
+	envImportFrom     = settings.EnvPrefix + "IMPORT_FROM"
+	envOldCryptoKey   = settings.EnvPrefix + "OLD_CRYPTOKEY"
 	defaultBatchEvery = 100
 )
 
@@ -53,7 +53,7 @@ service since) is kept unless --overwrite is given.
 			if err != nil {
 				return err
 			}
-			if err := s.Require(config.RequireCryptoKey); err != nil {
+			if err := s.Require(settings.RequireCryptoKey); err != nil {
 				return err
 			}
 			if from == "" {
@@ -126,6 +126,6 @@ service since) is kept unless --overwrite is given.
 	f.StringVar(&cols.ExpiresAt, "column-expires-at", cols.ExpiresAt, "old table's refresh-token expiry column (Unix seconds); empty if there is none")
 	f.BoolVar(&overwrite, "overwrite", false, "replace credentials that hold a different token than the old database")
 	f.IntVar(&every, "progress-every", defaultBatchEvery, "report progress every this many rows")
-	config.AddFlags(f)
+	settings.AddFlags(f)
 	return cmd
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/fernet/fernet-go"
 
-	"github.com/tokenstore/tokenstore/server/crypto"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 )
 
 // The command wires settings, old keys and progress output around

@@ -6,11 +6,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/keyrotation"
-	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/keyrotation"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	"github.com/tokenstore/tokenstore/internal/store"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 )
 
 func newKeysCmd() *cobra.Command {
@@ -52,7 +52,7 @@ token, and a second run continues with what is left. Rows it cannot open
 			if err != nil {
 				return err
 			}
-			if err := s.Require(config.RequireCryptoKey); err != nil {
+			if err := s.Require(settings.RequireCryptoKey); err != nil {
 				return err
 			}
 			ring, err := crypto.ParseKeyRing(s.CryptoKey)
@@ -86,7 +86,7 @@ token, and a second run continues with what is left. Rows it cannot open
 		},
 	}
 	rotate.Flags().IntVar(&batch, "batch-size", 500, "rows read per batch")
-	config.AddFlags(rotate.Flags())
+	settings.AddFlags(rotate.Flags())
 	keys.AddCommand(gen, rotate)
 	return keys
 }

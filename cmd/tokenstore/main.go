@@ -10,19 +10,20 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/internal/app"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 func main() {
-	defer flushLogs() // a panic in this goroutine: its last lines still out
+	defer app.FlushLogs() // a panic in this goroutine: its last lines still out
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
-	// The logger buffers (see logWriter): write out its last lines before
+	// The logger buffers (see app.NewLogger): write out its last lines before
 	// anything else reaches stderr or the process exits.
-	flushLogs()
+	app.FlushLogs()
 	if err != nil {
-		var cerr *config.Error
+		var cerr *settings.Error
 		if errors.As(err, &cerr) {
 			fmt.Fprintln(os.Stderr, "tokenstore:", cerr.Error())
 			os.Exit(2)

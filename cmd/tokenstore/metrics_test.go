@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
 )
 
 // TestMetricsAddress: with METRICS_ADDRESS, /metrics is served there and

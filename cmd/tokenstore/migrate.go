@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server/config"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 )
 
 func newMigrateCmd() *cobra.Command {
@@ -43,7 +43,7 @@ on a schema that lacks one of its own migrations.`,
 				return f(cmd, mg)
 			},
 		}
-		config.AddFlags(c.Flags())
+		settings.AddFlags(c.Flags())
 		return c
 	}
 	m.AddCommand(

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/controllers/filesource"
-	"github.com/tokenstore/tokenstore/controllers/filesource/seedconvert"
+	"github.com/tokenstore/tokenstore/internal/providers/filesource"
+	"github.com/tokenstore/tokenstore/internal/providers/filesource/seedconvert"
 )
 
 func newProvidersCmd() *cobra.Command {

@@ -3,7 +3,8 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/tokenstore/tokenstore/server/config"
+	"github.com/tokenstore/tokenstore/internal/app"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 func newServeCmd() *cobra.Command {
@@ -25,18 +26,18 @@ variable or as the flag listed below.`,
 			if err != nil {
 				return err
 			}
-			if err := s.Require(config.RequireCryptoKey, config.RequireLogin); err != nil {
+			if err := s.Require(settings.RequireCryptoKey, settings.RequireLogin); err != nil {
 				return err
 			}
-			svc, err := newService(cmd.Context(), s, log, s.MigrateOnStart)
+			svc, err := app.New(cmd.Context(), s, log, app.Options{Version: version, Migrate: s.MigrateOnStart})
 			if err != nil {
 				return err
 			}
 			defer svc.Close()
-			log.Info("starting", "version", version, "providers", describeSources(s))
+			log.Info("starting", "version", version, "providers", app.DescribeSources(s))
 			return svc.Run(cmd.Context())
 		},
 	}
-	config.AddFlags(c.Flags())
+	settings.AddFlags(c.Flags())
 	return c
 }

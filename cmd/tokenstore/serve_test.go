@@ -22,13 +22,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/tokenstore/tokenstore/internal/app"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
+	"github.com/tokenstore/tokenstore/internal/store/sqlite"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
-	"github.com/tokenstore/tokenstore/server/store/sqlite"
-	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
 	sqlfiles "github.com/tokenstore/tokenstore/sql"
 )
 
@@ -150,18 +151,18 @@ func wantRefusal(t *testing.T, err error, wants ...string) {
 }
 
 // startAndSignIn builds the service from the environment as `serve` does
-// (newService, its log captured), runs it, signs the OP's test user in
+// (app.New, its log captured), runs it, signs the OP's test user in
 // through the API (a login state and a session written and read back) and
 // stops it. It returns the service's log, to its end.
 func startAndSignIn(t *testing.T, ext string, op *providertest.OP) (logText string) {
 	t.Helper()
-	s, err := config.Load(nil, os.LookupEnv)
+	s, err := settings.Load(nil, os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	svc, err := newService(t.Context(), s, log, s.MigrateOnStart)
+	svc, err := app.New(t.Context(), s, log, app.Options{Version: version, Migrate: s.MigrateOnStart})
 	if err != nil {
 		t.Fatalf("the service did not start: %v", err)
 	}
@@ -299,5 +300,16 @@ func applyNextRelease(t *testing.T, backend storeopen.Backend, dbURL string, v i
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -26,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/tokenstore/tokenstore/internal/settings"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/config"
 )
 
 type apiServer struct {
@@ -439,8 +439,8 @@ func TestKustomizeDefault(t *testing.T) {
 			t.Errorf("container %s runs %s, want the chart's %s:%s", c.Name, c.Image, image, appVersion)
 		}
 		for _, e := range c.EnvFrom {
-			if e.Prefix != config.EnvPrefix {
-				t.Errorf("container %s: envFrom without the %s prefix the server reads: %+v", c.Name, config.EnvPrefix, e)
+			if e.Prefix != settings.EnvPrefix {
+				t.Errorf("container %s: envFrom without the %s prefix the server reads: %+v", c.Name, settings.EnvPrefix, e)
 			}
 			switch {
 			case e.SecretRef != nil && (e.SecretRef.Optional == nil || !*e.SecretRef.Optional):
@@ -485,27 +485,27 @@ func TestKustomizeDefault(t *testing.T) {
 			if strings.Contains(v, "openssl rand -base64 32") {
 				v = base64.StdEncoding.EncodeToString(make([]byte, 32))
 			}
-			env[config.EnvPrefix+lit[1]] = v
+			env[settings.EnvPrefix+lit[1]] = v
 		}
 	}
 	for s := range sources {
 		t.Errorf("the Deployment needs %s, which install.md never has you make", s)
 	}
 	known := map[string]bool{}
-	for _, n := range config.Names() {
-		known[config.EnvPrefix+n] = true
+	for _, n := range settings.Names() {
+		known[settings.EnvPrefix+n] = true
 	}
 	for name := range env {
 		if !known[name] {
-			t.Errorf("install.md's key %s becomes %s, which is no setting the server reads", strings.TrimPrefix(name, config.EnvPrefix), name)
+			t.Errorf("install.md's key %s becomes %s, which is no setting the server reads", strings.TrimPrefix(name, settings.EnvPrefix), name)
 		}
 	}
 	// the server's own loader, as `serve` calls it
-	s, err := config.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	s, err := settings.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatalf("the documented settings do not load: %v", err)
 	}
-	if err := s.Require(config.RequireCryptoKey, config.RequireLogin); err != nil {
+	if err := s.Require(settings.RequireCryptoKey, settings.RequireLogin); err != nil {
 		t.Errorf("serve would refuse to start with the documented settings: %v", err)
 	}
 	if !strings.HasPrefix(s.DatabaseURL, "postgres://") {

@@ -33,8 +33,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tokenstore/tokenstore/internal/settings"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/config"
 )
 
 const (
@@ -914,15 +914,15 @@ func checkListeners(t *testing.T, objs []*unstructured.Unstructured, metricsPort
 // serverSettings loads the settings the container's environment gives, with
 // the server's own loader. Values from Secrets are left out (a database URL
 // stands in for the one it needs), and so is a settings file.
-func serverSettings(t *testing.T, c corev1.Container) *config.Settings {
+func serverSettings(t *testing.T, c corev1.Container) *settings.Settings {
 	t.Helper()
-	env := map[string]string{config.EnvPrefix + "DATABASE_URL": "postgres://tokenstore@postgres:5432/tokenstore"}
+	env := map[string]string{settings.EnvPrefix + "DATABASE_URL": "postgres://tokenstore@postgres:5432/tokenstore"}
 	for _, e := range c.Env {
-		if e.ValueFrom == nil && e.Name != config.SettingsEnv {
+		if e.ValueFrom == nil && e.Name != settings.SettingsEnv {
 			env[e.Name] = e.Value
 		}
 	}
-	s, err := config.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	s, err := settings.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatalf("the server container's settings do not load: %v", err)
 	}
@@ -1282,9 +1282,9 @@ func TestCRDInSync(t *testing.T) {
 // (the loader ignores unknown ones, so a misspelt name would silently do
 // nothing), or one of the import command's own.
 func TestEnvNamesAreSettings(t *testing.T) {
-	known := map[string]bool{config.SettingsEnv: true, config.EnvPrefix + "IMPORT_FROM": true, config.EnvPrefix + "OLD_CRYPTOKEY": true}
-	for _, n := range config.Names() {
-		known[config.EnvPrefix+n] = true
+	known := map[string]bool{settings.SettingsEnv: true, settings.EnvPrefix + "IMPORT_FROM": true, settings.EnvPrefix + "OLD_CRYPTOKEY": true}
+	for _, n := range settings.Names() {
+		known[settings.EnvPrefix+n] = true
 	}
 	for _, objs := range [][]*unstructured.Unstructured{renderDefaults(t, "--set", "importJob.enabled=true,keysRotateJob.enabled=true"), renderFull(t)} {
 		for name, p := range podSpecs(t, objs) {

@@ -45,7 +45,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tokenstore/tokenstore/server/crypto"
+	"github.com/tokenstore/tokenstore/internal/crypto"
 )
 
 const (

@@ -12,8 +12,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/internal/store"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 )
 
 const chromiumPath = "/usr/bin/chromium"

@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/store"
 	"github.com/tokenstore/tokenstore/server"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/store"
 )
 
 func testContext(t *testing.T, limit time.Duration) context.Context {

@@ -35,17 +35,17 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/observability/metrics"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/settings"
+	"github.com/tokenstore/tokenstore/internal/store"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 	"github.com/tokenstore/tokenstore/internal/testutil"
 	"github.com/tokenstore/tokenstore/server"
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/config"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/metrics"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
-	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
 )
 
 // ---------------------------------------------------------------------------
@@ -248,7 +248,7 @@ type deployment struct {
 	dbURL     string
 	ext       string
 	keys      *crypto.KeyRing
-	settings  *config.Settings
+	settings  *settings.Settings
 	providers map[string]*tokenProvider
 	instances []*instance
 	logs      *testutil.SyncBuffer
@@ -286,7 +286,7 @@ func newDeployment(t testing.TB, ctx context.Context, dbURL string, providerIDs 
 	for _, id := range providerIDs {
 		d.providers[id] = newTokenProvider(t, ctx, id, d.ext)
 	}
-	d.settings = &config.Settings{
+	d.settings = &settings.Settings{
 		ExternalURL: d.ext, SessionCookieName: "tokenstore_session", SessionCookieSecure: "auto", SessionCookieSameSite: "Lax",
 		SessionLifetime: 24 * time.Hour, SessionIdleTimeout: time.Hour,
 	}

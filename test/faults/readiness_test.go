@@ -36,12 +36,12 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
 	"github.com/tokenstore/tokenstore/controllers"
+	"github.com/tokenstore/tokenstore/internal/observability/metrics"
+	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/store"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/metrics"
-	"github.com/tokenstore/tokenstore/server/providers"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store"
-	"github.com/tokenstore/tokenstore/server/webhooks"
+	"github.com/tokenstore/tokenstore/internal/webhooks"
 )
 
 // readyCondition is the Ready condition of a TokenProvider as the API
@@ -213,7 +213,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The controllers as serve wires them (cmd/tokenstore/sources.go),
+	// The controllers as serve wires them (internal/app/sources.go),
 	// with the re-check intervals shortened from minutes to a second.
 	const refreshInterval, minBackoff, maxBackoff = time.Second, 500 * time.Millisecond, time.Second
 	reg := providers.NewRegistry()

@@ -31,12 +31,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tokenstore/tokenstore/server/auth"
-	"github.com/tokenstore/tokenstore/server/broker"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store"
-	storeopen "github.com/tokenstore/tokenstore/server/store/open"
+	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/broker"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/store"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 )
 
 // ---------------------------------------------------------------------------

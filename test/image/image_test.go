@@ -323,11 +323,11 @@ func TestBinaryRuns(t *testing.T) {
 }
 
 // TestNoDemoIdentityProvider: the image's binary holds no code of
-// server/devidp (its functions would be named in the binary's function
+// internal/devidp (its functions would be named in the binary's function
 // table, which -s does not strip) and none of its demo users. A dev build,
 // stripped the same way, is the control that the check can see it.
 func TestNoDemoIdentityProvider(t *testing.T) {
-	const pkg = "tokenstore/tokenstore/server/devidp."
+	const pkg = "tokenstore/tokenstore/internal/devidp."
 	for p, root := range built.rootfs {
 		bin := filepath.Join(root, "tokenstore")
 		b, err := os.ReadFile(bin)

@@ -49,15 +49,15 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tokenstore/tokenstore/api/v1alpha1"
+	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 	"github.com/tokenstore/tokenstore/internal/testutil"
-	"github.com/tokenstore/tokenstore/server/crypto"
-	"github.com/tokenstore/tokenstore/server/providers/providertest"
-	"github.com/tokenstore/tokenstore/server/store/storetest/pgtest"
 	sqlfiles "github.com/tokenstore/tokenstore/sql"
 )
 
 const (
-	// leaseName is the leader-election Lease of cmd/tokenstore/sources.go.
+	// leaseName is the leader-election Lease of internal/app/sources.go.
 	leaseName = "tokenstore-status-writer"
 	// providerID is the TokenProvider's name, the id in every API path.
 	providerID = "alpha"

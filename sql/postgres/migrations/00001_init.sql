@@ -1,7 +1,7 @@
 -- +goose Up
 
 -- One person's link to one provider. The tokens are ciphertexts sealed by
--- server/crypto under the key named by key_id; the database never sees a
+-- internal/crypto under the key named by key_id; the database never sees a
 -- plaintext token.
 CREATE TABLE credentials (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -8,7 +8,7 @@
 -- a value of the wrong type instead of storing it.
 
 -- One person's link to one provider. The tokens are ciphertexts sealed by
--- server/crypto under the key named by key_id.
+-- internal/crypto under the key named by key_id.
 CREATE TABLE credentials (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id            TEXT    NOT NULL,

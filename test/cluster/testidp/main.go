@@ -1,6 +1,6 @@
 //go:build dev
 
-// Command testidp runs the dev identity provider (server/devidp: zitadel's
+// Command testidp runs the dev identity provider (internal/devidp: zitadel's
 // op package with its example storage and a login page) as a pod of the
 // local cluster, so the cluster suite signs people in and links accounts
 // against a real OpenID Provider that tokenstore's pods reach through a
@@ -30,7 +30,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/tokenstore/tokenstore/server/devidp"
+	"github.com/tokenstore/tokenstore/internal/devidp"
 )
 
 type client struct {
