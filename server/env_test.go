@@ -395,9 +395,9 @@ func (e *env) refreshToken(c store.Credential) string {
 func (e *env) expire(user, provider string) {
 	e.t.Helper()
 	past := time.Now().Add(-time.Minute)
-	if _, err := e.instances[0].store.UpdateCredential(e.ctx, user, provider, func(c *store.Credential) error {
+	if _, err := e.instances[0].store.UpdateCredential(e.ctx, user, provider, func(c *store.Credential) (store.Outcome, error) {
 		c.AccessExpiresAt = &past
-		return nil
+		return store.Write(), nil
 	}); err != nil {
 		e.t.Fatal(err)
 	}

@@ -66,10 +66,10 @@ func TestMetricsAfterFlow(t *testing.T) {
 	b2.sessionFor(in, "person-two@example.test")
 	b2.link(in, "beta")
 	c := e.credential("person-two@example.test", "beta")
-	if _, err := in.store.UpdateCredential(e.ctx, c.UserID, "beta", func(c *store.Credential) error {
+	if _, err := in.store.UpdateCredential(e.ctx, c.UserID, "beta", func(c *store.Credential) (store.Outcome, error) {
 		sealed, err := e.keys.Seal([]byte("not-a-refresh-token"), refreshBinding(c))
 		c.RefreshToken = sealed
-		return err
+		return store.Write(), err
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,9 +172,9 @@ func TestRequestID(t *testing.T) {
 func (e *env) nearExpiry(user, provider string, d time.Duration) {
 	e.t.Helper()
 	at := time.Now().Add(d)
-	if _, err := e.instances[0].store.UpdateCredential(e.ctx, user, provider, func(c *store.Credential) error {
+	if _, err := e.instances[0].store.UpdateCredential(e.ctx, user, provider, func(c *store.Credential) (store.Outcome, error) {
 		c.AccessExpiresAt = &at
-		return nil
+		return store.Write(), nil
 	}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -278,9 +278,9 @@ func TestRefresherIdleKeepAlive(t *testing.T) {
 	for u, last := range map[string]time.Duration{"idle@example.test": -30 * time.Hour, "busy@example.test": -time.Hour} {
 		at := time.Now().Add(last)
 		exp := time.Now().Add(time.Hour)
-		if _, err := in.store.UpdateCredential(e.ctx, u, "alpha", func(c *store.Credential) error {
+		if _, err := in.store.UpdateCredential(e.ctx, u, "alpha", func(c *store.Credential) (store.Outcome, error) {
 			c.LastRefreshedAt, c.AccessExpiresAt = &at, &exp
-			return nil
+			return store.Write(), nil
 		}); err != nil {
 			t.Fatal(err)
 		}

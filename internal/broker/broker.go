@@ -369,15 +369,18 @@ func (b *Broker) RefreshAhead(ctx context.Context, userID, provider string, minV
 	return refreshed, err
 }
 
-// grantRefused leaves UpdateCredential without writing, so that the caller
-// can re-read the row before deciding the credential is dead.
+// grantRefused is the provider's refusal of a refresh token (invalid_grant).
+// It leaves UpdateCredential without writing, so that the caller can
+// re-read the row before deciding the credential is dead.
 type grantRefused struct{ code string }
 
 func (e *grantRefused) Error() string { return "refresh token refused: " + e.code }
 
-// refresh runs under the row lock. It re-checks the row first: another
-// process (or an earlier flight here) may have refreshed it while this one
-// waited, and then the stored token is served.
+// refresh answers a request the hot path could not: under the row lock it
+// decides (decide), refreshes at the provider if it must (refreshAt), and,
+// when the provider refuses the refresh token, marks the credential as
+// needing re-authorization (refused). It is the one place that keeps the
+// hot-path cache consistent with what these steps wrote.
 func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request, start time.Time) (Token, error) {
 	// Whatever happens here may change the row: the next hot-path read
 	// goes to the store, unless this refresh wrote it (then the row as
@@ -390,134 +393,188 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 		}
 	}()
 	for attempt := 0; ; attempt++ {
-		var (
-			tok        Token
-			refreshed  bool
-			usedVer    int64
-			gotNewRT   bool
-			unknownExp bool
-		)
-		// The audit event of a refresh is written with the rotated token,
-		// in the same transaction (one commit, one round trip).
-		c, auditErr, err := b.opt.Store.UpdateCredentialAudited(ctx, req.UserID, req.Provider, func(c *store.Credential) (*store.AuditEvent, error) {
-			now := b.opt.Now()
-			usedVer = c.Version
-			if c.State == store.StateNeedsReauth {
-				return nil, &ReauthError{Provider: req.Provider, Reason: c.StateReason}
-			}
-			if b.satisfied(c, req, start, now) {
-				t, err := b.serve(c)
-				if err != nil {
-					return nil, err
-				}
-				tok = t
-				return nil, errServed
-			}
-			if len(c.RefreshToken) == 0 {
-				if len(c.AccessToken) > 0 {
-					if exp, _ := b.expiryOf(c); exp.IsZero() {
-						// Never expires, cannot be refreshed: it is what there is.
-						t, err := b.serve(c)
-						if err != nil {
-							return nil, err
-						}
-						tok = t
-						return nil, errServed
-					}
-				}
-				return nil, &ReauthError{Provider: req.Provider, Reason: "no_refresh_token"}
-			}
-			rt, err := b.opt.Keys.Open(c.RefreshToken, binding(c.UserID, c.Provider, crypto.PurposeRefreshToken))
-			if err != nil {
-				return nil, fmt.Errorf("opening the refresh token of %s: %w", c.Provider, err)
-			}
-			t0 := time.Now()
-			nt, err := b.callRefresh(ctx, p, string(rt))
-			b.observeRefresh(p.ID, err, time.Since(t0))
-			if err != nil {
-				return nil, err
-			}
-			// x/oauth2 fills in the old refresh token when the answer has
-			// none, so rotation shows as a different value.
-			gotNewRT = nt.RefreshToken != "" && nt.RefreshToken != string(rt)
-			if nt.RefreshToken == "" {
-				// The provider does not rotate: keep the old one.
-				nt.RefreshToken = string(rt)
-			}
-			if err := b.seal(c, nt, now); err != nil {
-				return nil, err
-			}
-			unknownExp = nt.Expiry.IsZero()
-			refreshed = true
-			t, err := b.serve(c)
-			if err != nil {
-				return nil, err
-			}
-			tok = t
-			// The store writes the row as version usedVer+1 (it holds the
-			// lock: no other write comes between).
-			return b.auditEvent(req, ActionRefresh, map[string]any{"rotated": gotNewRT, "expiry_known": !unknownExp, "version": usedVer + 1}), nil
-		})
+		pass, res, err := b.refreshLocked(ctx, p, req, start)
+		var gr *grantRefused
 		switch {
 		case err == nil:
-			written = &c
-			if refreshed {
-				if req.refreshed != nil {
-					*req.refreshed = true
-				}
-				b.log.InfoContext(ctx, "credential refreshed", "provider", req.Provider, "user", req.UserID, "rotated", gotNewRT, "forced", req.Force, "actor", req.actor())
-				b.auditFailed(ctx, req, ActionRefresh, auditErr)
+			if res.Written {
+				written = &res.Credential
+				b.refreshSaved(ctx, req, pass, res)
 			}
-			return tok, nil
-		case errors.Is(err, errServed):
-			return tok, nil
+			return pass.tok, nil
 		case errors.Is(err, store.ErrNotFound):
 			return Token{}, ErrNotLinked
-		}
-		var gr *grantRefused
-		if !errors.As(err, &gr) {
+		case !errors.As(err, &gr):
 			return Token{}, err
 		}
-		// The provider refused the refresh token. Re-read the row: if it
-		// changed since (re-linked, or rotated by a writer that did not
-		// wait for our lock), that newer state decides.
-		cur, rerr := b.opt.Store.GetCredential(ctx, req.UserID, req.Provider)
-		if errors.Is(rerr, store.ErrNotFound) {
-			return Token{}, ErrNotLinked
+		retry, err := b.refused(ctx, req, gr.code, pass.usedVer, attempt == 0)
+		if !retry {
+			return Token{}, err
 		}
-		if rerr != nil {
-			return Token{}, fmt.Errorf("re-reading the credential: %w", rerr)
-		}
-		if cur.Version != usedVer && attempt == 0 {
-			continue
-		}
-		marked := false
-		_, auditErr, merr := b.opt.Store.UpdateCredentialAudited(ctx, req.UserID, req.Provider, func(c *store.Credential) (*store.AuditEvent, error) {
-			if c.Version != usedVer {
-				return nil, errServed // changed again meanwhile: leave it
-			}
-			c.State = store.StateNeedsReauth
-			c.StateReason = gr.code
-			// The dead access token is dropped; the rest stays for the
-			// person to see and re-link.
-			c.AccessToken = nil
-			marked = true
-			return b.auditEvent(req, ActionNeedsReauth, map[string]any{"reason": gr.code}), nil
-		})
-		if merr != nil && !errors.Is(merr, errServed) {
-			return Token{}, fmt.Errorf("marking the credential for re-authorization: %w", merr)
-		}
-		if marked && merr == nil {
-			b.log.WarnContext(ctx, "provider refused the refresh token; credential needs re-authorization",
-				"provider", req.Provider, "user", req.UserID, "reason", gr.code)
-			b.auditFailed(ctx, req, ActionNeedsReauth, auditErr)
-			b.notify(ctx, ActionNeedsReauth, req.UserID, req.Provider, map[string]any{"reason": gr.code})
-		}
-		return Token{}, &ReauthError{Provider: req.Provider, Reason: gr.code}
 	}
 }
 
-var errServed = errors.New("served from the stored row")
+// lockedPass is what one pass under the row lock learnt.
+type lockedPass struct {
+	// tok is the token to serve: the stored one, or the one just obtained.
+	tok Token
+	// usedVer is the Version of the row the decision was made on.
+	usedVer int64
+	// rotated: the provider handed out a new refresh token.
+	rotated bool
+}
+
+// refreshLocked runs decide, and refreshAt when decide says so, on the row
+// as it stands once locked: another process (or an earlier flight here) may
+// have refreshed it while this one waited, and then the stored token is
+// served and nothing is written. A refresh is written with its audit event
+// in the same transaction (one commit, one round trip).
+func (b *Broker) refreshLocked(ctx context.Context, p *providers.Provider, req Request, start time.Time) (lockedPass, store.UpdateResult, error) {
+	var pass lockedPass
+	res, err := b.opt.Store.UpdateCredential(ctx, req.UserID, req.Provider, func(c *store.Credential) (store.Outcome, error) {
+		now := b.opt.Now()
+		pass.usedVer = c.Version
+		serveStored, err := b.decide(c, req, start, now)
+		if err != nil {
+			return store.Unchanged(), err
+		}
+		if serveStored {
+			pass.tok, err = b.serve(c)
+			return store.Unchanged(), err
+		}
+		return b.refreshAt(ctx, p, req, c, now, &pass)
+	})
+	return pass, res, err
+}
+
+// decide says, from the locked row alone, whether the stored access token
+// answers req (serveStored) or the refresh token must be spent; an error
+// when neither can be (needs_reauth, or nothing to refresh with). It is
+// kept apart from the provider call so that the rules deciding whether a
+// refresh token is spent (min_valid, force and its window, the refresher's
+// idle keep-alive) read in one place and run before any I/O.
+func (b *Broker) decide(c *store.Credential, req Request, start, now time.Time) (serveStored bool, err error) {
+	if c.State == store.StateNeedsReauth {
+		return false, &ReauthError{Provider: req.Provider, Reason: c.StateReason}
+	}
+	if b.satisfied(c, req, start, now) {
+		return true, nil
+	}
+	if len(c.RefreshToken) > 0 {
+		return false, nil
+	}
+	if len(c.AccessToken) > 0 {
+		if exp, _ := b.expiryOf(c); exp.IsZero() {
+			// Never expires, cannot be refreshed: it is what there is.
+			return true, nil
+		}
+	}
+	return false, &ReauthError{Provider: req.Provider, Reason: "no_refresh_token"}
+}
+
+// refreshAt spends c's refresh token at p and leaves the answer sealed in
+// *c, to be written by the update it runs in: the rotated refresh token is
+// saved under the same lock that let it be spent, before anyone sees the
+// new access token, so no other process can spend the old one meanwhile.
+// Every call is reported to metrics and the token endpoint's health.
+func (b *Broker) refreshAt(ctx context.Context, p *providers.Provider, req Request, c *store.Credential, now time.Time, pass *lockedPass) (store.Outcome, error) {
+	rt, err := b.opt.Keys.Open(c.RefreshToken, binding(c.UserID, c.Provider, crypto.PurposeRefreshToken))
+	if err != nil {
+		return store.Unchanged(), fmt.Errorf("opening the refresh token of %s: %w", c.Provider, err)
+	}
+	t0 := time.Now()
+	nt, err := b.callRefresh(ctx, p, string(rt))
+	b.observeRefresh(p.ID, err, time.Since(t0))
+	if err != nil {
+		return store.Unchanged(), err
+	}
+	// x/oauth2 fills in the old refresh token when the answer has
+	// none, so rotation shows as a different value.
+	pass.rotated = nt.RefreshToken != "" && nt.RefreshToken != string(rt)
+	if nt.RefreshToken == "" {
+		// The provider does not rotate: keep the old one.
+		nt.RefreshToken = string(rt)
+	}
+	if err := b.seal(c, nt, now); err != nil {
+		return store.Unchanged(), err
+	}
+	if pass.tok, err = b.serve(c); err != nil {
+		return store.Unchanged(), err
+	}
+	// The store writes the row as version usedVer+1 (it holds the lock: no
+	// other write comes between).
+	return store.WriteAudited(b.auditEvent(req, ActionRefresh,
+		map[string]any{"rotated": pass.rotated, "expiry_known": !nt.Expiry.IsZero(), "version": pass.usedVer + 1})), nil
+}
+
+// refreshSaved reports a refresh once it is committed: to the flight's
+// callers (a refresh happened), the log, and the log again if its audit
+// event could not be written (the refresh stands without it).
+func (b *Broker) refreshSaved(ctx context.Context, req Request, pass lockedPass, res store.UpdateResult) {
+	if req.refreshed != nil {
+		*req.refreshed = true
+	}
+	b.log.InfoContext(ctx, "credential refreshed", "provider", req.Provider, "user", req.UserID, "rotated", pass.rotated, "forced", req.Force, "actor", req.actor())
+	if res.Audit == store.AuditFailed {
+		b.auditFailed(ctx, req, ActionRefresh, res.AuditErr)
+	}
+}
+
+// refused handles the provider's refusal (reason) of the refresh token of
+// version usedVer. The row is re-read first: if it changed since
+// (re-linked, or rotated by a writer that did not wait for our lock), that
+// newer state decides, and retry (allowed once, on the first pass) says to
+// run the refresh again. Otherwise the credential is marked and the
+// ReauthError returned.
+func (b *Broker) refused(ctx context.Context, req Request, reason string, usedVer int64, mayRetry bool) (retry bool, err error) {
+	cur, err := b.opt.Store.GetCredential(ctx, req.UserID, req.Provider)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, ErrNotLinked
+	}
+	if err != nil {
+		return false, fmt.Errorf("re-reading the credential: %w", err)
+	}
+	if cur.Version != usedVer && mayRetry {
+		return true, nil
+	}
+	if err := b.markNeedsReauth(ctx, req, reason, usedVer); err != nil {
+		return false, err
+	}
+	return false, &ReauthError{Provider: req.Provider, Reason: reason}
+}
+
+// markNeedsReauth marks the credential as needing re-authorization, with
+// its audit event in the same transaction, and tells the Notifier. It is
+// a locked update of its own, which leaves the row alone unless it is still
+// the version whose refresh token was refused: a re-link or refresh that
+// came between must not be marked dead. The credential is kept, never
+// deleted; only the dead access token is dropped.
+func (b *Broker) markNeedsReauth(ctx context.Context, req Request, reason string, usedVer int64) error {
+	res, err := b.opt.Store.UpdateCredential(ctx, req.UserID, req.Provider, func(c *store.Credential) (store.Outcome, error) {
+		if c.Version != usedVer {
+			return store.Unchanged(), nil // changed again meanwhile: leave it
+		}
+		c.State = store.StateNeedsReauth
+		c.StateReason = reason
+		// The dead access token is dropped; the rest stays for the
+		// person to see and re-link.
+		c.AccessToken = nil
+		return store.WriteAudited(b.auditEvent(req, ActionNeedsReauth, map[string]any{"reason": reason})), nil
+	})
+	if err != nil {
+		return fmt.Errorf("marking the credential for re-authorization: %w", err)
+	}
+	if !res.Written {
+		return nil
+	}
+	b.log.WarnContext(ctx, "provider refused the refresh token; credential needs re-authorization",
+		"provider", req.Provider, "user", req.UserID, "reason", reason)
+	if res.Audit == store.AuditFailed {
+		b.auditFailed(ctx, req, ActionNeedsReauth, res.AuditErr)
+	}
+	b.notify(ctx, ActionNeedsReauth, req.UserID, req.Provider, map[string]any{"reason": reason})
+	return nil
+}
 
 // satisfied decides, under the lock, whether the row already answers the
 // request without a refresh.
@@ -756,15 +813,17 @@ func (b *Broker) Revoke(ctx context.Context, userID, provider, actor string) (Re
 	defer b.forget(userID, provider)
 	var res RevokeResult
 	p, ok := b.opt.Providers.Get(provider)
-	_, err := b.opt.Store.UpdateCredential(ctx, userID, provider, func(c *store.Credential) error {
+	// The update only holds the row lock while the provider is told; it
+	// writes nothing (Unchanged), as the row is deleted right after.
+	_, err := b.opt.Store.UpdateCredential(ctx, userID, provider, func(c *store.Credential) (store.Outcome, error) {
 		res.Existed = true
 		if !ok {
 			res.ProviderError = "provider no longer configured"
-			return errServed
+			return store.Unchanged(), nil
 		}
 		if p.RevocationURL == "" {
 			res.ProviderError = "provider has no revocation endpoint"
-			return errServed
+			return store.Unchanged(), nil
 		}
 		tok, hint := c.RefreshToken, "refresh_token"
 		purpose := crypto.PurposeRefreshToken
@@ -772,25 +831,25 @@ func (b *Broker) Revoke(ctx context.Context, userID, provider, actor string) (Re
 			tok, hint, purpose = c.AccessToken, "access_token", crypto.PurposeAccessToken
 		}
 		if len(tok) == 0 {
-			return errServed
+			return store.Unchanged(), nil
 		}
 		plain, err := b.opt.Keys.Open(tok, binding(c.UserID, c.Provider, purpose))
 		if err != nil {
 			res.ProviderError = "stored token unreadable"
-			return errServed
+			return store.Unchanged(), nil
 		}
 		if err := b.revokeAt(ctx, p, string(plain), hint); err != nil {
 			res.ProviderError = err.Error()
 			b.log.WarnContext(ctx, "revocation at the provider failed; forgetting the credential anyway", "provider", provider, "user", userID, "error", err)
-			return errServed
+			return store.Unchanged(), nil
 		}
 		res.AtProvider = true
-		return errServed
+		return store.Unchanged(), nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return res, nil
 	}
-	if err != nil && !errors.Is(err, errServed) {
+	if err != nil {
 		return res, fmt.Errorf("revoking: %w", err)
 	}
 	if err := b.opt.Store.DeleteCredential(ctx, userID, provider); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -846,15 +905,15 @@ func (r Request) actor() string {
 }
 
 // auditEvent is the audit event of action on req's credential.
-func (b *Broker) auditEvent(req Request, action string, detail map[string]any) *store.AuditEvent {
+func (b *Broker) auditEvent(req Request, action string, detail map[string]any) store.AuditEvent {
 	d, _ := json.Marshal(detail)
-	return &store.AuditEvent{Time: b.opt.Now().UTC(), UserID: req.UserID, Actor: req.actor(), Action: action, Provider: req.Provider, Detail: d}
+	return store.AuditEvent{Time: b.opt.Now().UTC(), UserID: req.UserID, Actor: req.actor(), Action: action, Provider: req.Provider, Detail: d}
 }
 
 // audit appends an event; a failure is logged, not returned, as the
 // operation it records has already happened.
 func (b *Broker) audit(ctx context.Context, req Request, action string, detail map[string]any) {
-	_, err := b.opt.Store.AppendAudit(context.WithoutCancel(ctx), *b.auditEvent(req, action, detail))
+	_, err := b.opt.Store.AppendAudit(context.WithoutCancel(ctx), b.auditEvent(req, action, detail))
 	b.auditFailed(ctx, req, action, err)
 }
 

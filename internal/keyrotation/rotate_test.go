@@ -264,10 +264,10 @@ func TestRotateDoesNotOverwriteAConcurrentRefresh(t *testing.T) {
 			}
 			// A refresh happens (under the old key, as an old replica would).
 			rb, _ := bindings("user-00000", "github")
-			if _, err := st.UpdateCredential(ctx, "user-00000", "github", func(c *store.Credential) error {
+			if _, err := st.UpdateCredential(ctx, "user-00000", "github", func(c *store.Credential) (store.Outcome, error) {
 				c.RefreshToken, _ = old.Seal([]byte("rt-rotated"), rb)
 				c.AccessToken = nil
-				return nil
+				return store.Write(), nil
 			}); err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -178,6 +179,77 @@ type RefreshClaim struct {
 	Limit      int
 }
 
+// Outcome is what an UpdateCredential fn decides about the row it was
+// given: leave it (Unchanged, the zero Outcome), save it (Write), or save it
+// with an audit event (WriteAudited). It is a closed set so that an event
+// without a write, which the contract could not keep, cannot be said.
+type Outcome struct {
+	write bool
+	audit *AuditEvent
+}
+
+// Unchanged leaves the row as it was: no write, Version unchanged, and
+// whatever fn did to *c is discarded. fn returns it when the row already
+// answers (another process did the work) or when it only wanted to look
+// under the lock.
+func Unchanged() Outcome { return Outcome{} }
+
+// Write saves what fn left in *c (Version moves even if nothing else did).
+func Write() Outcome { return Outcome{write: true} }
+
+// WriteAudited saves *c and appends ev in the same transaction: one commit
+// for both, and the event is kept exactly when the change is. An event
+// without Time is stamped now.
+func WriteAudited(ev AuditEvent) Outcome { return Outcome{write: true, audit: &ev} }
+
+// Writes reports whether o saves the row.
+func (o Outcome) Writes() bool { return o.write }
+
+// Audit is the event o appends with its write, or nil.
+func (o Outcome) Audit() *AuditEvent { return o.audit }
+
+// AuditStatus says what became of an Outcome's audit event.
+type AuditStatus int
+
+const (
+	// AuditNone: the outcome had no event (Unchanged or Write).
+	AuditNone AuditStatus = iota
+	// AuditWritten: the event was committed with the write.
+	AuditWritten
+	// AuditFailed: the event could not be written and the write was
+	// committed without it. Writing the event never undoes the write (it
+	// may hold a rotated refresh token that exists nowhere else).
+	AuditFailed
+)
+
+// String names s, for logs and test failures.
+func (s AuditStatus) String() string {
+	switch s {
+	case AuditNone:
+		return "none"
+	case AuditWritten:
+		return "written"
+	case AuditFailed:
+		return "failed"
+	}
+	return "AuditStatus(" + strconv.Itoa(int(s)) + ")"
+}
+
+// UpdateResult is what UpdateCredential did, when it returns no error.
+type UpdateResult struct {
+	// Credential is the row as it now stands: as written (Written), or as
+	// read under the lock (Unchanged).
+	Credential Credential
+	// Written is true when fn's Outcome was Write or WriteAudited and the
+	// row was committed.
+	Written bool
+	// Audit is what became of WriteAudited's event.
+	Audit AuditStatus
+	// AuditErr says why the event was not written (Audit == AuditFailed
+	// only); it is a report, not a failure of the update.
+	AuditErr error
+}
+
 // Store is the whole storage contract. Every method is safe for concurrent use.
 type Store interface {
 	// Ping checks that the backend answers.
@@ -194,23 +266,17 @@ type Store interface {
 	// CreatedAt, UpdatedAt and Version are set by the store.
 	UpsertCredential(ctx context.Context, c Credential) (Credential, error)
 	// UpdateCredential runs fn on the current row while holding a row lock
-	// (PostgreSQL: SELECT ... FOR UPDATE; SQLite: a write transaction), and
-	// saves what fn leaves in *c when fn returns nil. Two processes calling it
-	// for one credential run fn one after the other, each seeing the other's
+	// (PostgreSQL: SELECT ... FOR UPDATE; SQLite: a write transaction) and
+	// does what fn's Outcome says: nothing (Unchanged: what fn left in *c is
+	// discarded), save *c (Write), or save *c and append an audit event in
+	// the same transaction (WriteAudited). Two processes calling it for one
+	// credential run fn one after the other, each seeing the other's
 	// result: this is how a refresh token is never spent twice. fn may do
 	// network I/O but must not call the Store itself (SQLite has one writer,
-	// held while fn runs). If fn returns an error nothing is written and the error is
-	// returned as is. Returns ErrNotFound when there is no such row.
-	UpdateCredential(ctx context.Context, userID, provider string, fn func(c *Credential) error) (Credential, error)
-	// UpdateCredentialAudited is UpdateCredential whose fn may also return
-	// an audit event (nil: none), appended in the same transaction as the
-	// write: one commit for both, and the event is kept exactly when the
-	// change is. An event without Time is stamped now. Writing the event
-	// must never undo the update (the update may hold a rotated refresh
-	// token that exists nowhere else): if the event cannot be written, the
-	// update is committed without it and the failure is returned as
-	// auditErr, with err nil. err is as UpdateCredential's.
-	UpdateCredentialAudited(ctx context.Context, userID, provider string, fn func(c *Credential) (*AuditEvent, error)) (c Credential, auditErr, err error)
+	// held while fn runs). If fn returns an error nothing is written and the
+	// error is returned as is. Returns ErrNotFound when there is no such
+	// row. The UpdateResult says what was done; see it for the audit event.
+	UpdateCredential(ctx context.Context, userID, provider string, fn func(c *Credential) (Outcome, error)) (UpdateResult, error)
 	// DeleteCredential removes the credential; ErrNotFound if there was none.
 	DeleteCredential(ctx context.Context, userID, provider string) error
 	// ListCredentialsNotUnderKey returns up to limit credentials whose KeyID

@@ -96,8 +96,8 @@ func (r replay) QueryRow(context.Context, string, ...any) pgx.Row {
 
 const auditSavepoint = "audit"
 
-// updateCredential is UpdateCredential and UpdateCredentialAudited.
-func (s *Store) updateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) (*store.AuditEvent, error)) (_ store.Credential, auditErr, err error) {
+// updateCredential is UpdateCredential.
+func (s *Store) updateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) (store.Outcome, error)) (store.UpdateResult, error) {
 	// Lock holders are capped below the pool's size, so that short queries
 	// (the hot path's reads) still find a connection while a slow provider
 	// keeps rows locked.
@@ -105,11 +105,11 @@ func (s *Store) updateCredential(ctx context.Context, userID, provider string, f
 	case s.lockSlots <- struct{}{}:
 		defer func() { <-s.lockSlots }()
 	case <-ctx.Done():
-		return store.Credential{}, nil, wrap("update credential: begin", ctx.Err())
+		return store.UpdateResult{}, wrap("update credential: begin", ctx.Err())
 	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return store.Credential{}, nil, wrap("update credential: begin", err)
+		return store.UpdateResult{}, wrap("update credential: begin", err)
 	}
 	// Release destroys a connection left inside a transaction, which ends
 	// the transaction and its lock even when the ROLLBACK below could not
@@ -118,8 +118,8 @@ func (s *Store) updateCredential(ctx context.Context, userID, provider string, f
 	open := false
 	defer func() {
 		if open {
-			// On every path but a commit (fn's error, a failed statement, a
-			// panic in fn) this releases the lock.
+			// On every path but a commit (Unchanged, fn's error, a failed
+			// statement, a panic in fn) this releases the lock.
 			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
@@ -142,18 +142,23 @@ func (s *Store) updateCredential(ctx context.Context, userID, provider string, f
 		err = cerr
 	}
 	if err != nil {
-		return store.Credential{}, nil, wrap("update credential: lock row", err)
+		return store.UpdateResult{}, wrap("update credential: lock row", err)
 	}
 
 	cur := credential(row)
 	next := cur
-	ev, err := fn(&next)
+	out, err := fn(&next)
 	if err != nil {
-		return store.Credential{}, nil, err // as is, per the contract
+		return store.UpdateResult{}, err // as is, per the contract
+	}
+	if !out.Writes() {
+		// The deferred ROLLBACK ends the transaction and its lock.
+		return store.UpdateResult{Credential: cur}, nil
 	}
 	if err := validState(next.State); err != nil {
-		return store.Credential{}, nil, fmt.Errorf("store/postgres: update credential: %w", err)
+		return store.UpdateResult{}, fmt.Errorf("store/postgres: update credential: %w", err)
 	}
+	ev := out.Audit()
 
 	update := db.CredentialUpdateParams{
 		ID:               cur.ID, // fn cannot re-address the row
@@ -194,38 +199,42 @@ func (s *Store) updateCredential(ctx context.Context, userID, provider string, f
 	}
 	if err != nil {
 		br.Close()
-		return store.Credential{}, nil, wrap("update credential", err)
+		return store.UpdateResult{}, wrap("update credential", err)
 	}
 	row = written(row, update)
 	if ev != nil {
 		if _, err := br.Exec(); err != nil { // SAVEPOINT
 			br.Close()
-			return store.Credential{}, nil, wrap("update credential: savepoint", err)
+			return store.UpdateResult{}, wrap("update credential: savepoint", err)
 		}
-		if _, auditErr = br.Exec(); auditErr != nil {
+		if _, auditErr := br.Exec(); auditErr != nil {
 			// The server skipped the rest of the batch; the transaction
 			// waits, aborted, at the savepoint. Back to it and commit, in
 			// the simple protocol: pgx cannot prepare statements inside an
 			// aborted transaction (nor drop the ones the failure made it
 			// forget; it does so once the transaction is over).
 			br.Close()
-			auditErr = wrap("append audit event", auditErr)
+			failed := store.UpdateResult{Audit: store.AuditFailed, AuditErr: wrap("append audit event", auditErr)}
 			if _, err := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+auditSavepoint); err != nil {
-				return store.Credential{}, nil, wrap("update credential: after a failed audit event", err)
+				return store.UpdateResult{}, wrap("update credential: after a failed audit event", err)
 			}
 			tag, err := conn.Exec(ctx, "COMMIT")
-			return s.committed(row, auditErr, tag, err, &open)
+			return s.committed(row, failed, tag, err, &open)
 		}
 		if _, err := br.Exec(); err != nil { // RELEASE
 			br.Close()
-			return store.Credential{}, nil, wrap("update credential: release savepoint", err)
+			return store.UpdateResult{}, wrap("update credential: release savepoint", err)
 		}
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	return s.committed(row, auditErr, tag, err, &open)
+	var res store.UpdateResult
+	if ev != nil {
+		res.Audit = store.AuditWritten
+	}
+	return s.committed(row, res, tag, err, &open)
 }
 
 // written is the row locked as it stands once update is applied to it,
@@ -250,17 +259,19 @@ func written(locked db.Credential, update db.CredentialUpdateParams) db.Credenti
 	return w
 }
 
-// committed is updateCredential's result once the COMMIT answered tag, err.
-func (s *Store) committed(row db.Credential, auditErr error, tag pgconn.CommandTag, err error, open *bool) (store.Credential, error, error) {
+// committed is updateCredential's result once the COMMIT answered tag,
+// err: res (what became of the audit event) with the row written.
+func (s *Store) committed(row db.Credential, res store.UpdateResult, tag pgconn.CommandTag, err error, open *bool) (store.UpdateResult, error) {
 	if err != nil {
-		return store.Credential{}, nil, wrap("update credential: commit", err)
+		return store.UpdateResult{}, wrap("update credential: commit", err)
 	}
 	if tag.String() != "COMMIT" {
 		// A COMMIT of a failed transaction answers ROLLBACK, without an error.
-		return store.Credential{}, nil, fmt.Errorf("store/postgres: update credential: commit: the transaction was rolled back (%s)", tag.String())
+		return store.UpdateResult{}, fmt.Errorf("store/postgres: update credential: commit: the transaction was rolled back (%s)", tag.String())
 	}
 	*open = false
-	return credential(row), auditErr, nil
+	res.Credential, res.Written = credential(row), true
+	return res, nil
 }
 
 // auditParams is what AuditEventInsert stores for e.

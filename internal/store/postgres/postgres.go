@@ -192,18 +192,10 @@ func (s *Store) UpsertCredential(ctx context.Context, c store.Credential) (store
 // UpdateCredential implements store.Store. The row is read with SELECT ...
 // FOR UPDATE inside a transaction that stays open while fn runs, so a second
 // caller (in this process or another replica) blocks on the row until the
-// first commits and then reads its result. The transaction takes two round
-// trips (see pipeline.go).
-func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) error) (store.Credential, error) {
-	c, _, err := s.updateCredential(ctx, userID, provider, func(c *store.Credential) (*store.AuditEvent, error) {
-		return nil, fn(c)
-	})
-	return c, err
-}
-
-// UpdateCredentialAudited implements store.Store: UpdateCredential with the
-// audit event inserted in the same round trip and commit as the update.
-func (s *Store) UpdateCredentialAudited(ctx context.Context, userID, provider string, fn func(c *store.Credential) (*store.AuditEvent, error)) (store.Credential, error, error) {
+// first commits and then reads its result. A write takes two round trips,
+// its audit event riding in the second (see pipeline.go); an Unchanged
+// outcome ends the transaction with a ROLLBACK.
+func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) (store.Outcome, error)) (store.UpdateResult, error) {
 	return s.updateCredential(ctx, userID, provider, fn)
 }
 

@@ -116,7 +116,7 @@ func TestUpdateCredentialAuditFails(t *testing.T) {
 	// Nothing left locked or half done.
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := s.UpdateCredential(lctx, "alice", "github", func(*store.Credential) error { return nil }); err != nil {
+	if _, err := s.UpdateCredential(lctx, "alice", "github", func(*store.Credential) (store.Outcome, error) { return store.Write(), nil }); err != nil {
 		t.Fatalf("UpdateCredential afterwards: %v", err)
 	}
 	// And audited updates work again once events can be written (the
@@ -125,10 +125,10 @@ func TestUpdateCredentialAuditFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, auditErr, err := s.UpdateCredentialAudited(lctx, "alice", "github", func(*store.Credential) (*store.AuditEvent, error) {
-			return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "credential.refresh"}, nil
-		}); err != nil || auditErr != nil {
-			t.Fatalf("UpdateCredentialAudited afterwards: %v, audit: %v", err, auditErr)
+		if res, err := s.UpdateCredential(lctx, "alice", "github", func(*store.Credential) (store.Outcome, error) {
+			return store.WriteAudited(store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "credential.refresh"}), nil
+		}); err != nil || res.AuditErr != nil || res.Audit != store.AuditWritten {
+			t.Fatalf("UpdateCredential (audited) afterwards: %v, audit: %v (%v)", err, res.Audit, res.AuditErr)
 		}
 	}
 	if ev, err := s.ListAudit(ctx, "alice", 0, 10); err != nil || len(ev) != 3 {
@@ -152,10 +152,10 @@ func TestUpdateCredentialLeavesConnections(t *testing.T) {
 	done := make(chan error, 5)
 	for _, u := range []string{"u0", "u1", "u2", "u3", "u4"} {
 		go func() {
-			_, err := s.UpdateCredential(ctx, u, "github", func(*store.Credential) error {
+			_, err := s.UpdateCredential(ctx, u, "github", func(*store.Credential) (store.Outcome, error) {
 				held <- struct{}{}
 				<-release
-				return nil
+				return store.Write(), nil
 			})
 			done <- err
 		}()

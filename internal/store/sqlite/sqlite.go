@@ -222,25 +222,13 @@ func (s *Store) UpsertCredential(ctx context.Context, c store.Credential) (store
 // BEGIN IMMEDIATE (see DSN), taking SQLite's write lock before the row is
 // read and holding it while fn runs: a second updater, in this process or
 // another, waits at BEGIN (up to BusyTimeout) and then reads the first
-// one's result. Readers are not blocked (WAL).
-func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) error) (store.Credential, error) {
-	c, _, err := s.updateCredential(ctx, userID, provider, func(c *store.Credential) (*store.AuditEvent, error) {
-		return nil, fn(c)
-	})
-	return c, err
-}
-
-// UpdateCredentialAudited implements store.Store: the audit event is
-// inserted in the update's write transaction. A failed insert is undone on
-// its own (SQLite rolls back the failed statement, not the transaction).
-func (s *Store) UpdateCredentialAudited(ctx context.Context, userID, provider string, fn func(c *store.Credential) (*store.AuditEvent, error)) (store.Credential, error, error) {
-	return s.updateCredential(ctx, userID, provider, fn)
-}
-
-func (s *Store) updateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) (*store.AuditEvent, error)) (_ store.Credential, auditErr, err error) {
+// one's result. Readers are not blocked (WAL). An audit event is inserted
+// in the update's write transaction; a failed insert is undone on its own
+// (SQLite rolls back the failed statement, not the transaction).
+func (s *Store) UpdateCredential(ctx context.Context, userID, provider string, fn func(c *store.Credential) (store.Outcome, error)) (store.UpdateResult, error) {
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return store.Credential{}, nil, wrap("update credential: begin", err)
+		return store.UpdateResult{}, wrap("update credential: begin", err)
 	}
 	defer func() {
 		// After a commit this is a no-op (sql.ErrTxDone); on every other
@@ -250,23 +238,27 @@ func (s *Store) updateCredential(ctx context.Context, userID, provider string, f
 	q := db.New(sqltrace.Wrap(tx))
 	row, err := q.CredentialGet(ctx, db.CredentialGetParams{UserID: userID, Provider: provider})
 	if err != nil {
-		return store.Credential{}, nil, wrap("update credential: read row", err)
+		return store.UpdateResult{}, wrap("update credential: read row", err)
 	}
 	cur, err := credential(row)
 	if err != nil {
-		return store.Credential{}, nil, err
+		return store.UpdateResult{}, err
 	}
 	next := cur
-	ev, err := fn(&next)
+	out, err := fn(&next)
 	if err != nil {
-		return store.Credential{}, nil, err // as is, per the contract
+		return store.UpdateResult{}, err // as is, per the contract
+	}
+	if !out.Writes() {
+		// The deferred Rollback releases the write lock.
+		return store.UpdateResult{Credential: cur}, nil
 	}
 	if err := validState(next.State); err != nil {
-		return store.Credential{}, nil, fmt.Errorf("store/sqlite: update credential: %w", err)
+		return store.UpdateResult{}, fmt.Errorf("store/sqlite: update credential: %w", err)
 	}
 	scopes, err := encodeScopes(next.Scopes)
 	if err != nil {
-		return store.Credential{}, nil, fmt.Errorf("store/sqlite: update credential: %w", err)
+		return store.UpdateResult{}, fmt.Errorf("store/sqlite: update credential: %w", err)
 	}
 	row, err = q.CredentialUpdate(ctx, db.CredentialUpdateParams{
 		ID:               cur.ID, // fn cannot re-address the row
@@ -285,18 +277,24 @@ func (s *Store) updateCredential(ctx context.Context, userID, provider string, f
 		LastUsedAt:       usp(next.LastUsedAt),
 	})
 	if err != nil {
-		return store.Credential{}, nil, wrap("update credential", err)
+		return store.UpdateResult{}, wrap("update credential", err)
 	}
-	if ev != nil {
+	var res store.UpdateResult
+	if ev := out.Audit(); ev != nil {
+		res.Audit = store.AuditWritten
 		if _, err := q.AuditEventInsert(ctx, s.auditParams(*ev)); err != nil {
-			auditErr = wrap("append audit event", err)
+			res.Audit, res.AuditErr = store.AuditFailed, wrap("append audit event", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return store.Credential{}, nil, wrap("update credential: commit", err)
+		return store.UpdateResult{}, wrap("update credential: commit", err)
 	}
 	c, err := credential(row)
-	return c, auditErr, err
+	if err != nil {
+		return store.UpdateResult{}, err
+	}
+	res.Credential, res.Written = c, true
+	return res, nil
 }
 
 // DeleteCredential implements store.Store.

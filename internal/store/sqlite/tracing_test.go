@@ -31,9 +31,9 @@ func TestTracing(t *testing.T) {
 	if _, err := s.UpsertCredential(ctx, store.Credential{UserID: user, Provider: "github", KeyID: "k1", RefreshToken: []byte(secret)}); err != nil {
 		t.Fatalf("UpsertCredential: %v", err)
 	}
-	if _, err := s.UpdateCredential(ctx, user, "github", func(c *store.Credential) error {
+	if _, err := s.UpdateCredential(ctx, user, "github", func(c *store.Credential) (store.Outcome, error) {
 		c.AccessToken = []byte(secret)
-		return nil
+		return store.Write(), nil
 	}); err != nil {
 		t.Fatalf("UpdateCredential: %v", err)
 	}

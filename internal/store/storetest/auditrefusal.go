@@ -25,12 +25,16 @@ func AuditRefusedKeepsUpdate(t *testing.T, s store.Store, refuse func(all bool))
 		t.Fatal(err)
 	}
 	refuse(true)
-	got, auditErr, err := s.UpdateCredentialAudited(ctx, "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+	res, err := s.UpdateCredential(ctx, "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.RefreshToken = []byte("rt-2")
-		return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "credential.refresh", Provider: "github"}, nil
+		return store.WriteAudited(store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "credential.refresh", Provider: "github"}), nil
 	})
 	if err != nil {
-		t.Fatalf("UpdateCredentialAudited: %v", err)
+		t.Fatalf("UpdateCredential (audited): %v", err)
+	}
+	got, auditErr := res.Credential, res.AuditErr
+	if !res.Written || res.Audit != store.AuditFailed {
+		t.Errorf("refused event: Written %v, Audit %v; want true, failed", res.Written, res.Audit)
 	}
 	if auditErr == nil || !strings.Contains(auditErr.Error(), "audit refused") {
 		t.Errorf("auditErr = %v, want the trigger's refusal", auditErr)

@@ -30,9 +30,9 @@ func BenchmarkUpdateCredential(b *testing.B, s store.Store) {
 	rt := []byte("rt-ciphertext-rotated-0123456789abcdef0123456789abcdef")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := s.UpdateCredential(ctx, "user-500", "github", func(c *store.Credential) error {
+		if _, err := s.UpdateCredential(ctx, "user-500", "github", func(c *store.Credential) (store.Outcome, error) {
 			c.RefreshToken = rt
-			return nil
+			return store.Write(), nil
 		}); err != nil {
 			b.Fatal(err)
 		}

@@ -53,18 +53,18 @@ func testUpdateAcrossReplicas(t *testing.T, a, b store.Store) {
 			s = b
 		}
 		wg.Go(func() {
-			_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+			_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 				if inside.Add(1) > 1 {
 					overlaps.Add(1)
 				}
 				defer inside.Add(-1)
 				v, err := strconv.Atoi(c.TokenType)
 				if err != nil {
-					return err
+					return store.Unchanged(), err
 				}
 				time.Sleep(10 * time.Millisecond)
 				c.TokenType = strconv.Itoa(v + 1)
-				return nil
+				return store.Write(), nil
 			})
 			if err != nil {
 				t.Errorf("UpdateCredential: %v", err)

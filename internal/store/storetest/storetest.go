@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CredentialUpdateFnError", testCredentialUpdateFnError},
 		{"CredentialUpdateInvalidState", testCredentialUpdateInvalidState},
 		{"CredentialUpdateAudited", testCredentialUpdateAudited},
+		{"CredentialUpdateUnchanged", testCredentialUpdateUnchanged},
 		{"CredentialUpdateNoLostUpdate", testCredentialUpdateNoLostUpdate},
 		{"CredentialUpdateBlocksReplace", testCredentialUpdateBlocksReplace},
 		{"CredentialDelete", testCredentialDelete},
@@ -331,9 +332,9 @@ func testCredentialEmptyValues(t *testing.T, s store.Store) {
 func testCredentialUpsertReplaces(t *testing.T, s store.Store) {
 	first := mustUpsert(t, s, newCredential("alice", "github"))
 	// Mark it as refused, as the broker does on invalid_grant.
-	if _, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+	if _, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.State, c.StateReason = store.StateNeedsReauth, "invalid_grant"
-		return nil
+		return store.Write(), nil
 	}); err != nil {
 		t.Fatalf("UpdateCredential: %v", err)
 	}
@@ -411,7 +412,7 @@ func testCredentialUpdate(t *testing.T, s store.Store) {
 	var seen store.Credential
 	newExpiry := base.Add(3 * time.Hour)
 	before := time.Now()
-	got, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+	res, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		seen = *c
 		c.RefreshToken = []byte("rt-rotated")
 		c.AccessToken = nil
@@ -427,11 +428,15 @@ func testCredentialUpdate(t *testing.T, s store.Store) {
 		// Identity and bookkeeping are the store's; fn cannot move them.
 		c.ID, c.UserID, c.Provider = 12345, "mallory", "elsewhere"
 		c.CreatedAt, c.UpdatedAt, c.Version = base, base, 1000
-		return nil
+		return store.Write(), nil
 	})
 	after := time.Now()
 	if err != nil {
 		t.Fatalf("UpdateCredential: %v", err)
+	}
+	got := res.Credential
+	if !res.Written || res.Audit != store.AuditNone || res.AuditErr != nil {
+		t.Errorf("Write outcome: Written %v, Audit %v (%v); want true, none", res.Written, res.Audit, res.AuditErr)
 	}
 	sameCredential(t, orig, seen) // fn saw the current row
 
@@ -457,21 +462,21 @@ func testCredentialUpdate(t *testing.T, s store.Store) {
 		t.Errorf("fn moved the credential to another key: %v", err)
 	}
 
-	// A no-op fn is still a write.
-	got2, err := s.UpdateCredential(t.Context(), "alice", "github", func(*store.Credential) error { return nil })
+	// A Write of an unchanged row is still a write.
+	got2, err := s.UpdateCredential(t.Context(), "alice", "github", func(*store.Credential) (store.Outcome, error) { return store.Write(), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got2.Version != want.Version+1 {
-		t.Errorf("Version = %d after a no-op update, want %d", got2.Version, want.Version+1)
+	if got2.Credential.Version != want.Version+1 || !got2.Written {
+		t.Errorf("Version = %d (written %v) after a no-op update, want %d", got2.Credential.Version, got2.Written, want.Version+1)
 	}
 }
 
 func testCredentialUpdateMissing(t *testing.T, s store.Store) {
 	called := false
-	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(*store.Credential) error {
+	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(*store.Credential) (store.Outcome, error) {
 		called = true
-		return nil
+		return store.Write(), nil
 	})
 	wantErr(t, "UpdateCredential of a missing credential", err, store.ErrNotFound)
 	if called {
@@ -486,10 +491,11 @@ func (e *fnError) Error() string { return "provider said " + e.code }
 func testCredentialUpdateFnError(t *testing.T, s store.Store) {
 	orig := mustUpsert(t, s, newCredential("alice", "github"))
 	sentinel := &fnError{code: "temporarily_unavailable"}
-	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.RefreshToken = []byte("must not be saved")
 		c.State = store.StateNeedsReauth
-		return sentinel
+		// The error wins over the outcome.
+		return store.Write(), sentinel
 	})
 	// Returned as is: not wrapped, so callers can switch on it directly.
 	if err != error(sentinel) {
@@ -508,16 +514,16 @@ func testCredentialUpdateFnError(t *testing.T, s store.Store) {
 	// The row is not left locked.
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := s.UpdateCredential(ctx, "alice", "github", func(*store.Credential) error { return nil }); err != nil {
+	if _, err := s.UpdateCredential(ctx, "alice", "github", func(*store.Credential) (store.Outcome, error) { return store.Write(), nil }); err != nil {
 		t.Fatalf("UpdateCredential after a failed one: %v", err)
 	}
 }
 
 func testCredentialUpdateInvalidState(t *testing.T, s store.Store) {
 	orig := mustUpsert(t, s, newCredential("alice", "github"))
-	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.State = "bogus"
-		return nil
+		return store.Write(), nil
 	})
 	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
 		t.Fatalf("UpdateCredential with State %q: error %v, want a validation error", "bogus", err)
@@ -529,23 +535,26 @@ func testCredentialUpdateInvalidState(t *testing.T, s store.Store) {
 	sameCredential(t, orig, read)
 }
 
-// testCredentialUpdateAudited: the event fn returns is stored with the
-// update; none when fn returns none; neither when fn fails or the update is
-// refused.
+// testCredentialUpdateAudited: the event of a WriteAudited outcome is
+// stored with the update; none with a Write; neither when fn fails, the
+// update is refused or the outcome is Unchanged.
 func testCredentialUpdateAudited(t *testing.T, s store.Store) {
 	orig := mustUpsert(t, s, newCredential("alice", "github"))
 	ev := store.AuditEvent{Time: base, UserID: "alice", Actor: "user:alice", Action: "credential.refresh",
 		Provider: "github", Detail: []byte(`{"rotated":true}`)}
-	got, auditErr, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+	res, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.RefreshToken = []byte("rt-rotated")
-		e := ev
-		return &e, nil
+		return store.WriteAudited(ev), nil
 	})
-	if err != nil || auditErr != nil {
-		t.Fatalf("UpdateCredentialAudited: %v, audit: %v", err, auditErr)
+	if err != nil || res.AuditErr != nil {
+		t.Fatalf("UpdateCredential (audited): %v, audit: %v", err, res.AuditErr)
 	}
+	if !res.Written || res.Audit != store.AuditWritten {
+		t.Errorf("WriteAudited outcome: Written %v, Audit %v; want true, written", res.Written, res.Audit)
+	}
+	got := res.Credential
 	if got.Version != orig.Version+1 || string(got.RefreshToken) != "rt-rotated" {
-		t.Errorf("UpdateCredentialAudited returned version %d, refresh token %q; want %d, %q",
+		t.Errorf("UpdateCredential (audited) returned version %d, refresh token %q; want %d, %q",
 			got.Version, got.RefreshToken, orig.Version+1, "rt-rotated")
 	}
 	read, err := s.GetCredential(t.Context(), "alice", "github")
@@ -564,38 +573,45 @@ func testCredentialUpdateAudited(t *testing.T, s store.Store) {
 	sameAudit(t, ev, events[0])
 
 	// No event: a plain update. The stamp is the store's when Time is zero.
-	if _, auditErr, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
-		return nil, nil
-	}); err != nil || auditErr != nil {
-		t.Fatalf("UpdateCredentialAudited without an event: %v, audit: %v", err, auditErr)
+	if res, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
+		return store.Write(), nil
+	}); err != nil || res.AuditErr != nil || res.Audit != store.AuditNone {
+		t.Fatalf("UpdateCredential without an event: %v, audit: %v (%v)", err, res.Audit, res.AuditErr)
 	}
 	before := time.Now()
-	if _, auditErr, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
-		return &store.AuditEvent{UserID: "alice", Actor: "system:test", Action: "credential.touch"}, nil
-	}); err != nil || auditErr != nil {
-		t.Fatalf("UpdateCredentialAudited: %v, audit: %v", err, auditErr)
+	if res, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
+		return store.WriteAudited(store.AuditEvent{UserID: "alice", Actor: "system:test", Action: "credential.touch"}), nil
+	}); err != nil || res.AuditErr != nil || res.Audit != store.AuditWritten {
+		t.Fatalf("UpdateCredential (audited): %v, audit: %v (%v)", err, res.Audit, res.AuditErr)
 	}
 	after := time.Now()
 
-	// fn's error, or an invalid state: nothing written, no event.
+	// fn's error, an invalid state, or an Unchanged outcome: nothing
+	// written, no event.
 	sentinel := &fnError{code: "temporarily_unavailable"}
-	if _, _, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+	if _, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.RefreshToken = []byte("must not be saved")
-		return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "must.not.be.saved"}, sentinel
+		return store.WriteAudited(store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "must.not.be.saved"}), sentinel
 	}); err != error(sentinel) {
-		t.Errorf("UpdateCredentialAudited returned %#v, want fn's error unchanged", err)
+		t.Errorf("UpdateCredential (audited) returned %#v, want fn's error unchanged", err)
 	}
-	if _, _, err := s.UpdateCredentialAudited(t.Context(), "alice", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+	if _, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.State = "bogus"
-		return &store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "must.not.be.saved"}, nil
+		return store.WriteAudited(store.AuditEvent{UserID: "alice", Actor: "user:alice", Action: "must.not.be.saved"}), nil
 	}); err == nil {
-		t.Error("UpdateCredentialAudited with an invalid state: no error")
+		t.Error("UpdateCredential (audited) with an invalid state: no error")
 	}
-	if _, _, err := s.UpdateCredentialAudited(t.Context(), "nobody", "github", func(c *store.Credential) (*store.AuditEvent, error) {
+	if res, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
+		c.RefreshToken = []byte("must not be saved")
+		return store.Unchanged(), nil
+	}); err != nil || res.Written || res.Audit != store.AuditNone {
+		t.Errorf("UpdateCredential (unchanged): %v, written %v, audit %v; want nil, false, none", err, res.Written, res.Audit)
+	}
+	if _, err := s.UpdateCredential(t.Context(), "nobody", "github", func(c *store.Credential) (store.Outcome, error) {
 		t.Error("fn was called for a missing credential")
-		return nil, nil
+		return store.Write(), nil
 	}); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("UpdateCredentialAudited of a missing credential: %v, want ErrNotFound", err)
+		t.Errorf("UpdateCredential (audited) of a missing credential: %v, want ErrNotFound", err)
 	}
 	final, err := s.GetCredential(t.Context(), "alice", "github")
 	if err != nil {
@@ -617,8 +633,61 @@ func testCredentialUpdateAudited(t *testing.T, s store.Store) {
 	// The row is not left locked.
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := s.UpdateCredential(ctx, "alice", "github", func(*store.Credential) error { return nil }); err != nil {
+	if _, err := s.UpdateCredential(ctx, "alice", "github", func(*store.Credential) (store.Outcome, error) { return store.Write(), nil }); err != nil {
 		t.Fatalf("UpdateCredential after the refused ones: %v", err)
+	}
+}
+
+// testCredentialUpdateUnchanged: an Unchanged outcome writes nothing (what
+// fn did to *c is discarded, Version stays), returns the row as read under
+// the lock, and lets the lock go, so the next updater runs at once.
+func testCredentialUpdateUnchanged(t *testing.T, s store.Store) {
+	orig := mustUpsert(t, s, newCredential("alice", "github"))
+	var seen store.Credential
+	res, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
+		seen = *c
+		c.RefreshToken = []byte("must not be saved")
+		c.State, c.StateReason = store.StateNeedsReauth, "invalid_grant"
+		c.Version = 1000
+		return store.Unchanged(), nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateCredential (unchanged): %v", err)
+	}
+	sameCredential(t, orig, seen)
+	if res.Written || res.Audit != store.AuditNone || res.AuditErr != nil {
+		t.Errorf("Unchanged outcome: Written %v, Audit %v (%v); want false, none", res.Written, res.Audit, res.AuditErr)
+	}
+	sameCredential(t, orig, res.Credential) // the row as read, not as fn left it
+	read, err := s.GetCredential(t.Context(), "alice", "github")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCredential(t, orig, read)
+	if events, err := s.ListAudit(t.Context(), "alice", 0, 10); err != nil || len(events) != 0 {
+		t.Errorf("ListAudit = %+v, %v after an Unchanged outcome; want none", events, err)
+	}
+	// The zero Outcome is Unchanged.
+	if res, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
+		c.TokenType = "must not be saved"
+		return store.Outcome{}, nil
+	}); err != nil || res.Written || res.Credential.Version != orig.Version {
+		t.Errorf("zero Outcome: %v, written %v, version %d; want nil, false, %d", err, res.Written, res.Credential.Version, orig.Version)
+	}
+
+	// The row is not left locked.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	res, err = s.UpdateCredential(ctx, "alice", "github", func(c *store.Credential) (store.Outcome, error) {
+		c.RefreshToken = []byte("rt-after")
+		return store.Write(), nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateCredential after an unchanged one: %v", err)
+	}
+	if !res.Written || res.Credential.Version != orig.Version+1 || string(res.Credential.RefreshToken) != "rt-after" {
+		t.Errorf("after an Unchanged outcome: written %v, version %d, refresh token %q; want true, %d, %q",
+			res.Written, res.Credential.Version, res.Credential.RefreshToken, orig.Version+1, "rt-after")
 	}
 }
 
@@ -636,19 +705,19 @@ func testCredentialUpdateNoLostUpdate(t *testing.T, s store.Store) {
 	errs := make(chan error, n)
 	for range n {
 		wg.Go(func() {
-			_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+			_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 				if inside.Add(1) > 1 {
 					overlaps.Add(1)
 				}
 				defer inside.Add(-1)
 				v, err := strconv.Atoi(c.TokenType)
 				if err != nil {
-					return err
+					return store.Unchanged(), err
 				}
 				time.Sleep(10 * time.Millisecond)
 				c.TokenType = strconv.Itoa(v + 1)
 				c.RefreshToken = []byte("rt-" + c.TokenType)
-				return nil
+				return store.Write(), nil
 			})
 			errs <- err
 		})
@@ -687,11 +756,11 @@ func testCredentialUpdateBlocksReplace(t *testing.T, s store.Store) {
 	release := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+		_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 			close(inFn)
 			<-release
 			c.RefreshToken = []byte("rt-rotated-by-refresh")
-			return nil
+			return store.Write(), nil
 		})
 		done <- err
 	}()
@@ -846,9 +915,9 @@ func testCredentialReplaceCiphertexts(t *testing.T, s store.Store) {
 func testCredentialReplaceCiphertextsConflict(t *testing.T, s store.Store) {
 	orig := mustUpsert(t, s, newCredential("alice", "github"))
 	// A refresh lands between the rotation's read and its write.
-	refreshed, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+	refreshed, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.RefreshToken = []byte("rt-refreshed")
-		return nil
+		return store.Write(), nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -861,7 +930,7 @@ func testCredentialReplaceCiphertextsConflict(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameCredential(t, refreshed, read)
+	sameCredential(t, refreshed.Credential, read)
 
 	// A re-link (upsert) also invalidates what the rotation read.
 	cur := read
@@ -900,9 +969,9 @@ func testCredentialErrorsHoldNoSecrets(t *testing.T, s store.Store) {
 	orig := mustUpsert(t, s, c)
 
 	var errs []error
-	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) error {
+	_, err := s.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.State = "bogus"
-		return nil
+		return store.Write(), nil
 	})
 	errs = append(errs, err)
 	stale := orig
@@ -916,7 +985,7 @@ func testCredentialErrorsHoldNoSecrets(t *testing.T, s store.Store) {
 	cancel()
 	_, err = s.UpsertCredential(ctx, c)
 	errs = append(errs, err)
-	_, err = s.UpdateCredential(ctx, "alice", "github", func(*store.Credential) error { return nil })
+	_, err = s.UpdateCredential(ctx, "alice", "github", func(*store.Credential) (store.Outcome, error) { return store.Write(), nil })
 	errs = append(errs, err)
 	for i, err := range errs {
 		if err == nil {
@@ -1666,9 +1735,9 @@ func testCredentialCount(t *testing.T, s store.Store) {
 	mustUpsert(t, s, newCredential("alice", "github"))
 	mustUpsert(t, s, newCredential("bob", "github"))
 	mustUpsert(t, s, newCredential("alice", "google"))
-	if _, err := s.UpdateCredential(t.Context(), "bob", "github", func(c *store.Credential) error {
+	if _, err := s.UpdateCredential(t.Context(), "bob", "github", func(c *store.Credential) (store.Outcome, error) {
 		c.State, c.StateReason = store.StateNeedsReauth, "invalid_grant"
-		return nil
+		return store.Write(), nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -1719,9 +1788,9 @@ func testCredentialClaimForRefresh(t *testing.T, s store.Store) {
 	mk("idle", "p", base.Add(2*time.Hour), base.Add(-90*24*time.Hour)) // refresh token near its idle death
 	mk("other", "q", base.Add(time.Minute), base)                      // another provider
 	mk("dead", "p", base.Add(time.Minute), base)
-	if _, err := s.UpdateCredential(t.Context(), "dead", "p", func(c *store.Credential) error {
+	if _, err := s.UpdateCredential(t.Context(), "dead", "p", func(c *store.Credential) (store.Outcome, error) {
 		c.State = store.StateNeedsReauth
-		return nil
+		return store.Write(), nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -1776,9 +1845,9 @@ func testCredentialRefreshExpiring(t *testing.T, s store.Store) {
 	mk("never", "p", nil)
 	b := mk("b", "q", ptr(base.Add(-time.Hour))) // already expired: still listed
 	mk("dead", "p", ptr(base.Add(time.Hour)))
-	if _, err := s.UpdateCredential(t.Context(), "dead", "p", func(c *store.Credential) error {
+	if _, err := s.UpdateCredential(t.Context(), "dead", "p", func(c *store.Credential) (store.Outcome, error) {
 		c.State = store.StateNeedsReauth
-		return nil
+		return store.Write(), nil
 	}); err != nil {
 		t.Fatal(err)
 	}
