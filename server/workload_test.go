@@ -240,13 +240,16 @@ func TestWorkloadServiceTokens(t *testing.T) {
 	w.exchange(forged(time.Now().Add(-time.Minute)), "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_expired")
 	// Well-formed, right audience, not signed by the cluster: TokenReview
 	// refuses it.
+	// One token for both requests: two forged at different instants differ
+	// when a second boundary falls between them (exp is in seconds).
+	forgery := forged(time.Now().Add(time.Hour))
 	before := w.reviews.Load()
-	w.exchange(forged(time.Now().Add(time.Hour)), "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_rejected")
+	w.exchange(forgery, "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_rejected")
 	if w.reviews.Load() != before+1 {
 		t.Errorf("a forged token should be reviewed once")
 	}
 	// Refusals are cached briefly too.
-	w.exchange(forged(time.Now().Add(time.Hour)), "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_rejected")
+	w.exchange(forgery, "svc", "").want(t, http.StatusUnauthorized, "invalid_request", "token_rejected")
 	if w.reviews.Load() != before+1 {
 		t.Errorf("a refused token should not be reviewed again at once")
 	}
