@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tokenstore/tokenstore/internal/delegation"
 	"github.com/tokenstore/tokenstore/internal/store"
 	"github.com/tokenstore/tokenstore/internal/workload"
 )
@@ -146,38 +147,12 @@ func (s *Server) createGrant(c *gin.Context) {
 		exp = req.ExpiresAtCamel
 	}
 	now := s.opt.Now()
-	if exp != nil && !exp.After(now) {
-		_ = c.Error(badRequest("invalid_expires_at", "expires_at must be in the future."))
-		return
-	}
-	if s.opt.ServiceAccounts == nil {
-		_ = c.Error(&apiError{Status: http.StatusServiceUnavailable, Code: "workloads_not_configured",
-			Message: "This server is not connected to Kubernetes, so it cannot check the ServiceAccount; grants are unavailable."})
-		return
-	}
-	uid, exists, err := s.opt.ServiceAccounts.ServiceAccountUID(ctx, ns, name)
-	if err != nil {
-		s.log.WarnContext(ctx, "service account lookup failed", "namespace", ns, "name", name, "error", err)
-		_ = c.Error(&apiError{Status: http.StatusBadGateway, Code: "kubernetes_unavailable",
-			Message: "The Kubernetes API could not be asked whether the ServiceAccount exists; try again shortly."})
-		return
-	}
-	if !exists {
-		_ = c.Error(badRequest("unknown_service_account", "There is no ServiceAccount "+ns+"/"+name+" in the cluster."))
-		return
-	}
-	// Bound to this ServiceAccount's uid: one deleted and created again
-	// under the same name does not inherit the grant.
-	g := store.Grant{UserID: id.UserID, Provider: p.ID, ServiceAccountNamespace: ns, ServiceAccountName: name, ServiceAccountUID: uid}
-	if exp != nil {
-		e := exp.UTC()
-		g.ExpiresAt = &e
-	}
-	g, err = s.opt.Store.CreateGrant(ctx, g)
+	g, err := s.delegation.Grant(ctx, id.UserID, p.ID, ns, name, exp)
 	if err != nil {
 		_ = c.Error(err)
 		return
 	}
+	uid := g.ServiceAccountUID
 	detail := map[string]any{"grant_id": g.ID, "service_account": ns + "/" + name, "service_account_uid": uid}
 	if g.ExpiresAt != nil {
 		detail["expires_at"] = g.ExpiresAt.Format(time.RFC3339)
@@ -192,7 +167,7 @@ func (s *Server) createGrant(c *gin.Context) {
 // (with their state), newest first.
 func (s *Server) listGrants(c *gin.Context) {
 	id := identity(c)
-	gs, err := s.opt.Store.ListGrants(c.Request.Context(), id.UserID)
+	gs, err := s.delegation.ListGrants(c.Request.Context(), id.UserID)
 	if err != nil {
 		_ = c.Error(err)
 		return
@@ -211,40 +186,23 @@ func (s *Server) listGrants(c *gin.Context) {
 func (s *Server) revokeGrant(c *gin.Context) {
 	id := identity(c)
 	ctx := c.Request.Context()
-	notFound := &apiError{Status: http.StatusNotFound, Code: "grant_not_found", Message: "You have no grant with this id."}
 	gid, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil || gid <= 0 {
-		_ = c.Error(notFound)
+		_ = c.Error(delegation.ErrGrantNotFound())
 		return
 	}
-	g, err := s.opt.Store.GetGrant(ctx, gid)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && g.UserID != id.UserID) {
-		// Someone else's grant looks exactly like a missing one.
-		_ = c.Error(notFound)
-		return
+	now := s.opt.Now()
+	g, revoked, err := s.delegation.RevokeGrant(ctx, id.UserID, gid)
+	if revoked {
+		// Its tokens' disclosures leave the ledger too (their pending
+		// repeats are still summarised): nothing more is disclosed under it.
+		s.disclosures.ForgetGrant(gid)
 	}
 	if err != nil {
 		_ = c.Error(err)
 		return
 	}
-	now := s.opt.Now()
-	if g.RevokedAt == nil {
-		if err := s.opt.Store.RevokeGrant(ctx, id.UserID, gid, now); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				_ = c.Error(notFound)
-				return
-			}
-			_ = c.Error(err)
-			return
-		}
-		s.forgetGrant(g)
-		// Its tokens' disclosures leave the ledger too (their pending
-		// repeats are still summarised): nothing more is disclosed under it.
-		s.disclosures.ForgetGrant(g.ID)
-		if g, err = s.opt.Store.GetGrant(ctx, gid); err != nil {
-			_ = c.Error(err)
-			return
-		}
+	if revoked {
 		s.audit(c, id.UserID, "user:"+id.UserID, ActionGrantRevoke, g.Provider,
 			map[string]any{"grant_id": g.ID, "service_account": g.ServiceAccountNamespace + "/" + g.ServiceAccountName})
 		s.log.InfoContext(ctx, "grant revoked", "grant", g.ID, "provider", g.Provider, "user", id.UserID)

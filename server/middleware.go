@@ -117,9 +117,10 @@ func (s *Server) traceRequests(c *gin.Context) {
 	if status >= 500 {
 		// The stable code only: wrapped errors' messages stay in the log.
 		desc := ""
-		var ae *apiError
-		if len(c.Errors) > 0 && errors.As(c.Errors[0].Err, &ae) {
-			desc = ae.Code
+		if len(c.Errors) > 0 {
+			if ae := apiErrorOf(c.Errors[0].Err); ae != nil {
+				desc = ae.Code
+			}
 		}
 		span.SetStatus(codes.Error, desc)
 	}
@@ -199,8 +200,7 @@ func (s *Server) logRequests(c *gin.Context) {
 	if len(c.Errors) > 0 {
 		// The stable code only: messages of wrapped errors are logged by
 		// renderErrors, once, for 500s.
-		var ae *apiError
-		if errors.As(c.Errors[0].Err, &ae) {
+		if ae := apiErrorOf(c.Errors[0].Err); ae != nil {
 			l.Error = ae.Code
 		}
 	}

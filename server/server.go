@@ -92,14 +92,14 @@ type Server struct {
 	// (EXTERNAL_URL, ALLOWED_RETURN_URLS and CORS_ORIGINS).
 	origins map[string]bool
 	cors    map[string]bool
-	// grants caches usable grants for CacheTTL (workload_grantcache.go).
-	grants *grantCache
+	// delegation decides who gets which token and holds the grants.
+	delegation *delegation.Service
 	// audits writes the audit events of requests, concurrent ones in one
 	// insert and commit (auditCtx).
 	audits *audit.Writer
 	// disclosures remembers which token values went to which workload
 	// under which grant: only a first disclosure waits for its grant.use
-	// event, repeats are summarised (delegatedToken, writeUseSummaries).
+	// event, repeats are summarised (handOut, writeUseSummaries).
 	disclosures *delegation.Ledger[useRecipient]
 }
 
@@ -168,8 +168,10 @@ func New(opt Options) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
-		origins: map[string]bool{}, cors: map[string]bool{}, grants: newGrantCache(opt.CacheTTL, opt.Now),
-		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite})}
+		origins: map[string]bool{}, cors: map[string]bool{},
+		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite}),
+		delegation: delegation.NewService(delegation.ServiceOptions{Store: opt.Store, ServiceAccounts: opt.ServiceAccounts,
+			CacheTTL: opt.CacheTTL, Now: opt.Now, Logger: opt.Logger})}
 	s.disclosures = delegation.New(delegation.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
 		Flush: s.writeUseSummaries, Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
 	for _, o := range opt.Settings.CORSOrigins {
@@ -278,6 +280,21 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
+// apiErrorOf is the answer an error carries: an *apiError, or a domain
+// service's refusal (*delegation.Error) in that shape; nil for any other
+// error.
+func apiErrorOf(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var de *delegation.Error
+	if errors.As(err, &de) {
+		return &apiError{Status: de.Status, Code: de.Code, Message: de.Message}
+	}
+	return nil
+}
+
 // renderErrors turns the first error a handler recorded with c.Error into
 // the JSON error answer. Errors that are not *apiError are logged and
 // answered as a 500 without detail.
@@ -287,15 +304,15 @@ func (s *Server) renderErrors(c *gin.Context) {
 		return
 	}
 	err := c.Errors[0].Err
-	var ae *apiError
-	if !errors.As(err, &ae) && databaseDown(err) {
+	ae := apiErrorOf(err)
+	if ae == nil && databaseDown(err) {
 		// A warning, not an error: the outage is not a bug here, and
 		// /readyz reports it too.
 		s.log.WarnContext(c.Request.Context(), "database unavailable", "method", c.Request.Method, "route", c.FullPath(), "error", err)
 		ae = errDatabaseDown()
 		c.Header("Retry-After", "1")
 	}
-	if ae == nil && !errors.As(err, &ae) {
+	if ae == nil {
 		s.log.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "route", c.FullPath(), "error", err)
 		ae = &apiError{Status: http.StatusInternalServerError, Code: "internal_error", Message: "Something went wrong on our side; the error was logged."}
 	}

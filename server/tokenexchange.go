@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/tokenstore/tokenstore/internal/delegation"
 )
 
 // RFC 8693 identifiers.
@@ -118,31 +120,31 @@ func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
 	if !ok {
 		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Reason: "unknown_provider", Description: "There is no provider with this id."}
 	}
-	person := form.Get("requested_subject")
+	req := delegation.Request{Provider: p, Subject: form.Get("requested_subject")}
+	var caller delegation.Caller
 	switch form.Get("subject_token_type") {
 	case TokenTypeJWT:
 		wid, oe := s.authenticateWorkload(ctx, subject)
 		if oe != nil {
 			return issued{}, oe
 		}
-		if person == "" {
-			return s.serviceToken(ctx, wid, p)
-		}
-		return s.delegatedToken(ctx, wid, p, person)
+		caller.Workload = &wid
 	case TokenTypeAccessToken:
 		id, oe := s.authenticatePerson(ctx, subject)
 		if oe != nil {
 			return issued{}, oe
 		}
-		if person != "" && person != id.UserID {
-			return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "not_own_credential",
-				Description: "A person's access token gets that person's own credential only; requested_subject names someone else."}
-		}
-		return s.personToken(ctx, id.UserID, p.ID, "user:"+id.UserID)
+		caller.PersonID = id.UserID
 	case "":
 		return issued{}, invalidRequest("", "subject_token_type is required ("+TokenTypeJWT+" for a ServiceAccount token, "+TokenTypeAccessToken+" for a person's access token).")
+	default:
+		return issued{}, invalidRequest("unsupported_token_type", "subject_token_type must be "+TokenTypeJWT+" or "+TokenTypeAccessToken+".")
 	}
-	return issued{}, invalidRequest("unsupported_token_type", "subject_token_type must be "+TokenTypeJWT+" or "+TokenTypeAccessToken+".")
+	d, err := s.delegation.Decide(ctx, caller, req)
+	if err != nil {
+		return issued{}, oauthRefusal(err)
+	}
+	return s.handOut(ctx, caller.Workload, p, d)
 }
 
 // formContentType is the one media type of the token request.

@@ -64,15 +64,9 @@ func (s *Server) authenticateWorkload(ctx context.Context, token string) (worklo
 		Description: "The ServiceAccount token could not be checked with the Kubernetes API; try again shortly."}
 }
 
-// serviceToken answers a workload asking for the provider's own
-// (client-credentials) token: only ServiceAccounts the provider lists in
-// workloadAccess get one.
+// serviceToken is the provider's own (client-credentials) token for a
+// workload the delegation service allowed one.
 func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *providers.Provider) (issued, *oauthError) {
-	if !p.AllowsServiceAccount(wid.Namespace, wid.ServiceAccount) {
-		s.log.InfoContext(ctx, "service token refused", "provider", p.ID, "service_account", wid.String())
-		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "service_account_not_allowed",
-			Description: "ServiceAccount " + wid.String() + " is not allowed service tokens from provider " + p.ID + " (TokenProvider spec.workloadAccess.serviceAccounts)."}
-	}
 	t, err := s.opt.ServiceTokens.Token(ctx, p)
 	var cr *providers.ClientRejectedError
 	if errors.As(err, &cr) {
@@ -88,56 +82,40 @@ func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *pro
 	return issued{AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, Scopes: t.Scopes}, nil
 }
 
-// delegatedToken answers a workload asking for a person's token: the
-// person must have granted this ServiceAccount access at this provider. The
-// database is the source of truth for grants; a replica reuses a grant it
-// read for at most CacheTTL (usableGrant), so a revocation holds at once on
-// the replica that made it and within that second on the others, and an
-// expiry at once everywhere.
-func (s *Server) delegatedToken(ctx context.Context, wid workload.Identity, p *providers.Provider, userID string) (issued, *oauthError) {
-	g, err := s.usableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount, wid.UID)
-	noGrant := func() (issued, *oauthError) {
-		return issued{}, &oauthError{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "no_grant",
-			Description: "No active grant lets ServiceAccount " + wid.String() + " use this person's account at provider " + p.ID + "."}
+// oauthRefusal is a delegation refusal as the token exchange answers it.
+func oauthRefusal(err error) *oauthError {
+	var de *delegation.Error
+	if errors.As(err, &de) {
+		return &oauthError{Status: de.Status, Code: de.Code, Reason: de.Reason, Description: de.Message}
 	}
-	if errors.Is(err, store.ErrNotFound) {
-		s.log.InfoContext(ctx, "delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())
-		return noGrant()
+	return &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
+}
+
+// handOut carries out a decision of the delegation service: the service
+// token, or a person's token through the broker; a person's token taken by
+// a workload under a grant goes out only once its disclosure is on record.
+func (s *Server) handOut(ctx context.Context, wid *workload.Identity, p *providers.Provider, d delegation.Decision) (issued, *oauthError) {
+	if d.Kind == delegation.ServiceToken {
+		return s.serviceToken(ctx, *wid, p)
 	}
-	if err != nil {
-		s.log.ErrorContext(ctx, "reading grants failed", "provider", p.ID, "user", userID, "error", err)
-		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
-	}
-	if !g.MatchesUID(wid.UID) {
-		// The grant was made for another ServiceAccount of this name, since
-		// deleted: this one does not inherit it. The answer is the same as
-		// without a grant.
-		s.log.InfoContext(ctx, "delegated token refused: grant bound to another service account uid", "provider", p.ID, "user", userID,
-			"service_account", wid.String(), "service_account_uid", wid.UID, "grant", g.ID, "grant_service_account_uid", g.ServiceAccountUID)
-		return noGrant()
-	}
-	actor := actorPrefix + wid.Namespace + "/" + wid.ServiceAccount
-	t, oe := s.personToken(ctx, userID, p.ID, actor)
-	if oe != nil {
-		return issued{}, oe
+	t, oe := s.personToken(ctx, d.UserID, p.ID, d.Actor)
+	if oe != nil || d.Grant == nil {
+		return t, oe
 	}
 	// The token goes out only once its disclosure to this recipient is on
 	// record: the first time this replica hands this token value to this
 	// ServiceAccount (and pod) under this grant, a durable grant.use event;
 	// a repeat only adds to the next summary (writeUseSummaries).
-	k := delegation.Key{GrantID: g.ID, ServiceAccountUID: wid.UID, Pod: wid.Pod, Token: delegation.FingerprintOf(t.AccessToken)}
+	k := delegation.Key{GrantID: d.Grant.ID, ServiceAccountUID: wid.UID, Pod: wid.Pod, Token: delegation.FingerprintOf(t.AccessToken)}
 	if s.disclosures.Repeat(k) {
 		return t, nil
 	}
-	who := useRecipient{userID: userID, provider: p.ID, actor: actor, serviceAccount: actor[len(actorPrefix):]}
+	who := useRecipient{userID: d.UserID, provider: p.ID, actor: d.Actor, serviceAccount: d.ServiceAccount()}
 	if err := s.disclose(ctx, k, who, t.Expiry); err != nil {
 		return issued{}, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "Something went wrong on our side; the error was logged."}
 	}
 	return t, nil
 }
-
-// actorPrefix is the audit actor of a ServiceAccount: serviceaccount:ns/name.
-const actorPrefix = "serviceaccount:"
 
 // disclose records the disclosure of a token value to a recipient through
 // the disclosure ledger: for a key it does not hold, a durable grant.use
