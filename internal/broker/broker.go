@@ -484,7 +484,7 @@ func (b *Broker) refreshAt(ctx context.Context, p *providers.Provider, req Reque
 	}
 	t0 := time.Now()
 	nt, err := b.callRefresh(ctx, p, string(rt))
-	b.observeRefresh(p.ID, err, time.Since(t0))
+	b.observeRefresh(p, err, time.Since(t0))
 	if err != nil {
 		return store.Unchanged(), err
 	}
@@ -644,7 +644,8 @@ func (b *Broker) seal(c *store.Credential, t *oauth2.Token, now time.Time) error
 
 // observeRefresh tells the Observer and the registry's token-endpoint
 // health how a refresh-token grant went.
-func (b *Broker) observeRefresh(provider string, err error, d time.Duration) {
+func (b *Broker) observeRefresh(p *providers.Provider, err error, d time.Duration) {
+	provider := p.ID
 	var (
 		gr *grantRefused
 		cr *providers.ClientRejectedError
@@ -656,7 +657,7 @@ func (b *Broker) observeRefresh(provider string, err error, d time.Duration) {
 			// The endpoint answers, and refuses our client: its own
 			// verdict (ClientRejected), not a failing endpoint.
 			b.endpoints.Observe(provider, "")
-			b.endpoints.Rejected(provider, cr.Grant, cr.Code)
+			b.endpoints.Rejected(provider, p.Version, cr.Grant, cr.Code)
 		case errors.As(err, &ue):
 			// 5xx, 429, no answer. Its text never holds the provider's
 			// body or a token.

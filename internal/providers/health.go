@@ -53,6 +53,11 @@ type TokenEndpointHealth struct {
 	byID map[string]*endpointState
 	// rejected: provider id -> grant -> the run of refusals of that grant.
 	rejected map[string]map[string]*rejectionState
+	// live: provider id -> the Version of its configuration in the
+	// registry. A refusal answered to a call made with another (an
+	// in-flight request that began before a fixed Secret was published)
+	// says nothing about the live configuration.
+	live map[string]string
 	// changes carries the ids whose verdict changed. Sends never block:
 	// with no reader (a replica that is not the leader) or a full buffer
 	// the change is dropped, and the reader's own periodic re-checks, or
@@ -123,7 +128,7 @@ func NewTokenEndpointHealth(opt HealthOptions) *TokenEndpointHealth {
 		opt.Now = time.Now
 	}
 	return &TokenEndpointHealth{threshold: opt.FailThreshold, hold: opt.FailHold, rejectHold: opt.RejectHold, now: opt.Now,
-		byID: map[string]*endpointState{}, rejected: map[string]map[string]*rejectionState{}, changes: make(chan string, 256)}
+		byID: map[string]*endpointState{}, rejected: map[string]map[string]*rejectionState{}, live: map[string]string{}, changes: make(chan string, 256)}
 }
 
 // Observe records one call to provider id's token endpoint. reason is
@@ -178,11 +183,16 @@ func (h *TokenEndpointHealth) Failing(id string) (EndpointFailure, bool) {
 }
 
 // Rejected records that provider id's token endpoint refused tokenstore's
-// client for grant with code (RejectsClient was true). The first refusal
-// of a run gives the verdict and is announced; so is a change of code.
-func (h *TokenEndpointHealth) Rejected(id, grant, code string) {
+// client for grant with code (RejectsClient was true), in a call made with
+// the configuration of that Version. The first refusal of a run gives the
+// verdict and is announced; so is a change of code. A refusal of a
+// configuration the registry has since replaced is ignored.
+func (h *TokenEndpointHealth) Rejected(id, version, grant, code string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if live, ok := h.live[id]; ok && live != version {
+		return // the refused call used a configuration no longer served
+	}
 	now := h.now()
 	byGrant := h.rejected[id]
 	if byGrant == nil {
@@ -247,6 +257,21 @@ func (h *TokenEndpointHealth) Rejection(id string) (ClientRejection, bool) {
 func (h *TokenEndpointHealth) Forget(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.forget(id)
+	delete(h.live, id)
+}
+
+// Configure is Forget for a provider the registry now serves with the
+// configuration of version: refusals of calls made with any other one are
+// ignored from now on.
+func (h *TokenEndpointHealth) Configure(id, version string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.forget(id)
+	h.live[id] = version
+}
+
+func (h *TokenEndpointHealth) forget(id string) {
 	st, failing := h.byID[id]
 	_, rejected := h.rejected[id]
 	delete(h.byID, id)

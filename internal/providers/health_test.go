@@ -157,6 +157,36 @@ func TestRegistryForgetsEndpointFailures(t *testing.T) {
 	}
 }
 
+// TestStaleRejectionIgnored: a refusal answered to a call made with a
+// configuration the registry has since replaced (a request in flight when
+// the fixed client secret was published) gives no verdict on the new one;
+// the cluster suite saw ClientRejected stay after the Secret was fixed.
+func TestStaleRejectionIgnored(t *testing.T) {
+	r := providers.NewRegistry()
+	h := r.TokenEndpoints()
+	cc := providers.GrantClientCredentials
+	r.Set(&providers.Provider{ID: "a", Version: "wrong-secret"})
+	h.Rejected("a", "wrong-secret", cc, "invalid_client")
+	if _, rejected := h.Rejection("a"); !rejected {
+		t.Fatal("a refusal of the live configuration gave no verdict")
+	}
+	r.Set(&providers.Provider{ID: "a", Version: "fixed"})
+	h.Rejected("a", "wrong-secret", cc, "invalid_client") // the late answer
+	if r, rejected := h.Rejection("a"); rejected {
+		t.Fatalf("a refusal of the replaced configuration gave a verdict on the new one: %+v", r)
+	}
+	h.Rejected("a", "fixed", cc, "invalid_client")
+	if _, rejected := h.Rejection("a"); !rejected {
+		t.Fatal("a refusal of the new configuration gave no verdict")
+	}
+	r.Delete("a")
+	h.Rejected("a", "fixed", cc, "invalid_client") // after removal: nothing is live
+	r.Set(&providers.Provider{ID: "a", Version: "again"})
+	if _, rejected := h.Rejection("a"); rejected {
+		t.Fatal("a verdict survived the provider's removal and return")
+	}
+}
+
 // TestClientRejection: one refusal of tokenstore's client gives the
 // verdict (no threshold), announced once per run; it belongs to its grant
 // (a success of another grant leaves it), ends with a success of its grant,
@@ -171,14 +201,14 @@ func TestClientRejection(t *testing.T) {
 	if _, rejected := h.Rejection("a"); rejected || len(changes(h)) != 0 {
 		t.Fatal("a success gave a verdict or was announced")
 	}
-	h.Rejected("a", cc, "invalid_client")
+	h.Rejected("a", "", cc, "invalid_client")
 	start := c.now()
 	r, rejected := h.Rejection("a")
 	if !rejected || r.Grant != cc || r.Code != "invalid_client" || r.Count != 1 || !r.Since.Equal(start) || !r.Until.Equal(start.Add(10*time.Minute)) {
 		t.Fatalf("after one refusal: %+v %v", r, rejected)
 	}
 	c.add(time.Minute)
-	h.Rejected("a", cc, "invalid_client")
+	h.Rejected("a", "", cc, "invalid_client")
 	if got := changes(h); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("announced %v, want [a] once for the run", got)
 	}
@@ -186,7 +216,7 @@ func TestClientRejection(t *testing.T) {
 		t.Fatalf("second refusal: %+v", r)
 	}
 	// Another code is news.
-	h.Rejected("a", cc, "unauthorized_client")
+	h.Rejected("a", "", cc, "unauthorized_client")
 	if r, _ := h.Rejection("a"); r.Code != "unauthorized_client" || r.Count != 1 || len(changes(h)) != 1 {
 		t.Fatalf("a new code: %+v", r)
 	}
@@ -198,7 +228,7 @@ func TestClientRejection(t *testing.T) {
 	}
 	// The grant refused last is reported.
 	c.add(time.Second)
-	h.Rejected("a", rt, "invalid_client")
+	h.Rejected("a", "", rt, "invalid_client")
 	if r, _ := h.Rejection("a"); r.Grant != rt {
 		t.Fatalf("reported %+v, want the refresh grant refused last", r)
 	}
@@ -216,7 +246,7 @@ func TestClientRejection(t *testing.T) {
 		t.Fatalf("end announced %v", got)
 	}
 	// It lapses RejectHold after the last refusal.
-	h.Rejected("a", cc, "invalid_client")
+	h.Rejected("a", "", cc, "invalid_client")
 	c.add(10*time.Minute - time.Millisecond)
 	if _, rejected := h.Rejection("a"); !rejected {
 		t.Fatal("lapsed before the hold")
@@ -226,7 +256,7 @@ func TestClientRejection(t *testing.T) {
 		t.Fatal("still rejected after the hold")
 	}
 	changes(h)
-	h.Rejected("a", cc, "invalid_client")
+	h.Rejected("a", "", cc, "invalid_client")
 	if r, _ := h.Rejection("a"); r.Count != 1 || len(changes(h)) != 1 {
 		t.Fatalf("a refusal after the lapse starts a new run, announced: %+v", r)
 	}

@@ -194,7 +194,7 @@ func (r *Registry) Replace(ps []*Provider) {
 func (r *Registry) publish(old *snapshot, byID map[string]*Provider) {
 	for id, p := range byID {
 		if old.byID[id] != p {
-			r.health.Forget(id)
+			r.health.Configure(id, p.Version)
 		}
 	}
 	for id := range old.byID {

@@ -189,7 +189,7 @@ func (s *ServiceTokens) fetch(ctx context.Context, p *providers.Provider) (Servi
 		err = classify(p.ID, err)
 		var cr *providers.ClientRejectedError
 		if s.opt.Endpoints != nil && errors.As(err, &cr) {
-			s.opt.Endpoints.Rejected(p.ID, cr.Grant, cr.Code)
+			s.opt.Endpoints.Rejected(p.ID, p.Version, cr.Grant, cr.Code)
 		}
 		return ServiceToken{}, err
 	}
