@@ -601,7 +601,7 @@ func install(t *testing.T, root string) {
 		`"spec":{"clusterIP":"%s","selector":{"app.kubernetes.io/name":"tokenstore","app.kubernetes.io/instance":"%s","app.kubernetes.io/component":"server"},`+
 		`"ports":[{"port":80,"targetPort":"http"}]}}]`, ns, externalIP, release)
 	helmInstall := installDoc(t, root, "## 3. Install", "helm install tokenstore charts/tokenstore")
-	if !strings.Contains(helmInstall, "--set image.tag") && imageTag != "" {
+	if !strings.Contains(helmInstall, "--set image.tag") {
 		helmInstall = strings.TrimRight(helmInstall, "\n") + " \\\n  --set image.repository=" + image + " --set image.tag=" + imageTag
 	}
 	helmInstall = strings.TrimRight(helmInstall, "\n") + " \\\n  --set-json 'extraObjects=" + extra + "' --wait --timeout=4m\n"
@@ -789,7 +789,7 @@ func checkReporter(t *testing.T, pod string) {
 	out := kubectl(t, "-n", ns, "get", "events.events.k8s.io",
 		"-o", `jsonpath={range .items[?(@.regarding.kind=="TokenProvider")]}{.regarding.name} {.reason} {.reportingInstance}{"\n"}{end}`)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) == 0 || lines[0] == "" {
+	if lines[0] == "" {
 		t.Fatal("no TokenProvider events: the status writer reported nothing")
 	}
 	for _, l := range lines {
@@ -802,19 +802,25 @@ func checkReporter(t *testing.T, pod string) {
 func leaseHolder(t *testing.T) string {
 	t.Helper()
 	var holder string
-	eventually(t, 30*time.Second, "a leader holds the status writer's Lease", func() error {
-		out, err := run(context.Background(), "kubectl", "-n", ns, "get", "lease", "tokenstore-status-writer", "-o", "jsonpath={.spec.holderIdentity}")
-		if err != nil {
-			return err
-		}
-		// controller-runtime's identity is <hostname>_<uuid>; the hostname is the pod name.
-		holder, _, _ = strings.Cut(strings.TrimSpace(out), "_")
-		if holder == "" {
-			return fmt.Errorf("no holder")
-		}
-		return nil
+	eventually(t, 30*time.Second, "a leader holds the status writer's Lease", func() (err error) {
+		holder, err = currentHolder()
+		return err
 	})
 	return holder
+}
+
+// currentHolder is the pod holding the status writer's Lease now.
+func currentHolder() (string, error) {
+	out, err := run(context.Background(), "kubectl", "-n", ns, "get", "lease", "tokenstore-status-writer", "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil {
+		return "", err
+	}
+	// controller-runtime's identity is <hostname>_<uuid>; the hostname is the pod name.
+	holder, _, _ := strings.Cut(strings.TrimSpace(out), "_")
+	if holder == "" {
+		return "", fmt.Errorf("no holder")
+	}
+	return holder, nil
 }
 
 // examplePod runs the client example once in team-a as reporter and
@@ -983,7 +989,10 @@ func upgrade(t *testing.T, root string, pg *postgres) {
 	deleted := time.Now()
 	var next string
 	eventually(t, 60*time.Second, "another pod holds the Lease", func() error {
-		next = leaseHolder(t)
+		var err error
+		if next, err = currentHolder(); err != nil {
+			return err
+		}
 		if next == holder {
 			return fmt.Errorf("still %s", holder)
 		}
