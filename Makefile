@@ -62,6 +62,7 @@ verify: ## Fail when committed generated code differs from its sources.
 	hack/verify-k8s.sh
 	hack/verify-sqlc.sh
 	hack/verify-chart.sh
+	hack/apidocs.sh -check
 
 .PHONY: build
 build: ## Build bin/tokenstore, the production binary (static, no dev mode).

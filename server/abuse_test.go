@@ -139,10 +139,10 @@ func TestOtherUsersAndCSRF(t *testing.T) {
 
 	b := e.browser()
 	b.sessionFor(in, "user-b")
-	if _, r := b.token(in, "alpha", ""); r.status != http.StatusNotFound || r.errorCode(t) != "not_linked" {
+	if _, r := b.token(in, "alpha", ""); r.status != http.StatusBadRequest || r.errorCode(t) != "not_linked" {
 		t.Fatalf("B reading A's token: %d %s", r.status, r.body)
 	}
-	if _, r := b.token(in, "alpha", "?force_refresh=true"); r.status != http.StatusNotFound {
+	if _, r := b.token(in, "alpha", "?force_refresh=true"); r.status != http.StatusBadRequest {
 		t.Fatalf("B refreshing A's token: %d %s", r.status, r.body)
 	}
 	r := b.do(http.MethodPost, in.url+"/api/v1.0/alpha/revoke", map[string]string{"Origin": e.ext})

@@ -103,11 +103,11 @@ func TestCacheCrossReplicaInvalidation(t *testing.T) {
 	if rv.status != http.StatusOK {
 		t.Fatalf("revoke at A: %d %s", rv.status, rv.body)
 	}
-	if _, r := br.token(a, "alpha", ""); r.status != http.StatusNotFound || r.errorCode(t) != "not_linked" {
+	if _, r := br.token(a, "alpha", ""); r.status != http.StatusBadRequest || r.errorCode(t) != "not_linked" {
 		t.Fatalf("A after its own revoke: %d %s", r.status, r.body)
 	}
 	took, status := untilRefused(t, br, bInst, 2*DefaultCacheTTL)
-	if status != http.StatusNotFound {
+	if status != http.StatusBadRequest {
 		t.Fatalf("B after the revoke: %d", status)
 	}
 	if took > DefaultCacheTTL+250*time.Millisecond {
@@ -133,7 +133,7 @@ func TestCacheCrossReplicaInvalidation(t *testing.T) {
 	start = time.Now()
 	for {
 		_, r := br.token(bInst, "beta", "")
-		if r.status == http.StatusUnauthorized {
+		if r.status == http.StatusForbidden {
 			break
 		}
 		if r.status != http.StatusOK {
@@ -148,7 +148,7 @@ func TestCacheCrossReplicaInvalidation(t *testing.T) {
 	if took > DefaultCacheTTL+250*time.Millisecond {
 		t.Fatalf("B accepted a logged-out session for %v, bound %v", took, DefaultCacheTTL)
 	}
-	if _, r := br.token(a, "beta", ""); r.status != http.StatusUnauthorized {
+	if _, r := br.token(a, "beta", ""); r.status != http.StatusForbidden {
 		t.Fatalf("A after its own logout: %d", r.status)
 	}
 	t.Logf("logout through A seen by B after %v", took)

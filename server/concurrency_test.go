@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -227,8 +228,7 @@ func TestRevoke(t *testing.T) {
 	c := e.credential(user, "alpha")
 	rt := e.refreshToken(c)
 
-	origin := map[string]string{"Origin": e.ext}
-	r := b.do(http.MethodPost, in.url+"/api/v1.0/alpha/revoke", origin)
+	r := b.do(http.MethodPost, in.url+"/api/v1.0/alpha/revoke", map[string]string{"Origin": e.ext, "Accept": "application/json"})
 	var res struct {
 		Revoked           bool `json:"revoked"`
 		RevokedAtProvider bool `json:"revoked_at_provider"`
@@ -240,15 +240,21 @@ func TestRevoke(t *testing.T) {
 	if _, err := in.store.GetCredential(e.ctx, user, "alpha"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("credential after revoke: %v", err)
 	}
+	// A client of the Flask service, which does not ask for an object,
+	// gets its answer: the JSON string "Token revoked".
+	if r := b.do(http.MethodPost, in.url+"/api/v1.0/alpha/revoke", map[string]string{"Origin": e.ext, "Accept": "*/*"}); r.status != http.StatusOK ||
+		strings.TrimSpace(string(r.body)) != `"Token revoked"` || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+		t.Fatalf("revoke without Accept: application/json: %d %q", r.status, r.body)
+	}
 	// The provider no longer honours the refresh token.
 	cfg := e.providers["alpha"].provider.OAuth2Config("")
 	if _, err := cfg.TokenSource(e.ctx, &oauth2.Token{RefreshToken: rt}).Token(); err == nil {
 		t.Fatal("the revoked refresh token still works at the provider")
 	}
-	if _, r := b.token(in, "alpha", ""); r.status != http.StatusNotFound || r.errorCode(t) != "not_linked" {
+	if _, r := b.token(in, "alpha", ""); r.status != http.StatusBadRequest || r.errorCode(t) != "not_linked" {
 		t.Fatalf("token after revoke: %d %s", r.status, r.body)
 	}
-	r = b.do(http.MethodPost, in.url+"/api/v1.0/alpha/revoke", origin)
+	r = b.do(http.MethodPost, in.url+"/api/v1.0/alpha/revoke", map[string]string{"Origin": e.ext, "Accept": "application/json"})
 	r.json(t, &res)
 	if r.status != http.StatusOK || res.Revoked {
 		t.Fatalf("revoking nothing: %d %s", r.status, r.body)

@@ -12,7 +12,7 @@ func TestLoginLinkToken(t *testing.T) {
 	in := e.instances[0]
 	b := e.browser()
 
-	if r := b.get(in.url + "/api/whoami"); r.status != http.StatusUnauthorized || r.errorCode(t) != "unauthenticated" {
+	if r := b.get(in.url + "/api/whoami"); r.status != http.StatusForbidden || r.errorCode(t) != "unauthenticated" {
 		t.Fatalf("whoami before login: %d %s", r.status, r.body)
 	}
 	if got := b.loginAt(in, "/after"); got != e.ext+"/after" {
@@ -67,7 +67,7 @@ func TestLoginLinkToken(t *testing.T) {
 	}
 
 	// Not linked at beta.
-	if _, r := b.token(in, "beta", ""); r.status != http.StatusNotFound || r.errorCode(t) != "not_linked" {
+	if _, r := b.token(in, "beta", ""); r.status != http.StatusBadRequest || r.errorCode(t) != "not_linked" {
 		t.Fatalf("token at an unlinked provider: %d %s", r.status, r.body)
 	}
 	if _, r := b.token(in, "nope", ""); r.status != http.StatusNotFound || r.errorCode(t) != "unknown_provider" {
@@ -78,7 +78,7 @@ func TestLoginLinkToken(t *testing.T) {
 	if r := b.do(http.MethodPost, in.url+"/api/oidc/logout", map[string]string{"Origin": e.ext}); r.status != http.StatusOK {
 		t.Fatalf("logout: %d %s", r.status, r.body)
 	}
-	if r := b.get(in.url + "/api/whoami"); r.status != http.StatusUnauthorized {
+	if r := b.get(in.url + "/api/whoami"); r.status != http.StatusForbidden {
 		t.Fatalf("whoami after logout: %d", r.status)
 	}
 	e.checkLogs()

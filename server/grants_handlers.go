@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tokenstore/tokenstore/internal/fault"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/tokenstore/tokenstore/internal/delegation"
@@ -85,8 +87,8 @@ type grantRequest struct {
 	ExpiresAtCamel      *time.Time      `json:"expiresAt"`
 }
 
-func badRequest(code, msg string) *apiError {
-	return &apiError{Status: http.StatusBadRequest, Code: code, Message: msg}
+func badRequest(code, msg string) *fault.Error {
+	return &fault.Error{Status: http.StatusBadRequest, Code: code, Message: msg}
 }
 
 func parseServiceAccount(raw json.RawMessage) (string, string, error) {

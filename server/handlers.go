@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"html"
 	"net/http"
@@ -9,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenstore/tokenstore/internal/fault"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/gin-gonic/gin"
@@ -79,12 +80,12 @@ func (s *Server) hop(c *gin.Context, to string) {
 func (s *Server) login(c *gin.Context) {
 	ret, err := s.returns.Check(c.Query("return_url"))
 	if err != nil {
-		_ = c.Error(s.authError(c.Request.Context(), err))
+		_ = c.Error(err)
 		return
 	}
 	authURL, browser, err := s.auth.StartLogin(c.Request.Context(), ret)
 	if err != nil {
-		_ = c.Error(s.authError(c.Request.Context(), err))
+		_ = c.Error(err)
 		return
 	}
 	s.setCookie(c, loginCookie, browser, "/api/oidc", 600, http.SameSiteLaxMode)
@@ -98,16 +99,16 @@ func (s *Server) loginCallback(c *gin.Context) {
 	if e := c.Query("error"); e != "" {
 		ret, err := s.auth.AbortLogin(ctx, browser, c.Query("state"))
 		if err != nil {
-			_ = c.Error(s.authError(c.Request.Context(), err))
+			_ = c.Error(err)
 			return
 		}
 		s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
-		s.redirect(c, auth.WithParams(ret, "error", safeCode(e)))
+		s.redirect(c, auth.WithParams(ret, "error", fault.SafeCode(e)))
 		return
 	}
 	cookie, ret, err := s.auth.FinishLogin(ctx, browser, c.Query("state"), c.Query("code"))
 	if err != nil {
-		_ = c.Error(s.authError(c.Request.Context(), err))
+		_ = c.Error(err)
 		return
 	}
 	// A login replaces the browser's previous session rather than leaving it
@@ -132,24 +133,6 @@ func (s *Server) logout(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "logged_out"})
 }
 
-// safeCode keeps an OAuth2 error code as a short token of safe characters,
-// so a provider (or an attacker) cannot inject into the return URL or logs.
-func safeCode(e string) string {
-	var b strings.Builder
-	for _, r := range e {
-		if b.Len() >= 64 {
-			break
-		}
-		if r == '_' || r == '-' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		}
-	}
-	if b.Len() == 0 {
-		return "error"
-	}
-	return b.String()
-}
-
 func (s *Server) whoami(c *gin.Context) { c.JSON(http.StatusOK, identity(c)) }
 
 // provider looks up the path's provider or records unknown_provider.
@@ -157,7 +140,7 @@ func (s *Server) provider(c *gin.Context) (*providers.Provider, bool) {
 	id := c.Param("provider")
 	p, ok := s.opt.Providers.Get(id)
 	if !ok {
-		_ = c.Error(&apiError{Status: http.StatusNotFound, Code: "unknown_provider", Message: "There is no provider with this id."})
+		_ = c.Error(broker.ErrUnknownProvider)
 	}
 	return p, ok
 }
@@ -224,10 +207,26 @@ func (s *Server) authorizations(c *gin.Context) {
 func requireSession(c *gin.Context) (*auth.Identity, bool) {
 	id := identity(c)
 	if id.Method != "session" {
-		_ = c.Error(&apiError{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "Linking an account needs a browser session; sign in at /api/oidc/login."})
+		_ = c.Error(&fault.Error{Status: http.StatusForbidden, Code: auth.ErrUnauthenticated.Code, Message: "Linking an account needs a browser session; sign in at /api/oidc/login."})
 		return nil, false
 	}
 	return id, true
+}
+
+// returnURL is where linking sends the browser back to: return_url, checked
+// against the allow-list; without one, the Referer, as the Flask service
+// did, but only when it passes the same check (the Flask service followed
+// any Referer: an open redirect); else the web page.
+func (s *Server) returnURL(c *gin.Context) (string, error) {
+	if raw := c.Query("return_url"); raw != "" {
+		return s.returns.Check(raw)
+	}
+	if ref := c.GetHeader("Referer"); ref != "" {
+		if u, err := s.returns.Check(ref); err == nil {
+			return u, nil
+		}
+	}
+	return s.returns.Default(), nil
 }
 
 // authorize starts linking the caller's account at a provider.
@@ -240,9 +239,9 @@ func (s *Server) authorize(c *gin.Context) {
 	if !ok {
 		return
 	}
-	ret, err := s.returns.Check(c.Query("return_url"))
+	ret, err := s.returnURL(c)
 	if err != nil {
-		_ = c.Error(s.authError(c.Request.Context(), err))
+		_ = c.Error(err)
 		return
 	}
 	state, pend, err := s.auth.Begin(c.Request.Context(), id.SessionID, p.ID, ret)
@@ -278,11 +277,11 @@ func (s *Server) linkCallback(c *gin.Context) {
 	ctx := c.Request.Context()
 	pend, err := s.auth.Consume(ctx, c.Query("state"), id.SessionID, p.ID)
 	if err != nil {
-		_ = c.Error(s.authError(c.Request.Context(), err))
+		_ = c.Error(err)
 		return
 	}
 	if e := c.Query("error"); e != "" {
-		s.redirect(c, auth.WithParams(pend.ReturnURL, "error", safeCode(e), "provider", p.ID))
+		s.redirect(c, auth.WithParams(pend.ReturnURL, "error", fault.SafeCode(e), "provider", p.ID))
 		return
 	}
 	code := c.Query("code")
@@ -300,7 +299,7 @@ func (s *Server) linkCallback(c *gin.Context) {
 		var re *oauth2.RetrieveError
 		reason := "provider_unavailable"
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
-			reason = safeCode(re.ErrorCode)
+			reason = fault.SafeCode(re.ErrorCode)
 		}
 		s.log.WarnContext(ctx, "code exchange failed", "provider", p.ID, "user", id.UserID, "reason", reason)
 		s.redirect(c, auth.WithParams(pend.ReturnURL, "error", reason, "provider", p.ID))
@@ -310,11 +309,11 @@ func (s *Server) linkCallback(c *gin.Context) {
 	if raw, _ := tok.Extra("id_token").(string); raw != "" && p.IsOIDC() {
 		idt, err := p.Verifier.Verify(xctx, raw)
 		if err != nil {
-			_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_id_token", Message: "The provider's ID token did not verify."})
+			_ = c.Error(&fault.Error{Status: http.StatusBadRequest, Code: "invalid_id_token", Message: "The provider's ID token did not verify."})
 			return
 		}
 		if idt.Nonce != pend.Nonce {
-			_ = c.Error(s.authError(c.Request.Context(), auth.ErrNonceMismatch))
+			_ = c.Error(auth.ErrNonceMismatch)
 			return
 		}
 		subject = idt.Subject
@@ -350,7 +349,7 @@ func (s *Server) token(c *gin.Context) {
 		if v := c.Query("min_valid"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > 86400 {
-				_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "min_valid must be a number of seconds between 0 and 86400."})
+				_ = c.Error(&fault.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: "min_valid must be a number of seconds between 0 and 86400."})
 				return
 			}
 			req.MinValid = time.Duration(n) * time.Second
@@ -358,7 +357,7 @@ func (s *Server) token(c *gin.Context) {
 		if v := c.Query("force_refresh"); v != "" {
 			f, err := strconv.ParseBool(v)
 			if err != nil {
-				_ = c.Error(&apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "force_refresh must be true or false."})
+				_ = c.Error(&fault.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: "force_refresh must be true or false."})
 				return
 			}
 			req.Force = f
@@ -366,7 +365,7 @@ func (s *Server) token(c *gin.Context) {
 	}
 	t, err := s.broker.Token(c.Request.Context(), req)
 	if err != nil {
-		_ = c.Error(s.brokerError(c.Request.Context(), req.Provider, err))
+		_ = c.Error(err)
 		return
 	}
 	resp := tokenResponse{AccessToken: t.AccessToken, TokenType: t.TokenType}
@@ -396,6 +395,8 @@ var (
 )
 
 // revoke revokes at the provider where it can and forgets the credential.
+// The answer is the Flask service's "Token revoked", or, for a client that
+// asks for application/json, what happened in detail.
 func (s *Server) revoke(c *gin.Context) {
 	if _, ok := s.provider(c); !ok {
 		return
@@ -406,6 +407,11 @@ func (s *Server) revoke(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
+	if !acceptsJSONObject(c.GetHeader("Accept")) {
+		// The Flask service's answer, which its clients may compare.
+		c.JSON(http.StatusOK, "Token revoked")
+		return
+	}
 	body := gin.H{"provider": c.Param("provider"), "revoked": res.Existed, "revoked_at_provider": res.AtProvider}
 	if res.ProviderError != "" {
 		body["provider_error"] = res.ProviderError
@@ -413,33 +419,15 @@ func (s *Server) revoke(c *gin.Context) {
 	c.JSON(http.StatusOK, body)
 }
 
-// brokerError maps the broker's errors to API errors.
-func (s *Server) brokerError(ctx context.Context, provider string, err error) error {
-	var re *broker.ReauthError
-	var ue *broker.UnavailableError
-	var cr *providers.ClientRejectedError
-	switch {
-	case errors.Is(err, broker.ErrUnknownProvider):
-		return &apiError{Status: http.StatusNotFound, Code: "unknown_provider", Message: "There is no provider with this id."}
-	case errors.As(err, &cr):
-		// Not the person's doing (so not reauthorization_required: linking
-		// again fails the same way) and not passing (so not a 502 that
-		// clients retry): a 400 that says what must be fixed, like a
-		// failed precondition.
-		s.log.WarnContext(ctx, "provider refused tokenstore's client", "provider", provider, "grant", cr.Grant, "code", cr.Code)
-		return &apiError{Status: http.StatusBadRequest, Code: ReasonProviderRejectedClient,
-			Message: "The provider refused tokenstore's client for the " + cr.Grant + " grant (" + safeCode(cr.Code) +
-				"); the stored authorization is intact, and linking again will not help: the TokenProvider's client settings " +
-				"or the client's registration at the provider must be fixed.", Provider: provider}
-	case errors.Is(err, broker.ErrNotLinked):
-		return &apiError{Status: http.StatusNotFound, Code: "not_linked", Message: "No account is linked at this provider; link one at its authorize URL.", Provider: provider, AuthorizeURL: s.actionURL(provider, "authorize")}
-	case errors.As(err, &re):
-		return &apiError{Status: http.StatusConflict, Code: "reauthorization_required",
-			Message:  "The provider no longer accepts the stored authorization (" + safeCode(re.Reason) + "); link the account again.",
-			Provider: provider, AuthorizeURL: s.actionURL(provider, "authorize")}
-	case errors.As(err, &ue):
-		s.log.WarnContext(ctx, "provider unavailable", "provider", provider, "error", ue.Err)
-		return &apiError{Status: http.StatusBadGateway, Code: "provider_unavailable", Message: "The provider could not be reached or failed; the stored authorization is intact, try again shortly.", Provider: provider}
+// acceptsJSONObject reports whether an Accept header names application/json
+// itself (not only */*): such a client gets revoke's detailed answer, any
+// other the Flask service's JSON string.
+func acceptsJSONObject(accept string) bool {
+	for part := range strings.SplitSeq(accept, ",") {
+		mt, _, _ := strings.Cut(part, ";")
+		if strings.EqualFold(strings.TrimSpace(mt), "application/json") {
+			return true
+		}
 	}
-	return err
+	return false
 }

@@ -1,16 +1,16 @@
 package server
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenstore/tokenstore/internal/fault"
 
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel"
@@ -118,7 +118,7 @@ func (s *Server) traceRequests(c *gin.Context) {
 		// The stable code only: wrapped errors' messages stay in the log.
 		desc := ""
 		if len(c.Errors) > 0 {
-			if ae := apiErrorOf(c.Errors[0].Err); ae != nil {
+			if ae := fault.As(c.Errors[0].Err); ae != nil {
 				desc = ae.Code
 			}
 		}
@@ -200,7 +200,7 @@ func (s *Server) logRequests(c *gin.Context) {
 	if len(c.Errors) > 0 {
 		// The stable code only: messages of wrapped errors are logged by
 		// renderErrors, once, for 500s.
-		if ae := apiErrorOf(c.Errors[0].Err); ae != nil {
+		if ae := fault.As(c.Errors[0].Err); ae != nil {
 			l.Error = ae.Code
 		}
 	}
@@ -265,7 +265,7 @@ func (s *Server) csrf(c *gin.Context) {
 	}
 	if !allowed {
 		c.Abort()
-		_ = c.Error(&apiError{Status: http.StatusForbidden, Code: "csrf_refused",
+		_ = c.Error(&fault.Error{Status: http.StatusForbidden, Code: "csrf_refused",
 			Message: "This request came from a page of another origin; it was refused."})
 		return
 	}
@@ -293,7 +293,7 @@ func (s *Server) authenticated(c *gin.Context) {
 	id, err := s.identify(c)
 	if err != nil {
 		c.Abort()
-		_ = c.Error(s.authError(c.Request.Context(), err))
+		_ = c.Error(err)
 		return
 	}
 	callOf(c).caller = id
@@ -329,29 +329,4 @@ func identity(c *gin.Context) *auth.Identity {
 		panic("server: identity called on a route without authenticated")
 	}
 	return id
-}
-
-// authError maps the auth package's errors to API errors.
-func (s *Server) authError(ctx context.Context, err error) error {
-	var ue *auth.UnavailableError
-	switch {
-	case errors.Is(err, auth.ErrUnauthenticated):
-		return &apiError{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "Sign in first (session cookie or bearer token)."}
-	case errors.Is(err, auth.ErrInvalidToken):
-		return &apiError{Status: http.StatusUnauthorized, Code: "invalid_token", Message: "The bearer token was not accepted."}
-	case errors.Is(err, auth.ErrInvalidState):
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid_state", Message: "This authorization response is unknown, expired, already used, or was started by another session."}
-	case errors.Is(err, auth.ErrNonceMismatch):
-		return &apiError{Status: http.StatusBadRequest, Code: "nonce_mismatch", Message: "The ID token does not belong to this authorization request."}
-	case errors.Is(err, auth.ErrLoginFailed):
-		return &apiError{Status: http.StatusBadRequest, Code: "login_failed", Message: "The provider's answer was not accepted."}
-	case errors.Is(err, auth.ErrLoginNotConfig):
-		return &apiError{Status: http.StatusServiceUnavailable, Code: "login_not_configured", Message: "Login is not configured on this server."}
-	case errors.Is(err, auth.ErrBadReturnURL):
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid_return_url", Message: "return_url must be a path on this service or an allowed origin."}
-	case errors.As(err, &ue):
-		s.log.WarnContext(ctx, "login provider unavailable", "error", err)
-		return &apiError{Status: http.StatusBadGateway, Code: "login_provider_unavailable", Message: "The login provider could not be reached; try again shortly."}
-	}
-	return err
 }

@@ -197,7 +197,7 @@ func TestOpenAPIResponses(t *testing.T) {
 	for _, want := range []string{
 		"GET /api/v1.0/{provider}/token 200", "GET /api/v1.0/{provider}/token 502", "GET /api/v1.0/{provider}/token 404",
 		"POST /api/v1.0/{provider}/revoke 200", "POST /api/v1.0/{provider}/revoke 403", "GET /api/v1.0/authorizations 200",
-		"GET /api/v1.0/{provider}/redirect_uri 302", "GET /api/v1.0/{provider}/redirect_uri 400", "GET /api/whoami 401",
+		"GET /api/v1.0/{provider}/redirect_uri 302", "GET /api/v1.0/{provider}/redirect_uri 400", "GET /api/whoami 403",
 	} {
 		if !vt.seen[want] {
 			t.Errorf("the flow did not exercise %s", want)

@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tokenstore/tokenstore/internal/fault"
+
 	"github.com/gin-gonic/gin"
 
+	"github.com/tokenstore/tokenstore/server/apidocs"
 	"github.com/tokenstore/tokenstore/server/ui"
 )
 
@@ -54,13 +57,19 @@ func (s *Server) routes() {
 
 	// The web page (/ and /ui/...) is mounted outside the API's routes, so
 	// the OpenAPI document describes the API alone.
+	// So is the API reference page (/api/, Swagger UI on that document).
 	page := ui.Handler(ui.Options{})
+	reference := apidocs.Handler()
 	r.NoRoute(func(c *gin.Context) {
-		if ui.Serves(c.Request) {
+		switch {
+		case ui.Serves(c.Request):
 			page.ServeHTTP(c.Writer, c.Request)
 			return
+		case apidocs.Serves(c.Request):
+			reference.ServeHTTP(c.Writer, c.Request)
+			return
 		}
-		_ = c.Error(&apiError{Status: http.StatusNotFound, Code: "not_found", Message: "No such endpoint."})
+		_ = c.Error(&fault.Error{Status: http.StatusNotFound, Code: "not_found", Message: "No such endpoint."})
 	})
 }
 

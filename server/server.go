@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tokenstore/tokenstore/internal/fault"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/tokenstore/tokenstore/internal/auth"
@@ -267,55 +269,94 @@ func (s *Server) DrainAudit() {
 	}
 }
 
-// apiError is the one JSON shape of every error: a stable code and a sentence,
-// plus, for some codes, where to go next.
-type apiError struct {
-	Status  int    `json:"-"`
+// restError is the REST API's JSON error: a stable code and a sentence,
+// plus, for some codes, the provider and where to go next.
+type restError struct {
 	Code    string `json:"error"`
 	Message string `json:"message"`
-	// Provider and AuthorizeURL accompany reauthorization_required.
+	// Provider and AuthorizeURL accompany refusals about a provider;
+	// AuthorizeURL those that linking again puts right.
 	Provider     string `json:"provider,omitempty"`
 	AuthorizeURL string `json:"authorize_url,omitempty"`
 }
 
-func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+// oauthError is the token-exchange endpoint's error in the RFC 6749 §5.2
+// shape ({error, error_description}), not the rest of the API's
+// {error, message}: OAuth client libraries parse this one. Reason is an
+// extension member with tokenstore's finer, stable code (token_expired,
+// no_grant, ...), so that programs can tell refusals apart without parsing
+// the description.
+type oauthError struct {
+	Code        string `json:"error"`
+	Description string `json:"error_description"`
+	Reason      string `json:"reason,omitempty"`
+}
 
-// apiErrorOf is the answer an error carries: an *apiError, or a domain
-// service's refusal (*delegation.Error) in that shape; nil for any other
-// error.
-func apiErrorOf(err error) *apiError {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae
+// faultOf is the answer to err: its *fault.Error, 503 database_unavailable
+// while the database cannot be reached, else an internal error. What the
+// caller is not told is logged here, once: the cause of a refusal that has
+// one (a provider or Kubernetes that failed, a client the provider
+// refused) and every unforeseen error.
+func (s *Server) faultOf(c *gin.Context, err error) *fault.Error {
+	ctx := c.Request.Context()
+	fe := fault.As(err)
+	switch {
+	case fe != nil:
+		if fe.Err != nil {
+			s.log.WarnContext(ctx, "request refused", "method", c.Request.Method, "route", c.FullPath(), "code", fe.Code, "provider", fe.Provider, "error", fe.Err)
+		}
+		return fe
+	case databaseDown(err):
+		// A warning, not an error: the outage is not a bug here, and
+		// /readyz reports it too.
+		s.log.WarnContext(ctx, "database unavailable", "method", c.Request.Method, "route", c.FullPath(), "error", err)
+		c.Header("Retry-After", "1")
+		return errDatabaseDown
 	}
-	var de *delegation.Error
-	if errors.As(err, &de) {
-		return &apiError{Status: de.Status, Code: de.Code, Message: de.Message}
-	}
-	return nil
+	s.log.ErrorContext(ctx, "request failed", "method", c.Request.Method, "route", c.FullPath(), "error", err)
+	return fault.Internal
 }
 
 // renderErrors turns the first error a handler recorded with c.Error into
-// the JSON error answer. Errors that are not *apiError are logged and
-// answered as a 500 without detail.
+// the REST API's JSON error answer.
 func (s *Server) renderErrors(c *gin.Context) {
 	c.Next()
 	if len(c.Errors) == 0 || c.Writer.Written() {
 		return
 	}
-	err := c.Errors[0].Err
-	ae := apiErrorOf(err)
-	if ae == nil && databaseDown(err) {
-		// A warning, not an error: the outage is not a bug here, and
-		// /readyz reports it too.
-		s.log.WarnContext(c.Request.Context(), "database unavailable", "method", c.Request.Method, "route", c.FullPath(), "error", err)
-		ae = errDatabaseDown()
-		c.Header("Retry-After", "1")
+	s.renderREST(c, c.Errors[0].Err)
+}
+
+// renderREST answers err as the REST API's JSON error.
+func (s *Server) renderREST(c *gin.Context, err error) {
+	fe := s.faultOf(c, err)
+	body := restError{Code: fe.Code, Message: fe.Message, Provider: fe.Provider}
+	if fe.Relink && fe.Provider != "" {
+		body.AuthorizeURL = s.actionURL(fe.Provider, "authorize")
 	}
-	if ae == nil {
-		s.log.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "route", c.FullPath(), "error", err)
-		ae = &apiError{Status: http.StatusInternalServerError, Code: "internal_error", Message: "Something went wrong on our side; the error was logged."}
+	switch fe.Status {
+	case http.StatusUnauthorized:
+		// RFC 6750 §3: a refused bearer token is challenged.
+		c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
+	case http.StatusForbidden:
+		if fe.Code == auth.ErrUnauthenticated.Code {
+			// No credentials at all: 403 as the Flask service answered,
+			// with the challenge RFC 6750 gives a request without one.
+			c.Header("WWW-Authenticate", `Bearer`)
+		}
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(ae.Status, ae)
+	c.JSON(fe.Status, body)
+}
+
+// renderOAuth answers err as an OAuth error (RFC 6749 §5.2).
+func (s *Server) renderOAuth(c *gin.Context, err error) {
+	fe := s.faultOf(c, err)
+	status := fe.OAuthHTTPStatus()
+	if status == http.StatusUnauthorized {
+		// RFC 6750 §3 asks for a challenge with 401.
+		c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(status, oauthError{Code: fe.OAuthCode(), Description: fe.Message, Reason: fe.Code})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tokenstore/tokenstore/internal/delegation"
+	"github.com/tokenstore/tokenstore/internal/fault"
 )
 
 // RFC 8693 identifiers.
@@ -50,13 +51,9 @@ type exchangeResponse struct {
 func (s *Server) tokenExchange(c *gin.Context) {
 	c.Header("Cache-Control", "no-store")
 	c.Header("Pragma", "no-cache")
-	t, oe := s.exchange(c)
-	if oe != nil {
-		if oe.Status == http.StatusUnauthorized {
-			// RFC 6750 §3 asks for a challenge with 401.
-			c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
-		}
-		c.JSON(oe.Status, oe)
+	t, err := s.exchange(c)
+	if err != nil {
+		s.renderOAuth(c, err)
 		return
 	}
 	resp := exchangeResponse{AccessToken: t.AccessToken, IssuedTokenType: TokenTypeAccessToken, TokenType: t.TokenType, Scope: scopeString(t.Scopes)}
@@ -72,12 +69,12 @@ func (s *Server) tokenExchange(c *gin.Context) {
 		appendExchangeResponse(make([]byte, 0, 160+len(resp.AccessToken)+len(resp.TokenType)+len(resp.Scope)), &resp))
 }
 
-func invalidRequest(reason, desc string) *oauthError {
-	return &oauthError{Status: http.StatusBadRequest, Code: "invalid_request", Reason: reason, Description: desc}
+func invalidRequest(reason, desc string) *fault.Error {
+	return &fault.Error{Status: http.StatusBadRequest, OAuth: "invalid_request", Code: reason, Message: desc}
 }
 
 // exchange validates the request and dispatches on the subject token type.
-func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
+func (s *Server) exchange(c *gin.Context) (issued, error) {
 	ctx := c.Request.Context()
 	if !formEncoded(c.GetHeader("Content-Type")) {
 		return issued{}, invalidRequest("", "The request must be form-encoded (Content-Type: application/x-www-form-urlencoded).")
@@ -100,7 +97,7 @@ func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
 		if gt == "" {
 			return issued{}, invalidRequest("", "grant_type is required ("+GrantTypeTokenExchange+").")
 		}
-		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "Only " + GrantTypeTokenExchange + " is supported here."}
+		return issued{}, &fault.Error{Status: http.StatusBadRequest, OAuth: "unsupported_grant_type", Message: "Only " + GrantTypeTokenExchange + " is supported here."}
 	}
 	if rt := form.Get("requested_token_type"); rt != "" && rt != TokenTypeAccessToken {
 		return issued{}, invalidRequest("", "requested_token_type, if given, must be "+TokenTypeAccessToken+".")
@@ -108,9 +105,9 @@ func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
 	if form.Get("actor_token") != "" {
 		return issued{}, invalidRequest("", "actor_token is not supported; name the person with requested_subject.")
 	}
-	providerID, oe := target(form)
-	if oe != nil {
-		return issued{}, oe
+	providerID, terr := target(form)
+	if terr != nil {
+		return issued{}, terr
 	}
 	subject := form.Get("subject_token")
 	if subject == "" {
@@ -118,21 +115,21 @@ func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
 	}
 	p, ok := s.opt.Providers.Get(providerID)
 	if !ok {
-		return issued{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Reason: "unknown_provider", Description: "There is no provider with this id."}
+		return issued{}, &fault.Error{Status: http.StatusBadRequest, OAuth: "invalid_target", Code: "unknown_provider", Message: "There is no provider with this id."}
 	}
 	req := delegation.Request{Provider: p, Subject: form.Get("requested_subject")}
 	var caller delegation.Caller
 	switch form.Get("subject_token_type") {
 	case TokenTypeJWT:
-		wid, oe := s.authenticateWorkload(ctx, subject)
-		if oe != nil {
-			return issued{}, oe
+		wid, err := s.authenticateWorkload(ctx, subject)
+		if err != nil {
+			return issued{}, err
 		}
 		caller.Workload = &wid
 	case TokenTypeAccessToken:
-		id, oe := s.authenticatePerson(ctx, subject)
-		if oe != nil {
-			return issued{}, oe
+		id, err := s.authenticatePerson(ctx, subject)
+		if err != nil {
+			return issued{}, err
 		}
 		caller.PersonID = id.UserID
 	case "":
@@ -142,7 +139,7 @@ func (s *Server) exchange(c *gin.Context) (issued, *oauthError) {
 	}
 	d, err := s.delegation.Decide(ctx, caller, req)
 	if err != nil {
-		return issued{}, oauthRefusal(err)
+		return issued{}, err
 	}
 	return s.handOut(ctx, caller.Workload, p, d)
 }
@@ -202,23 +199,23 @@ func readForm(c *gin.Context) (url.Values, error) {
 // target reads the provider from resource or audience (either, or both
 // naming the same provider). resource may also be the provider's API URL
 // (…/api/v1.0/{provider}), as RFC 8707 resources are URIs.
-func target(form url.Values) (string, *oauthError) {
+func target(form url.Values) (string, *fault.Error) {
 	res, aud := form.Get("resource"), form.Get("audience")
 	if res != "" {
 		if u, err := url.Parse(res); err == nil && u.IsAbs() {
 			_, after, ok := strings.Cut(strings.TrimSuffix(u.Path, "/"), "/api/v1.0/")
 			if !ok || after == "" || strings.Contains(after, "/") {
-				return "", &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Reason: "unknown_provider",
-					Description: "resource must be a provider id or its URL …/api/v1.0/{provider}."}
+				return "", &fault.Error{Status: http.StatusBadRequest, OAuth: "invalid_target", Code: "unknown_provider",
+					Message: "resource must be a provider id or its URL …/api/v1.0/{provider}."}
 			}
 			res = after
 		}
 	}
 	switch {
 	case res == "" && aud == "":
-		return "", &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Description: "Name the provider in resource or audience."}
+		return "", &fault.Error{Status: http.StatusBadRequest, OAuth: "invalid_target", Message: "Name the provider in resource or audience."}
 	case res != "" && aud != "" && res != aud:
-		return "", &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Description: "resource and audience name different providers."}
+		return "", &fault.Error{Status: http.StatusBadRequest, OAuth: "invalid_target", Message: "resource and audience name different providers."}
 	case res != "":
 		return res, nil
 	}
@@ -230,5 +227,5 @@ func safeParam(k string) string {
 	if len(k) > 40 {
 		k = k[:40]
 	}
-	return safeCode(k)
+	return fault.SafeCode(k)
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"syscall"
+
+	"github.com/tokenstore/tokenstore/internal/fault"
 )
 
 // databaseDown recognises an error that means the database cannot be
@@ -37,7 +39,5 @@ func databaseDown(err error) bool {
 }
 
 // errDatabaseDown is the answer while the database is unreachable.
-func errDatabaseDown() *apiError {
-	return &apiError{Status: http.StatusServiceUnavailable, Code: "database_unavailable",
-		Message: "The database could not be reached; nothing was changed, try again shortly."}
-}
+var errDatabaseDown = &fault.Error{Status: http.StatusServiceUnavailable, Code: "database_unavailable", OAuth: "temporarily_unavailable",
+	Message: "The database could not be reached; nothing was changed, try again shortly."}

@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenstore/tokenstore/internal/fault"
+
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
@@ -53,14 +55,22 @@ const touchEvery = time.Minute
 // issuer on every request.
 const bearerCacheTTL = time.Minute
 
-// Errors the HTTP layer maps to codes.
+// Refusals of authentication, with their answers (package fault).
 var (
-	ErrUnauthenticated = errors.New("no valid session or bearer token")
-	ErrInvalidToken    = errors.New("the bearer token was not accepted")
-	ErrInvalidState    = errors.New("unknown, expired, already used or foreign state")
-	ErrNonceMismatch   = errors.New("the ID token's nonce does not match the request")
-	ErrLoginFailed     = errors.New("the login provider's answer was not accepted")
-	ErrLoginNotConfig  = errors.New("login is not configured (OIDC_DISCOVERY_URL, OIDC_CLIENT_ID)")
+	// ErrUnauthenticated is a 403, as the Flask service answered a caller
+	// that is not signed in.
+	ErrUnauthenticated = &fault.Error{Status: http.StatusForbidden, Code: "unauthenticated", OAuth: "invalid_request", OAuthStatus: http.StatusUnauthorized,
+		Message: "Sign in first (session cookie or bearer token)."}
+	ErrInvalidToken = &fault.Error{Status: http.StatusUnauthorized, Code: "invalid_token", OAuth: "invalid_request", OAuthStatus: http.StatusUnauthorized,
+		Message: "The bearer token was not accepted."}
+	ErrInvalidState = &fault.Error{Status: http.StatusBadRequest, Code: "invalid_state",
+		Message: "This authorization response is unknown, expired, already used, or was started by another session."}
+	ErrNonceMismatch = &fault.Error{Status: http.StatusBadRequest, Code: "nonce_mismatch",
+		Message: "The ID token does not belong to this authorization request."}
+	ErrLoginFailed = &fault.Error{Status: http.StatusBadRequest, Code: "login_failed",
+		Message: "The provider's answer was not accepted."}
+	ErrLoginNotConfig = &fault.Error{Status: http.StatusServiceUnavailable, Code: "login_not_configured",
+		Message: "Login is not configured on this server (OIDC_DISCOVERY_URL, OIDC_CLIENT_ID)."}
 )
 
 // UnavailableError: the login issuer could not be reached.
@@ -68,6 +78,13 @@ type UnavailableError struct{ Err error }
 
 func (e *UnavailableError) Error() string { return "login provider unavailable: " + e.Err.Error() }
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Fault is a 502 for the REST API and temporarily_unavailable for OAuth
+// clients.
+func (e *UnavailableError) Fault() *fault.Error {
+	return &fault.Error{Status: http.StatusBadGateway, Code: "login_provider_unavailable", OAuth: "temporarily_unavailable", Err: e.Err,
+		Message: "The login provider could not be reached; try again shortly."}
+}
 
 // Identity is who a request comes from.
 type Identity struct {

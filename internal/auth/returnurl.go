@@ -2,12 +2,24 @@ package auth
 
 import (
 	"errors"
+	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/tokenstore/tokenstore/internal/fault"
 )
 
 // ErrBadReturnURL: return_url points somewhere not allowed (an open redirect).
-var ErrBadReturnURL = errors.New("return_url is not an allowed address")
+var ErrBadReturnURL = &fault.Error{Status: http.StatusBadRequest, Code: "invalid_return_url",
+	Message: "return_url must be a path on this service or an allowed origin."}
+
+// MaxReturnURL bounds return_url: a link back to a page needs no more, and
+// the pending login or link keeps it until the browser returns.
+const MaxReturnURL = 2048
+
+// ErrReturnURLTooLong: return_url is longer than MaxReturnURL.
+var ErrReturnURLTooLong = &fault.Error{Status: http.StatusBadRequest, Code: "invalid_return_url",
+	Message: "return_url must be at most 2048 characters long."}
 
 // ReturnURLs decides where browsers may be sent after login and linking:
 // EXTERNAL_URL's origin and the ALLOWED_RETURN_URLS origins, nothing else.
@@ -48,6 +60,9 @@ func (r *ReturnURLs) Default() string {
 func (r *ReturnURLs) Check(raw string) (string, error) {
 	if raw == "" {
 		return r.Default(), nil
+	}
+	if len(raw) > MaxReturnURL {
+		return "", ErrReturnURLTooLong
 	}
 	if strings.ContainsAny(raw, "\\\r\n\t") || strings.HasPrefix(raw, "//") {
 		return "", ErrBadReturnURL

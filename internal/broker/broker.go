@@ -28,6 +28,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenstore/tokenstore/internal/fault"
+
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
@@ -86,10 +88,14 @@ type Notifier interface {
 	CredentialEvent(ctx context.Context, event, userID, provider string, detail map[string]any)
 }
 
-// Sentinel errors; the HTTP layer maps them to codes.
+// Refusals of the broker, with their answers (package fault).
 var (
-	ErrUnknownProvider = errors.New("unknown provider")
-	ErrNotLinked       = errors.New("no linked account at this provider")
+	ErrUnknownProvider = &fault.Error{Status: http.StatusNotFound, Code: "unknown_provider", OAuth: "invalid_target",
+		Message: "There is no provider with this id."}
+	// ErrNotLinked is a 400, as the Flask service answered a token request
+	// for a provider with no stored token.
+	ErrNotLinked = &fault.Error{Status: http.StatusBadRequest, Code: "not_linked", OAuth: "invalid_grant", Relink: true,
+		Message: "No account is linked at this provider; link one at its authorize URL."}
 )
 
 // ReauthError says the provider refused the stored refresh token: the person
@@ -103,6 +109,13 @@ type ReauthError struct {
 
 func (e *ReauthError) Error() string {
 	return fmt.Sprintf("the account at %s must be linked again (%s)", e.Provider, e.Reason)
+}
+
+// Fault is a 409 for the REST API (the stored authorization conflicts with
+// the provider's view) and invalid_grant for OAuth clients.
+func (e *ReauthError) Fault() *fault.Error {
+	return &fault.Error{Status: http.StatusConflict, Code: "reauthorization_required", OAuth: "invalid_grant", Relink: true, Provider: e.Provider,
+		Message: "Provider " + e.Provider + " no longer accepts the stored authorization (" + fault.SafeCode(e.Reason) + "); link the account again."}
 }
 
 // UnavailableError says the provider could not be reached or answered with
@@ -121,6 +134,13 @@ func (e *UnavailableError) Error() string {
 	return fmt.Sprintf("provider %s unavailable: %v", e.Provider, e.Err)
 }
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Fault is a 502 for the REST API (a gateway's upstream failed) and
+// temporarily_unavailable (503) for OAuth clients.
+func (e *UnavailableError) Fault() *fault.Error {
+	return &fault.Error{Status: http.StatusBadGateway, Code: "provider_unavailable", OAuth: "temporarily_unavailable", Provider: e.Provider, Err: e.Err,
+		Message: "Provider " + e.Provider + " could not be reached or failed; the stored authorization is intact, try again shortly."}
+}
 
 // Options are what a Broker is built from.
 type Options struct {
@@ -291,7 +311,7 @@ func (b *Broker) Token(ctx context.Context, req Request) (Token, error) {
 	}
 	c, err := b.credential(ctx, req.UserID, req.Provider)
 	if errors.Is(err, store.ErrNotFound) {
-		return Token{}, ErrNotLinked
+		return Token{}, ErrNotLinked.For(req.Provider)
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("reading the credential: %w", err)
@@ -403,7 +423,7 @@ func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request
 			}
 			return pass.tok, nil
 		case errors.Is(err, store.ErrNotFound):
-			return Token{}, ErrNotLinked
+			return Token{}, ErrNotLinked.For(req.Provider)
 		case !errors.As(err, &gr):
 			return Token{}, err
 		}

@@ -7,25 +7,18 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tokenstore/tokenstore/internal/fault"
+
 	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/store"
 	"github.com/tokenstore/tokenstore/internal/ttlcache"
 	"github.com/tokenstore/tokenstore/internal/workload"
 )
 
-// Error is a refusal of the delegation service, with the code and status
-// it is answered with once, by the HTTP layer. Code is the OAuth error
-// code (token exchange) or the REST error code (grants API); Reason is
-// tokenstore's finer, stable code of an OAuth refusal (no_grant, ...),
-// empty for the REST API's.
-type Error struct {
-	Status  int
-	Code    string
-	Reason  string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+// Error is a refusal of the delegation service (package fault): the OAuth
+// code and tokenstore's reason for the token exchange, the code for the
+// grants API, with the status they are answered with.
+type Error = fault.Error
 
 // ActorPrefix is the audit actor of a ServiceAccount: serviceaccount:ns/name.
 const ActorPrefix = "serviceaccount:"
@@ -125,9 +118,7 @@ type Decision struct {
 // token (Actor without its prefix).
 func (d Decision) ServiceAccount() string { return d.Actor[len(ActorPrefix):] }
 
-func errServer() *Error {
-	return &Error{Status: http.StatusInternalServerError, Code: "server_error", Message: "Something went wrong on our side; the error was logged."}
-}
+func errServer() *Error { return fault.Internal }
 
 // Decide says whether a caller gets the token it asks for:
 //
@@ -142,7 +133,7 @@ func (s *Service) Decide(ctx context.Context, c Caller, r Request) (Decision, er
 	p := r.Provider
 	if c.Workload == nil {
 		if r.Subject != "" && r.Subject != c.PersonID {
-			return Decision{}, &Error{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "not_own_credential",
+			return Decision{}, &Error{Status: http.StatusForbidden, OAuth: "unauthorized_client", Code: "not_own_credential",
 				Message: "A person's access token gets that person's own credential only; requested_subject names someone else."}
 		}
 		return Decision{Kind: PersonToken, UserID: c.PersonID, Actor: "user:" + c.PersonID}, nil
@@ -151,14 +142,14 @@ func (s *Service) Decide(ctx context.Context, c Caller, r Request) (Decision, er
 	if r.Subject == "" {
 		if !p.AllowsServiceAccount(wid.Namespace, wid.ServiceAccount) {
 			s.log.InfoContext(ctx, "service token refused", "provider", p.ID, "service_account", wid.String())
-			return Decision{}, &Error{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "service_account_not_allowed",
+			return Decision{}, &Error{Status: http.StatusForbidden, OAuth: "unauthorized_client", Code: "service_account_not_allowed",
 				Message: "ServiceAccount " + wid.String() + " is not allowed service tokens from provider " + p.ID + " (TokenProvider spec.workloadAccess.serviceAccounts)."}
 		}
 		return Decision{Kind: ServiceToken}, nil
 	}
 	userID := r.Subject
 	g, err := s.usableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount, wid.UID)
-	noGrant := &Error{Status: http.StatusForbidden, Code: "unauthorized_client", Reason: "no_grant",
+	noGrant := &Error{Status: http.StatusForbidden, OAuth: "unauthorized_client", Code: "no_grant",
 		Message: "No active grant lets ServiceAccount " + wid.String() + " use this person's account at provider " + p.ID + "."}
 	if errors.Is(err, store.ErrNotFound) {
 		s.log.InfoContext(ctx, "delegated token refused: no grant", "provider", p.ID, "user", userID, "service_account", wid.String())

@@ -57,13 +57,20 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 
 func (f *fixture) tick(d time.Duration) { n := f.now.Load().Add(d); f.now.Store(&n) }
 
+// wantRefusal checks a refusal's answer: for the token exchange (reason
+// set) its OAuth code and tokenstore's reason, for the grants API (reason
+// empty) its REST code.
 func wantRefusal(t *testing.T, err error, status int, code, reason string) {
 	t.Helper()
 	var de *delegation.Error
 	if !errors.As(err, &de) {
 		t.Fatalf("err = %v, want a *delegation.Error", err)
 	}
-	if de.Status != status || de.Code != code || de.Reason != reason || de.Message == "" {
+	gotCode, gotReason := de.Code, ""
+	if de.OAuth != "" {
+		gotCode, gotReason = de.OAuth, de.Code
+	}
+	if de.Status != status || gotCode != code || gotReason != reason || de.Message == "" {
 		t.Fatalf("refusal = %+v, want %d %s %q", de, status, code, reason)
 	}
 }

@@ -3,6 +3,8 @@ package providers
 import (
 	"fmt"
 	"net/http"
+
+	"github.com/tokenstore/tokenstore/internal/fault"
 )
 
 // Grants tokenstore makes at a provider's token endpoint, as they are
@@ -50,4 +52,21 @@ type ClientRejectedError struct {
 
 func (e *ClientRejectedError) Error() string {
 	return fmt.Sprintf("provider %s refused tokenstore's client for the %s grant: %d %s", e.Provider, e.Grant, e.Status, e.Code)
+}
+
+// ReasonClientRejected is the code of a provider's refusal of tokenstore's
+// client: the REST answer's error, the token exchange's reason.
+const ReasonClientRejected = "provider_rejected_client"
+
+// Fault is a 400 and RFC 8693's invalid_target (tokenstore cannot issue a
+// token for that target), not a 503 that clients retry, and not
+// reauthorization_required: linking again fails the same way, whoever
+// asked, until the TokenProvider's client settings or the client's
+// registration at the provider are fixed. The message names the provider
+// and its code (one of a fixed list), never what else the provider said.
+func (e *ClientRejectedError) Fault() *fault.Error {
+	return &fault.Error{Status: http.StatusBadRequest, Code: ReasonClientRejected, OAuth: "invalid_target", Provider: e.Provider, Err: e,
+		Message: "Provider " + e.Provider + " refused tokenstore's client for the " + e.Grant + " grant (" + fault.SafeCode(e.Code) +
+			"); the stored authorization is intact, and linking again will not help: the TokenProvider's client settings " +
+			"or the client's registration at the provider must be fixed."}
 }

@@ -12,7 +12,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
+
+	"github.com/tokenstore/tokenstore/internal/fault"
 )
 
 // Identity is a workload proven by its ServiceAccount token.
@@ -89,6 +92,20 @@ type UnavailableError struct{ Err error }
 
 func (e *UnavailableError) Error() string { return "token review unavailable: " + e.Err.Error() }
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Fault: the token may be good; ask again shortly.
+func (e *UnavailableError) Fault() *fault.Error {
+	return &fault.Error{Status: http.StatusServiceUnavailable, Code: "kubernetes_unavailable", OAuth: "temporarily_unavailable", Err: e.Err,
+		Message: "The ServiceAccount token could not be checked with the Kubernetes API; try again shortly."}
+}
+
+// Fault is a 401: RFC 8693 §2.2.2 names invalid_request for an
+// unacceptable subject_token; the status says what it is, not
+// authenticated.
+func (e *AuthError) Fault() *fault.Error {
+	return &fault.Error{Status: http.StatusUnauthorized, Code: e.Reason, OAuth: "invalid_request", OAuthStatus: http.StatusUnauthorized,
+		Message: "The ServiceAccount token was refused: " + e.Detail + "."}
+}
 
 // ReasonOf returns the refusal reason of err, or "" when err is not an
 // *AuthError.
