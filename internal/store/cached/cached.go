@@ -88,9 +88,6 @@ func New(s store.Store, opt Options) *Store {
 	}
 }
 
-// Unwrap returns the wrapped store.
-func (c *Store) Unwrap() store.Store { return c.s }
-
 // Ping implements store.Store.
 func (c *Store) Ping(ctx context.Context) error { return c.s.Ping(ctx) }
 
