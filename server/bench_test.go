@@ -7,9 +7,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"testing"
-	"time"
 
 	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
+	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/store/cached"
 )
 
 // BenchmarkTokenHotPath measures GET /api/v1.0/{provider}/token when the
@@ -66,10 +67,11 @@ func BenchmarkTokenHotPath(b *testing.B) {
 			}
 		})
 	})
-	// As serve runs it: the per-replica cache on (sessions and sealed
-	// credentials reused for a second) and a JSON request log at info.
-	cached := e.serve(nil, Options{CacheTTL: time.Second, Logger: slog.New(reqlog.Wrap(slog.NewJSONHandler(io.Discard, nil), io.Discard, reqlog.JSON))}, nil)
-	ch := cached.srv.Handler()
+	// As serve runs it: the per-replica store cache on (sessions and
+	// sealed credentials reused for a second) and a JSON request log at info.
+	withCache := e.serve(nil, Options{Logger: slog.New(reqlog.Wrap(slog.NewJSONHandler(io.Discard, nil), io.Discard, reqlog.JSON))},
+		func(st store.Store) store.Store { return cached.New(st, cached.Options{TTL: cached.DefaultTTL}) })
+	ch := withCache.srv.Handler()
 	b.Run("cached", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/store/cached"
 )
 
 // countingStore counts the hot path's reads, to show the cache spares them.
@@ -27,13 +28,14 @@ func (s *countingStore) GetSession(ctx context.Context, id string, now time.Time
 	return s.Store.GetSession(ctx, id, now)
 }
 
-// startCachedInstance is startInstance with the per-replica cache on, as
-// cmd runs it, and a store that counts reads.
+// startCachedInstance is startInstance with the per-replica store cache
+// on, as serve runs it, over a store that counts the reads reaching the
+// database.
 func (e *env) startCachedInstance(ttl time.Duration) (*instance, *countingStore) {
 	var counting *countingStore
-	in := e.serve(nil, Options{CacheTTL: ttl}, func(st store.Store) store.Store {
+	in := e.serve(nil, Options{}, func(st store.Store) store.Store {
 		counting = &countingStore{Store: st}
-		return counting
+		return cached.New(counting, cached.Options{TTL: ttl})
 	})
 	return in, counting
 }
@@ -62,8 +64,8 @@ func untilRefused(t *testing.T, b *browser, in *instance, limit time.Duration) (
 func TestCacheCrossReplicaInvalidation(t *testing.T) {
 	e := newEnv(t)
 	home := e.instances[0] // EXTERNAL_URL: the login and link callbacks land here
-	a, sa := e.startCachedInstance(DefaultCacheTTL)
-	bInst, sb := e.startCachedInstance(DefaultCacheTTL)
+	a, sa := e.startCachedInstance(cached.DefaultTTL)
+	bInst, sb := e.startCachedInstance(cached.DefaultTTL)
 	br := e.browser()
 	br.loginAt(home, "")
 	user := br.whoami(home)
@@ -87,7 +89,7 @@ func TestCacheCrossReplicaInvalidation(t *testing.T) {
 		}
 	}
 	// Each second of the loop may cost one read of each.
-	budget := int64(time.Since(start)/DefaultCacheTTL) + 1
+	budget := int64(time.Since(start)/cached.DefaultTTL) + 1
 	if n := sa.creds.Load() - c0; n > budget {
 		t.Fatalf("%d credential reads for 50 cached requests, want at most %d", n, budget)
 	}
@@ -106,12 +108,12 @@ func TestCacheCrossReplicaInvalidation(t *testing.T) {
 	if _, r := br.token(a, "alpha", ""); r.status != http.StatusBadRequest || r.errorCode(t) != "not_linked" {
 		t.Fatalf("A after its own revoke: %d %s", r.status, r.body)
 	}
-	took, status := untilRefused(t, br, bInst, 2*DefaultCacheTTL)
+	took, status := untilRefused(t, br, bInst, 2*cached.DefaultTTL)
 	if status != http.StatusBadRequest {
 		t.Fatalf("B after the revoke: %d", status)
 	}
-	if took > DefaultCacheTTL+250*time.Millisecond {
-		t.Fatalf("B served a revoked credential for %v, bound %v", took, DefaultCacheTTL)
+	if took > cached.DefaultTTL+250*time.Millisecond {
+		t.Fatalf("B served a revoked credential for %v, bound %v", took, cached.DefaultTTL)
 	}
 	t.Logf("revoke through A seen by B after %v", took)
 	if _, err := sb.GetCredential(e.ctx, user, "alpha"); err == nil {
@@ -139,14 +141,14 @@ func TestCacheCrossReplicaInvalidation(t *testing.T) {
 		if r.status != http.StatusOK {
 			t.Fatalf("B after logout: %d %s", r.status, r.body)
 		}
-		if time.Since(start) > 2*DefaultCacheTTL {
+		if time.Since(start) > 2*cached.DefaultTTL {
 			t.Fatal("B still accepts the logged-out session")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	took = time.Since(start)
-	if took > DefaultCacheTTL+250*time.Millisecond {
-		t.Fatalf("B accepted a logged-out session for %v, bound %v", took, DefaultCacheTTL)
+	if took > cached.DefaultTTL+250*time.Millisecond {
+		t.Fatalf("B accepted a logged-out session for %v, bound %v", took, cached.DefaultTTL)
 	}
 	if _, r := br.token(a, "beta", ""); r.status != http.StatusForbidden {
 		t.Fatalf("A after its own logout: %d", r.status)

@@ -67,20 +67,12 @@ type Options struct {
 	// Notifier hears of credentials needing re-authorization and
 	// recovering (webhooks); nil tells no one.
 	Notifier broker.Notifier
-	// CacheTTL is how long this replica reuses a session or credential row
-	// it read (the token hot path then costs no database round trip); a
-	// logout or revoke through another replica is seen here within it.
-	// 0 means no cache; cmd sets DefaultCacheTTL.
-	CacheTTL time.Duration
 	// GrantUseSummaryInterval is how often the repeats of delegated tokens
 	// already disclosed to their recipient are written as grant.use
 	// summaries (internal/delegation); 0 means delegation.DefaultInterval
 	// (a minute). Tests shorten it.
 	GrantUseSummaryInterval time.Duration
 }
-
-// DefaultCacheTTL is the design's cross-replica invalidation bound.
-const DefaultCacheTTL = broker.DefaultCacheTTL
 
 // Server holds the HTTP API's dependencies.
 type Server struct {
@@ -146,14 +138,12 @@ func New(opt Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	a, err := auth.New(auth.Options{Settings: opt.Settings, Store: opt.Store, Keys: opt.Keys, HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now,
-		SessionCacheTTL: opt.CacheTTL})
+	a, err := auth.New(auth.Options{Settings: opt.Settings, Store: opt.Store, Keys: opt.Keys, HTTPClient: opt.HTTPClient, Logger: opt.Logger, Now: opt.Now})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	b, err := broker.New(broker.Options{Store: opt.Store, Keys: opt.Keys, Providers: opt.Providers, HTTPClient: opt.HTTPClient,
-		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime, Observer: observer(opt.Metrics), Notifier: opt.Notifier,
-		CacheTTL: opt.CacheTTL})
+		Logger: opt.Logger, Now: opt.Now, UnknownLifetime: opt.UnknownTokenLifetime, Observer: observer(opt.Metrics), Notifier: opt.Notifier})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -173,7 +163,7 @@ func New(opt Options) (*Server, error) {
 		origins: map[string]bool{}, cors: map[string]bool{},
 		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite}),
 		delegation: delegation.NewService(delegation.ServiceOptions{Store: opt.Store, ServiceAccounts: opt.ServiceAccounts,
-			CacheTTL: opt.CacheTTL, Now: opt.Now, Logger: opt.Logger})}
+			Now: opt.Now, Logger: opt.Logger})}
 	s.disclosures = delegation.New(delegation.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
 		Flush: s.writeUseSummaries, Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
 	for _, o := range opt.Settings.CORSOrigins {

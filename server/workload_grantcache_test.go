@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/store/cached"
 	"github.com/tokenstore/tokenstore/internal/workload/kubeauth"
 )
 
@@ -28,11 +29,11 @@ func (s *grantCountingStore) FindUsableGrant(ctx context.Context, userID, provid
 // cache on (as serve runs) and a clock of its own, moved by skew.
 func (w *wlEnv) startCachedWorkloadInstance(ka *kubeauth.Authenticator, ttl time.Duration, skew *atomic.Int64) (*instance, *grantCountingStore) {
 	var counting *grantCountingStore
-	in := w.serve(nil, Options{Workloads: ka, ServiceAccounts: ka, CacheTTL: ttl,
-		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }},
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	in := w.serve(nil, Options{Workloads: ka, ServiceAccounts: ka, Now: now},
 		func(st store.Store) store.Store {
 			counting = &grantCountingStore{Store: st}
-			return counting
+			return cached.New(counting, cached.Options{TTL: ttl, Now: now})
 		}, w.svc)
 	return in, counting
 }

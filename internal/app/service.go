@@ -23,6 +23,7 @@ import (
 	"github.com/tokenstore/tokenstore/internal/refresher"
 	"github.com/tokenstore/tokenstore/internal/settings"
 	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/store/cached"
 	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 	"github.com/tokenstore/tokenstore/internal/webhooks"
 	"github.com/tokenstore/tokenstore/internal/workload"
@@ -70,10 +71,16 @@ func New(ctx context.Context, s *settings.Settings, log *slog.Logger, opts Optio
 		return nil, err
 	}
 	// Opened first: it says clearly when the database cannot be reached.
-	st, err := storeopen.Open(ctx, s.DatabaseURL)
+	opened, err := storeopen.Open(ctx, s.DatabaseURL)
 	if err != nil {
 		return nil, err
 	}
+	// Every part of serve shares one cache of the hot path's reads
+	// (sessions, credential rows, grants), reused for a second: a token
+	// request then costs no database round trip, writes through this
+	// replica are seen here at once (the refresher's too), and every
+	// replica sees a revoke or logout within that second.
+	var st store.Store = cached.New(opened, cached.Options{TTL: cached.DefaultTTL})
 	defer func() {
 		if err != nil {
 			st.Close()
@@ -141,10 +148,6 @@ func New(ctx context.Context, s *settings.Settings, log *slog.Logger, opts Optio
 		Ready:           svc.Sources.Ready,
 		HTTPClient:      svc.HTTPClient,
 		Logger:          log,
-		// Sessions and credential rows reused for a second: the token hot
-		// path then costs no database round trip, and every replica still
-		// sees a revoke or logout within that second.
-		CacheTTL: server.DefaultCacheTTL,
 	})
 	if err != nil {
 		return nil, err

@@ -164,11 +164,6 @@ type Options struct {
 	Observer Observer
 	// Notifier hears of state changes; nil tells no one.
 	Notifier Notifier
-	// CacheTTL is how long a credential row read on the hot path is reused
-	// (see cache.go); 0 reads the store on every request.
-	CacheTTL time.Duration
-	// CacheSize bounds the cache; 0 means DefaultCacheSize.
-	CacheSize int
 }
 
 // Broker serves access tokens. Safe for concurrent use.
@@ -176,7 +171,6 @@ type Broker struct {
 	opt    Options
 	log    *slog.Logger
 	flight singleflight.Group
-	cache  *credCache // nil: no caching
 	// endpoints hears how each refresh-token grant went, when the
 	// registry keeps that (providers.Registry does), so that a token
 	// endpoint failing behind a healthy discovery document shows in the
@@ -215,7 +209,7 @@ func New(opt Options) (*Broker, error) {
 	if opt.ForceWindow == 0 {
 		opt.ForceWindow = DefaultForceWindow
 	}
-	b := &Broker{opt: opt, log: opt.Logger, cache: newCredCache(opt)}
+	b := &Broker{opt: opt, log: opt.Logger}
 	if r, ok := opt.Providers.(tokenEndpointReporter); ok {
 		b.endpoints = r.TokenEndpoints()
 	}
@@ -309,7 +303,11 @@ func (b *Broker) Token(ctx context.Context, req Request) (Token, error) {
 	if !ok {
 		return Token{}, ErrUnknownProvider
 	}
-	c, err := b.credential(ctx, req.UserID, req.Provider)
+	// The hot path's read: with the store wrapped by internal/store/cached,
+	// as serve runs it, no database round trip for a row read within the
+	// last second (the cache keeps sealed rows, so a heap dump of a replica
+	// holds no more plaintext than the requests in flight).
+	c, err := b.opt.Store.GetCredential(ctx, req.UserID, req.Provider)
 	if errors.Is(err, store.ErrNotFound) {
 		return Token{}, ErrNotLinked.For(req.Provider)
 	}
@@ -399,26 +397,14 @@ func (e *grantRefused) Error() string { return "refresh token refused: " + e.cod
 // refresh answers a request the hot path could not: under the row lock it
 // decides (decide), refreshes at the provider if it must (refreshAt), and,
 // when the provider refuses the refresh token, marks the credential as
-// needing re-authorization (refused). It is the one place that keeps the
-// hot-path cache consistent with what these steps wrote.
+// needing re-authorization (refused).
 func (b *Broker) refresh(ctx context.Context, p *providers.Provider, req Request, start time.Time) (Token, error) {
-	// Whatever happens here may change the row: the next hot-path read
-	// goes to the store, unless this refresh wrote it (then the row as
-	// committed is what that read would find).
-	var written *store.Credential
-	defer func() {
-		b.forget(req.UserID, req.Provider)
-		if written != nil {
-			b.remember(req.UserID, req.Provider, *written)
-		}
-	}()
 	for attempt := 0; ; attempt++ {
 		pass, res, err := b.refreshLocked(ctx, p, req, start)
 		var gr *grantRefused
 		switch {
 		case err == nil:
 			if res.Written {
-				written = &res.Credential
 				b.refreshSaved(ctx, req, pass, res)
 			}
 			return pass.tok, nil
@@ -787,7 +773,6 @@ func scrub(err error) error {
 // Link stores a freshly obtained token answer as userID's credential at
 // provider, replacing an earlier one (and its needs_reauth state).
 func (b *Broker) Link(ctx context.Context, userID, provider, subject, actor string, t *oauth2.Token) error {
-	defer b.forget(userID, provider)
 	now := b.opt.Now()
 	c := store.Credential{UserID: userID, Provider: provider, Subject: subject}
 	if err := b.seal(&c, t, now); err != nil {
@@ -831,7 +816,6 @@ type RevokeResult struct {
 // provider that fails to answer does not keep the credential: the person
 // asked tokenstore to let go of it, and it does; the result says so.
 func (b *Broker) Revoke(ctx context.Context, userID, provider, actor string) (RevokeResult, error) {
-	defer b.forget(userID, provider)
 	var res RevokeResult
 	p, ok := b.opt.Providers.Get(provider)
 	// The update only holds the row lock while the provider is told; it

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/store"
-	"github.com/tokenstore/tokenstore/internal/ttlcache"
 	"github.com/tokenstore/tokenstore/internal/workload"
 )
 
@@ -23,44 +22,27 @@ type Error = fault.Error
 // ActorPrefix is the audit actor of a ServiceAccount: serviceaccount:ns/name.
 const ActorPrefix = "serviceaccount:"
 
-// grantCacheSize bounds the grant cache: one entry per (person, provider,
-// ServiceAccount) asked for within one TTL; a grant row is a few hundred
-// bytes.
-const grantCacheSize = 65536
-
-// grantKey is what a delegated token request looks a grant up by.
-type grantKey struct{ user, provider, namespace, name string }
-
 // ServiceOptions configure a Service.
 type ServiceOptions struct {
 	Store store.Store
 	// ServiceAccounts confirms a grant's ServiceAccount exists; nil means
 	// grants cannot be made.
 	ServiceAccounts workload.Directory
-	// CacheTTL bounds how long a usable grant this replica read is reused;
-	// 0 reads the database on every request.
-	CacheTTL time.Duration
-	Now      func() time.Time
-	Logger   *slog.Logger
+	Now             func() time.Time
+	Logger          *slog.Logger
 }
 
 // Service holds the delegation decisions: who may get which token at a
 // provider, and the grants that let a ServiceAccount use a person's
 // account.
 //
-// Grants this replica read are kept for at most CacheTTL (the design's
-// cross-replica bound, one second in serve, as for sessions and credential
-// rows): a workload calling in a loop then costs one grant read a second
-// instead of one per request. A revoke made through this replica drops the
-// entry at once (which also keeps a read in flight from storing what it
-// read); one made through another replica is seen here within the TTL.
-// "No grant" is never cached, so a new grant works at once, and an entry is
-// honoured only while the grant itself is (its expires_at is checked on
-// every hit).
+// The grant a delegated token request is decided on is read through the
+// store: serve wraps it in internal/store/cached, so a workload calling in a
+// loop costs one grant read a second, a revoke through this replica holds
+// at once and one through another within that second.
 type Service struct {
-	opt    ServiceOptions
-	log    *slog.Logger
-	grants *ttlcache.Cache[grantKey, store.Grant]
+	opt ServiceOptions
+	log *slog.Logger
 }
 
 // NewService builds the service.
@@ -72,7 +54,7 @@ func NewService(opt ServiceOptions) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{opt: opt, log: log, grants: ttlcache.New[grantKey, store.Grant](opt.CacheTTL, grantCacheSize, opt.Now)}
+	return &Service{opt: opt, log: log}
 }
 
 // Caller is who asks for a token, already authenticated: a workload (by
@@ -148,7 +130,9 @@ func (s *Service) Decide(ctx context.Context, c Caller, r Request) (Decision, er
 		return Decision{Kind: ServiceToken}, nil
 	}
 	userID := r.Subject
-	g, err := s.usableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount, wid.UID)
+	// The grant returned may be bound to another uid than the caller's,
+	// when that is the only usable one: it is refused below.
+	g, err := s.opt.Store.FindUsableGrant(ctx, userID, p.ID, wid.Namespace, wid.ServiceAccount, wid.UID, s.opt.Now())
 	noGrant := &Error{Status: http.StatusForbidden, OAuth: "unauthorized_client", Code: "no_grant",
 		Message: "No active grant lets ServiceAccount " + wid.String() + " use this person's account at provider " + p.ID + "."}
 	if errors.Is(err, store.ErrNotFound) {
@@ -168,26 +152,6 @@ func (s *Service) Decide(ctx context.Context, c Caller, r Request) (Decision, er
 		return Decision{}, noGrant
 	}
 	return Decision{Kind: PersonToken, UserID: userID, Actor: ActorPrefix + wid.Namespace + "/" + wid.ServiceAccount, Grant: &g}, nil
-}
-
-// usableGrant is store.FindUsableGrant through the grant cache. The entry
-// is keyed by namespace/name (so that a revoke, which knows the grant, can
-// drop it) and honoured only for a caller whose ServiceAccount uid it
-// matches (store.Grant.MatchesUID); any other caller reads the database.
-// The grant returned may be bound to another uid than uid, when that is
-// the only usable one: the caller must refuse it.
-func (s *Service) usableGrant(ctx context.Context, userID, provider, namespace, name, uid string) (store.Grant, error) {
-	k := grantKey{userID, provider, namespace, name}
-	now := s.opt.Now()
-	if g, ok := s.grants.Get(k); ok && g.Usable(now) && g.MatchesUID(uid) {
-		return g, nil
-	}
-	t := s.grants.Begin()
-	g, err := s.opt.Store.FindUsableGrant(ctx, userID, provider, namespace, name, uid, now)
-	if err == nil {
-		s.grants.Put(t, k, g)
-	}
-	return g, err
 }
 
 // Grant lets ServiceAccount namespace/name obtain the person's access token
@@ -235,8 +199,8 @@ func ErrGrantNotFound() *Error {
 // RevokeGrant revokes one of a person's grants and returns it as it now
 // is; revoked reports whether this call revoked it (revoking a revoked
 // grant is not an error). It takes effect on the next token request on
-// this replica (its cached grant is dropped) and within CacheTTL on the
-// others.
+// this replica and, with the store cached (internal/store/cached), within
+// its TTL on the others.
 func (s *Service) RevokeGrant(ctx context.Context, userID string, id int64) (g store.Grant, revoked bool, err error) {
 	g, err = s.opt.Store.GetGrant(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && g.UserID != userID) {
@@ -254,7 +218,6 @@ func (s *Service) RevokeGrant(ctx context.Context, userID string, id int64) (g s
 		}
 		return store.Grant{}, false, err
 	}
-	s.grants.Forget(grantKey{g.UserID, g.Provider, g.ServiceAccountNamespace, g.ServiceAccountName})
 	g, err = s.opt.Store.GetGrant(ctx, id)
 	return g, true, err
 }

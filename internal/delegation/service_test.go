@@ -11,6 +11,7 @@ import (
 	"github.com/tokenstore/tokenstore/internal/delegation"
 	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/store/cached"
 	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 	"github.com/tokenstore/tokenstore/internal/workload"
 )
@@ -49,8 +50,13 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 	f.st = st
 	start := time.Now()
 	f.now.Store(&start)
-	f.svc = delegation.NewService(delegation.ServiceOptions{Store: st, ServiceAccounts: f.dir, CacheTTL: ttl,
-		Now: func() time.Time { return *f.now.Load() }})
+	now := func() time.Time { return *f.now.Load() }
+	// With ttl, through the store cache as serve runs it (on the same clock).
+	var svcStore store.Store = st
+	if ttl > 0 {
+		svcStore = cached.New(st, cached.Options{TTL: ttl, Now: now})
+	}
+	f.svc = delegation.NewService(delegation.ServiceOptions{Store: svcStore, ServiceAccounts: f.dir, Now: now})
 	f.p = &providers.Provider{ID: "p", ServiceAccounts: []providers.ServiceAccount{{Namespace: "ns", Name: "svc"}}}
 	return f
 }

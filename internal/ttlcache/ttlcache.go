@@ -1,5 +1,6 @@
-// Package ttlcache is the per-replica read cache of the token hot path: a
-// bounded map whose entries live a fixed, short time.
+// Package ttlcache is the map under the per-replica read cache of the
+// token hot path (internal/store/cached): a bounded map whose entries live
+// a fixed, short time.
 //
 // The time bound is the point. Replicas share only the database, so a
 // write made through another replica (a revoke, a logout) reaches this one
@@ -131,6 +132,24 @@ func (c *Cache[K, V]) Forget(k K) {
 	c.mu.Lock()
 	c.gen.Add(1)
 	delete(c.m, k)
+	c.mu.Unlock()
+}
+
+// ForgetIf drops every entry for which drop is true, and keeps reads in
+// flight from storing what they read: for a write that does not know the
+// keys it makes stale (a grant revoked by id). It walks the whole cache, so
+// it is for rare writes.
+func (c *Cache[K, V]) ForgetIf(drop func(K, V) bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.gen.Add(1)
+	for k, e := range c.m {
+		if drop(k, e.v) {
+			delete(c.m, k)
+		}
+	}
 	c.mu.Unlock()
 }
 

@@ -67,3 +67,27 @@ func TestNilIsOff(t *testing.T) {
 		t.Fatal("a disabled cache served")
 	}
 }
+
+func TestForgetIf(t *testing.T) {
+	clk := &clock{t: time.Unix(1000, 0)}
+	c := New[string, int](time.Second, 8, clk.now)
+	for i, k := range []string{"a", "b", "c"} {
+		c.Put(c.Begin(), k, i)
+	}
+	inFlight := c.Begin()
+	c.ForgetIf(func(k string, v int) bool { return v%2 == 0 })
+	if _, ok := c.Get("a"); ok {
+		t.Error("a (0) kept")
+	}
+	if _, ok := c.Get("c"); ok {
+		t.Error("c (2) kept")
+	}
+	if v, ok := c.Get("b"); !ok || v != 1 {
+		t.Errorf("b = %d, %v; want 1, kept", v, ok)
+	}
+	// A read that began before it must not store what it read.
+	c.Put(inFlight, "a", 0)
+	if _, ok := c.Get("a"); ok {
+		t.Error("a read begun before ForgetIf was stored")
+	}
+}

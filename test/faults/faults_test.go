@@ -17,7 +17,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/crypto"
 	"github.com/tokenstore/tokenstore/internal/store"
-	"github.com/tokenstore/tokenstore/server"
+	"github.com/tokenstore/tokenstore/internal/store/cached"
 )
 
 func testContext(t *testing.T, limit time.Duration) context.Context {
@@ -75,7 +75,7 @@ func TestPostgresDownUnderLoad(t *testing.T) {
 	tallies := make([]tally, 4)
 	stop := make(chan struct{})
 	// lastServedDown is when the last 200 of the outage came back: only
-	// rows cached before it (at most DefaultCacheTTL old) can answer then.
+	// rows cached before it (at most cached.DefaultTTL old) can answer then.
 	var lastServedDown atomic.Int64
 	wg := load(8, 2*time.Minute, stop, func(w int) {
 		ph := phase.Load()
@@ -146,8 +146,8 @@ func TestPostgresDownUnderLoad(t *testing.T) {
 	if last := lastServedDown.Load(); last != 0 {
 		after := time.Unix(0, last).Sub(downAt)
 		t.Logf("last token served from the cache %v after the database was down", after.Round(time.Millisecond))
-		if after > server.DefaultCacheTTL+500*time.Millisecond {
-			t.Errorf("tokens served %v into the outage: the cache outlived its %v bound", after, server.DefaultCacheTTL)
+		if after > cached.DefaultTTL+500*time.Millisecond {
+			t.Errorf("tokens served %v into the outage: the cache outlived its %v bound", after, cached.DefaultTTL)
 		}
 	}
 	if tallies[1].snapshot()["503 database_unavailable"] == 0 {

@@ -42,6 +42,7 @@ import (
 	"github.com/tokenstore/tokenstore/internal/providers/providertest"
 	"github.com/tokenstore/tokenstore/internal/settings"
 	"github.com/tokenstore/tokenstore/internal/store"
+	"github.com/tokenstore/tokenstore/internal/store/cached"
 	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 	"github.com/tokenstore/tokenstore/internal/testutil"
@@ -310,8 +311,8 @@ func (d *deployment) start() *instance {
 		reg.MarkReady()
 	}
 	logger := slog.New(slog.NewTextHandler(d.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := server.New(server.Options{Settings: d.settings, Store: st, Keys: d.keys, Providers: reg, Logger: logger,
-		CacheTTL: server.DefaultCacheTTL, Metrics: d.metrics})
+	srv, err := server.New(server.Options{Settings: d.settings, Store: cached.New(st, cached.Options{TTL: cached.DefaultTTL}), Keys: d.keys,
+		Providers: reg, Logger: logger, Metrics: d.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1085,7 +1085,7 @@ func TestReplicas(t *testing.T) {
 		return nil
 	})
 	// Replicas reuse a credential row read for up to a second
-	// (server.DefaultCacheTTL); after that both serve the new token.
+	// (cached.DefaultTTL, internal/store/cached); after that both serve the new token.
 	eventually(t, 15*time.Second, "replicas c and d serving the refreshed token", func() error {
 		if br.token(c, "") != br.token(d, "") {
 			return errors.New("c and d serve different tokens")
