@@ -77,8 +77,8 @@ var ignoredExact = map[string]string{
 
 // ignoredPrefixes are families of such settings.
 var ignoredPrefixes = map[string]string{
-	"SQLALCHEMY_": "a Flask-SQLAlchemy option; tokenstore manages its own connection pool (only SQLALCHEMY_DATABASE_URI is read)",
-	"CACHE_":      "a Flask-Caching option; tokenstore keeps its own caches",
+	"SQLALCHEMY_":     "a Flask-SQLAlchemy option; tokenstore manages its own connection pool (only SQLALCHEMY_DATABASE_URI is read)",
+	"CACHE_":          "a Flask-Caching option; tokenstore keeps its own caches",
 	"SESSION_MONGODB": "Flask-Session storage; sessions are kept in the database",
 }
 

@@ -430,7 +430,7 @@ type parser struct {
 	pos  int
 }
 
-func (p *parser) peek() token      { return p.toks[p.pos] }
+func (p *parser) peek() token       { return p.toks[p.pos] }
 func (p *parser) at(k tokKind) bool { return p.toks[p.pos].kind == k }
 func (p *parser) atOp(op string) bool {
 	t := p.toks[p.pos]
