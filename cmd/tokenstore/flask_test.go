@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/crypto"
 	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
+	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
 )
 
 // The Flask service's settings file and database, as testdata/flask/generate.py
@@ -118,5 +119,33 @@ func TestFlaskServiceMigration(t *testing.T) {
 		if err != nil || string(plain) != r.Token {
 			t.Errorf("row %d: token %q, %v; want the one Python encrypted", r.ID, plain, err)
 		}
+	}
+}
+
+// migrate (and serve, which reads the same setting) open
+// SQLALCHEMY_DATABASE_URI as SQLAlchemy does: a +driver is dropped, and
+// sqlite:///x.db is x.db in the working directory.
+func TestMigrateSQLAlchemyURL(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, url := range []string{
+		"sqlite+pysqlite:///relative.db",
+		strings.Replace(pgtest.NewDatabase(t), "postgres://", "postgresql+psycopg2://", 1),
+	} {
+		t.Setenv("TOKENSTORE_SQLALCHEMY_DATABASE_URI", url)
+		cmd := newMigrateCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"up"})
+		if err := cmd.ExecuteContext(context.Background()); err != nil {
+			t.Fatalf("migrate up: %v\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), "database schema is up to date") {
+			t.Fatalf("migrate up:\n%s", out.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "relative.db")); err != nil {
+		t.Fatalf("sqlite:///relative.db was not created in the working directory: %v", err)
 	}
 }
