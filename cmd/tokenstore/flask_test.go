@@ -149,3 +149,36 @@ func TestMigrateSQLAlchemyURL(t *testing.T) {
 		t.Fatalf("sqlite:///relative.db was not created in the working directory: %v", err)
 	}
 }
+
+// A provider setting the reader cannot read stops the conversion, naming
+// its line: read as missing, a client secret would make a public client.
+func TestConvertUnreadableProviderSetting(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "settings.py")
+	if err := os.WriteFile(file, []byte(`import os
+TOKEN_PROVIDERS = "idp1"
+IDP1_DISCOVERY_URL = "https://idp1.example.com/.well-known/openid-configuration"
+IDP1_CLIENT_ID = "idp1"
+IDP1_CLIENT_SECRET = os.environ["IDP1_SECRET_hunter2"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func() (string, error) {
+		c := newProvidersCmd()
+		var out bytes.Buffer
+		c.SetOut(&out)
+		c.SetErr(&out)
+		c.SetArgs([]string{"convert", "--settings", file})
+		err := c.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+	out, err := run()
+	if err == nil || !strings.Contains(err.Error(), "settings.py:5: IDP1_CLIENT_SECRET") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("want an error naming line 5, got %v\n%s", err, out)
+	}
+	// Given in the environment, as the Flask service would have read it.
+	t.Setenv("TOKENSTORE_IDP1_CLIENT_SECRET", "from-env")
+	out, err = run()
+	if err != nil || !strings.Contains(out, "clientSecret: from-env") || !strings.Contains(out, "settings.py:1: an import") {
+		t.Fatalf("with the environment: %v\n%s", err, out)
+	}
+}

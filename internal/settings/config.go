@@ -18,7 +18,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -324,21 +323,18 @@ func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), 
 		}
 	}
 	if path != "" {
-		values, unread, err := readSettingsFile(path)
+		values, unread, err := ReadFile(path)
 		if err != nil {
 			return nil, err
 		}
-		problems = append(problems, unread...)
-		keys := make([]string, 0, len(values))
-		for k := range values {
-			keys = append(keys, k)
+		for _, u := range unread {
+			problems = append(problems, u.Msg)
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			v := values[k]
+		for _, v := range values {
+			k := v.Name
 			where := path
-			if v.line > 0 {
-				where = fmt.Sprintf("%s:%d", path, v.line)
+			if v.Line > 0 {
+				where = fmt.Sprintf("%s:%d", path, v.Line)
 			}
 			if why, ok := ignoredSetting(k); ok {
 				s.Warnings = append(s.Warnings, ignoredWarning(k, where, why))
@@ -355,11 +351,11 @@ func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), 
 				}
 				continue
 			}
-			if v.notScalar {
+			if v.NotScalar {
 				problems = append(problems, fmt.Sprintf("%s (in %s): want a string, number, boolean or list of them", k, where))
 				continue
 			}
-			apply(o, v.str, where)
+			apply(o, v.Str, where)
 		}
 	}
 

@@ -178,24 +178,38 @@ func databaseURL(sqlalchemy bool) func(*Settings, string) error {
 	}
 }
 
-// fileValue is one setting read from a settings file.
-type fileValue struct {
-	str string
-	// line is where it was set in a Python file (0 for YAML).
-	line int
-	// notScalar: a dict, or a list holding one, which no tokenstore setting
+// FileSetting is one setting read from a settings file.
+type FileSetting struct {
+	Name string
+	// Line is where it was set in a Python file (0 for YAML).
+	Line int
+	// Str is the value as a setting takes it: a list or tuple is joined
+	// with commas, True/False are true/false, None is empty.
+	Str string
+	// List holds the items of a list or tuple (IsList set).
+	List   []string
+	IsList bool
+	// NotScalar: a dict, or a list holding one, which no tokenstore setting
 	// takes (an ignored setting may be one).
-	notScalar bool
+	NotScalar bool
 }
 
-// readSettingsFile reads a settings file. Its format is told by the name:
-// .yaml, .yml and .json files are YAML (JSON is YAML); .py and .cfg files are
-// the Flask service's Python; any other name is YAML if it parses as a YAML
+// Unreadable is a line of a Python settings file that cannot be read
+// without running it. Name is the setting it assigned, if any; Msg names
+// the file and line, never the value.
+type Unreadable struct {
+	Name, Msg string
+}
+
+// ReadFile reads a settings file. Its format is told by the name: .yaml,
+// .yml and .json files are YAML (JSON is YAML); .py and .cfg files are the
+// Flask service's Python; any other name is YAML if it parses as a YAML
 // mapping and Python otherwise (the Flask service's file "does not need to
 // end in .py"). The Python file is never run: its literal assignments are
-// read (package pyfile), and any other statement is an error naming its
-// line. Only upper-case names are settings, as in Flask.
-func readSettingsFile(path string) (map[string]fileValue, []string, error) {
+// read (package pyfile), and every other statement is returned as
+// Unreadable. Only upper-case names are settings, as in Flask. Load and
+// `providers convert` read settings files with it.
+func ReadFile(path string) ([]FileSetting, []Unreadable, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("settings file (%s): %w", SettingsEnv, err)
@@ -214,82 +228,96 @@ func readSettingsFile(path string) (map[string]fileValue, []string, error) {
 	return readPython(path, raw)
 }
 
-func readYAML(path string, raw []byte) (map[string]fileValue, []string, error) {
+func readYAML(path string, raw []byte) ([]FileSetting, []Unreadable, error) {
 	var m map[string]any
 	if err := yaml.Unmarshal(raw, &m); err != nil {
 		return nil, nil, fmt.Errorf("settings file %s: not a YAML mapping of SETTING: value: %w", path, err)
 	}
-	out := make(map[string]fileValue, len(m))
+	out := make([]FileSetting, 0, len(m))
 	for k, v := range m {
-		key := strings.ToUpper(k)
+		fs := FileSetting{Name: strings.ToUpper(k)}
 		switch t := v.(type) {
 		case nil:
-			out[key] = fileValue{}
 		case string:
-			out[key] = fileValue{str: t}
+			fs.Str = t
 		case bool:
-			out[key] = fileValue{str: strconv.FormatBool(t)}
+			fs.Str = strconv.FormatBool(t)
 		case float64:
-			out[key] = fileValue{str: strconv.FormatFloat(t, 'f', -1, 64)}
+			fs.Str = strconv.FormatFloat(t, 'f', -1, 64)
 		case []any:
-			parts := make([]string, 0, len(t))
-			nested := false
+			fs.IsList = true
 			for _, e := range t {
 				switch e.(type) {
 				case map[string]any, []any:
-					nested = true
+					fs.NotScalar = true
 				}
-				parts = append(parts, fmt.Sprint(e))
+				fs.List = append(fs.List, fmt.Sprint(e))
 			}
-			out[key] = fileValue{str: strings.Join(parts, ","), notScalar: nested}
+			fs.Str = strings.Join(fs.List, ",")
 		default:
-			out[key] = fileValue{notScalar: true}
+			fs.NotScalar = true
 		}
+		out = append(out, fs)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil, nil
 }
 
-// readPython reads the Flask service's Python settings file. The problems
-// returned name the lines that could not be read.
-func readPython(path string, raw []byte) (map[string]fileValue, []string, error) {
+// readPython reads the Flask service's Python settings file.
+func readPython(path string, raw []byte) ([]FileSetting, []Unreadable, error) {
 	as, err := pyfile.Parse(filepath.Base(path), raw)
-	var problems []string
+	var unread []Unreadable
 	if err != nil {
-		var le *pyfile.LineError
 		for _, e := range unwrapAll(err) {
+			var le *pyfile.LineError
 			if errors.As(e, &le) {
-				problems = append(problems, fmt.Sprintf("%s: cannot be read without running the file (%s); tokenstore reads literal NAME = value assignments only", le.Error(), path))
+				le.File = path
+				unread = append(unread, Unreadable{Name: le.Name, Msg: le.Error() + " (tokenstore reads literal NAME = value assignments only, and never runs the file)"})
 			} else {
-				problems = append(problems, e.Error())
+				unread = append(unread, Unreadable{Msg: e.Error()})
 			}
 		}
 	}
-	out := map[string]fileValue{}
+	// A name assigned twice: the last assignment is the one Flask saw.
+	last := map[string]int{}
+	var out []FileSetting
 	for _, a := range as {
 		if strings.ToUpper(a.Name) != a.Name {
 			continue // Flask takes upper-case names only
 		}
-		out[a.Name] = pyValue(a)
+		fs := pyValue(a)
+		if i, ok := last[a.Name]; ok {
+			out[i] = fs
+			continue
+		}
+		last[a.Name] = len(out)
+		out = append(out, fs)
 	}
-	return out, problems, nil
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, unread, nil
 }
 
-func pyValue(a pyfile.Assignment) fileValue {
+func pyValue(a pyfile.Assignment) FileSetting {
+	fs := FileSetting{Name: a.Name, Line: a.Line}
 	if v, ok := a.Value.Scalar(); ok {
-		return fileValue{str: v, line: a.Line}
+		fs.Str = v
+		return fs
 	}
 	if a.Value.Kind == pyfile.Dict {
-		return fileValue{line: a.Line, notScalar: true}
+		fs.NotScalar = true
+		return fs
 	}
-	parts := make([]string, 0, len(a.Value.Items))
+	fs.IsList = true
 	for _, it := range a.Value.Items {
 		v, ok := it.Scalar()
 		if !ok {
-			return fileValue{line: a.Line, notScalar: true}
+			fs.NotScalar = true
+			return fs
 		}
-		parts = append(parts, v)
+		fs.List = append(fs.List, v)
 	}
-	return fileValue{str: strings.Join(parts, ","), line: a.Line}
+	fs.Str = strings.Join(fs.List, ",")
+	return fs
 }
 
 func unwrapAll(err error) []error {
