@@ -66,7 +66,7 @@ func TestImportCommand(t *testing.T) {
 		var out bytes.Buffer
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
-		cmd.SetArgs([]string{"--from", "sqlite://" + oldPath, "--progress-every", "1"})
+		cmd.SetArgs([]string{"--from", "sqlite:///" + oldPath, "--progress-every", "1"})
 		err := cmd.ExecuteContext(context.Background())
 		return out.String(), err
 	}

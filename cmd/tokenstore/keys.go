@@ -48,11 +48,8 @@ token, and a second run continues with what is left. Rows it cannot open
 (a key missing from CRYPTOKEY) are reported and left as they are.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, log, err := loadSettings(cmd)
+			s, log, err := loadSettings(cmd, settings.RequireCryptoKey)
 			if err != nil {
-				return err
-			}
-			if err := s.Require(settings.RequireCryptoKey); err != nil {
 				return err
 			}
 			ring, err := crypto.ParseKeyRing(s.CryptoKey)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/providers/filesource"
 	"github.com/tokenstore/tokenstore/internal/providers/filesource/seedconvert"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 func newProvidersCmd() *cobra.Command {
@@ -35,21 +36,27 @@ func newProvidersConvertCmd() *cobra.Command {
 	)
 	c := &cobra.Command{
 		Use:   "convert",
-		Short: "Turn the old service's TOKEN_PROVIDERS / IDPn_* settings into manifests",
-		Long: `Reads the token provider settings of the original tokenstore and prints one
+		Short: "Turn the Flask service's TOKEN_PROVIDERS / IDPn_* settings into manifests",
+		Long: `Reads the token provider settings of the Flask service and prints one
 TokenProvider per id in TOKEN_PROVIDERS, plus one Secret per provider holding
 its client secret, as multi-document YAML for kubectl apply or PROVIDERS_FILE.
 
 Settings read, for each id in TOKEN_PROVIDERS ("idp1, idp2"), with n the id in
-upper case: IDPn_DISCOVERY_URL, IDPn_CLIENT_ID, IDPn_CLIENT_SECRET (required),
+upper case: IDPn_DISCOVERY_URL, IDPn_CLIENT_ID (required), IDPn_CLIENT_SECRET,
 IDPn_SCOPE, IDPn_MD_NAME, IDPn_MD_DESCRIPTION, IDPn_MD_URL, IDPn_MD_ICON,
 IDPn_MD_LOGO (optional).
 
-They come from a settings file (--settings, else $TOKENSTORE_SETTINGS if set):
-the old Python settings file, of which simple NAME = "value" lines are read
-(the others are listed as warnings), or a YAML file of the same names; and,
-over the file as the old service did, from the environment, with or without
-the TOKENSTORE_ prefix (the prefixed name wins).
+They come from a settings file (--settings, else $TOKENSTORE_SETTINGS if set),
+read as serve reads it: the Flask service's Python settings file (its literal
+NAME = value assignments; the file is never run, and a provider setting on a
+line that cannot be read stops the conversion), or YAML; and, over the file
+as the Flask service did, from the environment, with or without the
+TOKENSTORE_ prefix (the prefixed name wins).
+
+A provider without a client secret becomes a public client
+(tokenEndpointAuthMethod: none), with a warning. A provider id that cannot be
+a Kubernetes name (tern_keycloak, Google) keeps its id as spec.id, the id of
+the API paths, under a valid metadata.name (tern-keycloak, google).
 
 The output holds client secrets: write it with --output (created mode 0600) or
 keep it out of shared logs.`,
@@ -63,12 +70,26 @@ keep it out of shared logs.`,
 			if settingsFile == "" {
 				settingsFile = os.Getenv(seedconvert.EnvPrefix + "SETTINGS")
 			}
+			var unread []settings.Unreadable
 			if settingsFile != "" {
-				fs, err := seedconvert.ReadSettingsFile(settingsFile)
+				// Read as serve reads it: the same formats, the same
+				// Python literal subset, never run.
+				values, u, err := settings.ReadFile(settingsFile)
 				if err != nil {
 					return err
 				}
-				s.Merge(fs)
+				unread = u
+				for _, v := range values {
+					origin := settingsFile
+					if v.Line > 0 {
+						origin = fmt.Sprintf("%s:%d", settingsFile, v.Line)
+					}
+					if v.IsList {
+						s.SetList(v.Name, v.List, origin)
+					} else {
+						s.Set(v.Name, v.Str, origin)
+					}
+				}
 				sources = append(sources, settingsFile)
 			}
 			if useEnv {
@@ -77,6 +98,21 @@ keep it out of shared logs.`,
 			}
 			if len(sources) == 0 {
 				return errors.New("providers convert: nothing to read: give --settings FILE or leave --env on")
+			}
+			// A provider setting on a line that cannot be read, and not
+			// given by the environment either, stops the conversion: read
+			// as missing, a client secret would turn the provider into a
+			// public client. Other unreadable lines are only noted.
+			var stop []string
+			for _, u := range unread {
+				if u.Name != "" && s.Origin(u.Name) == "" && isProviderSetting(u.Name) {
+					stop = append(stop, u.Msg)
+				} else if u.Name == "" || s.Origin(u.Name) == "" {
+					fmt.Fprintln(stderr, "warning:", u.Msg)
+				}
+			}
+			if len(stop) > 0 {
+				return fmt.Errorf("providers convert: provider settings that cannot be read:\n  %s\nwrite their values as literals, or give them in the environment (TOKENSTORE_NAME)", strings.Join(stop, "\n  "))
 			}
 			for _, p := range s.Problems() {
 				fmt.Fprintln(stderr, "warning:", p)
@@ -114,7 +150,7 @@ keep it out of shared logs.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&settingsFile, "settings", "", "settings file of the old service (Python NAME = \"value\" lines, or YAML); default $TOKENSTORE_SETTINGS")
+	f.StringVar(&settingsFile, "settings", "", "settings file of the Flask service (Python, or YAML: read as serve reads it); default $TOKENSTORE_SETTINGS")
 	f.BoolVar(&useEnv, "env", true, "also read the settings from the environment (TOKENSTORE_NAME or NAME), over the settings file")
 	f.StringVarP(&opts.Namespace, "namespace", "n", "", "namespace of the generated objects (default: none, kubectl's current namespace applies)")
 	f.StringVar(&opts.SecretNameFormat, "secret-name-format", seedconvert.DefaultSecretNameFormat, "name of each provider's Secret; %s is the provider id")
@@ -199,4 +235,18 @@ func printValidation(w io.Writer, m *filesource.Manifests) (objects, invalid int
 		}
 	}
 	return objects, invalid
+}
+
+// isProviderSetting reports whether a setting name is TOKEN_PROVIDERS or
+// shaped like a provider's IDPn_* setting.
+func isProviderSetting(name string) bool {
+	if name == "TOKEN_PROVIDERS" {
+		return true
+	}
+	for _, suf := range []string{"_DISCOVERY_URL", "_CLIENT_ID", "_CLIENT_SECRET", "_SCOPE", "_MD_NAME", "_MD_DESCRIPTION", "_MD_URL", "_MD_ICON", "_MD_LOGO"} {
+		if strings.HasSuffix(name, suf) && !strings.HasPrefix(name, "OIDC_") {
+			return true
+		}
+	}
+	return false
 }

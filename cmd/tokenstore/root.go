@@ -18,7 +18,8 @@ func newRootCmd() *cobra.Command {
 and hands out fresh access tokens to their apps and to in-cluster workloads.
 
 Settings are read, each overriding the one before, from built-in defaults, the
-YAML file named by $TOKENSTORE_SETTINGS (or --settings), TOKENSTORE_-prefixed
+file named by $TOKENSTORE_SETTINGS (or --settings: the Flask service's Python
+settings file, or YAML; docs/migrating.md), TOKENSTORE_-prefixed
 environment variables (TOKENSTORE_DATABASE_URL, TOKENSTORE_CRYPTOKEY, ...) and
 flags. Run 'tokenstore serve --help' for the full list.`,
 		SilenceUsage:  true,
@@ -38,9 +39,10 @@ flags. Run 'tokenstore serve --help' for the full list.`,
 }
 
 // loadSettings reads the settings for cmd, whose flags were added with
-// settings.AddFlags, and logs any warnings about them.
-func loadSettings(cmd *cobra.Command) (*settings.Settings, *slog.Logger, error) {
-	s, err := settings.Load(cmd.Flags(), os.LookupEnv)
+// settings.AddFlags, checks that reqs are met (every fault in one error),
+// and logs any warnings about them.
+func loadSettings(cmd *cobra.Command, reqs ...settings.Requirement) (*settings.Settings, *slog.Logger, error) {
+	s, err := settings.Load(cmd.Flags(), os.LookupEnv, reqs...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -22,11 +22,8 @@ Every setting can be given in the settings file, as a TOKENSTORE_ environment
 variable or as the flag listed below.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, log, err := loadSettings(cmd)
+			s, log, err := loadSettings(cmd, settings.RequireCryptoKey, settings.RequireLogin)
 			if err != nil {
-				return err
-			}
-			if err := s.Require(settings.RequireCryptoKey, settings.RequireLogin); err != nil {
 				return err
 			}
 			svc, err := app.New(cmd.Context(), s, log, app.Options{Version: version, Migrate: s.MigrateOnStart})

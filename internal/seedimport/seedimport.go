@@ -37,7 +37,9 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
 
 	"github.com/tokenstore/tokenstore/internal/crypto"
+	"github.com/tokenstore/tokenstore/internal/settings"
 	"github.com/tokenstore/tokenstore/internal/store"
+	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 	"github.com/tokenstore/tokenstore/internal/store/sqlite"
 )
 
@@ -64,6 +66,9 @@ type Progress struct {
 	// Kept rows were skipped because the new service holds a different
 	// credential for that person and provider; Failed rows could not be read.
 	Imported, Unchanged, Kept, Failed int64
+	// Unserved counts the rows (of any outcome but Failed) whose provider
+	// no TokenProvider serves, when Options.Providers is given.
+	Unserved int64
 }
 
 // Seen is the number of rows handled so far.
@@ -78,8 +83,8 @@ type Row struct {
 
 // Options configure a run.
 type Options struct {
-	// Source is the old database: postgres://…, postgresql://… (SQLAlchemy's
-	// postgresql+psycopg2://… too) or sqlite:///path.
+	// Source is the old database: the Flask service's SQLALCHEMY_DATABASE_URI
+	// (see OpenSource).
 	Source  string
 	Columns Columns
 	// OldKeys decrypt the old tokens (see ParseOldKeys).
@@ -93,9 +98,15 @@ type Options struct {
 	BatchSize int
 	// OnProgress, if set, is called every BatchSize rows and at the end.
 	OnProgress func(Progress)
-	// OnRow, if set, is called for each row that failed or was kept, with a
-	// reason that never contains key or token material.
+	// OnRow, if set, is called for each row that failed or was kept, and
+	// for each row whose provider is not in Providers, with a reason that
+	// never contains key or token material.
 	OnRow func(r Row, outcome Outcome, reason string)
+	// Providers, if not nil, are the provider ids TokenProviders serve. A
+	// row of another provider is imported all the same (the provider may be
+	// declared later) and reported: its credential serves no one until a
+	// TokenProvider with that id exists.
+	Providers map[string]bool
 }
 
 // Outcome of one row.
@@ -236,6 +247,12 @@ func Run(ctx context.Context, opt Options) (Progress, error) {
 		if err != nil {
 			return p, err
 		}
+		if opt.Providers != nil && o != Failed && !opt.Providers[r.Provider] {
+			p.Unserved++
+			if opt.OnRow != nil {
+				opt.OnRow(r, o, fmt.Sprintf("no TokenProvider serves provider %q: the credential is %s but unused until a TokenProvider with this id (metadata.name or spec.id) exists", r.Provider, o))
+			}
+		}
 		report(r, o, reason)
 	}
 	if err := rows.Err(); err != nil {
@@ -322,18 +339,24 @@ func scanReason(err error) string {
 func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
 
 // OpenSource opens the old database read-only and returns it with its
-// dialect ("postgres" or "sqlite"). Errors never quote the URL, which may
+// dialect ("postgres" or "sqlite"). source is the Flask service's
+// SQLALCHEMY_DATABASE_URI, read as SQLAlchemy reads it (settings.DatabaseURL,
+// the function serve and migrate read it with too): a +driver is dropped,
+// sqlite:///relative.db is relative to the working directory and
+// sqlite:////abs/path.db absolute. Errors never quote the URL, which may
 // hold a password.
 func OpenSource(source string) (*sql.DB, string, error) {
-	scheme, rest, ok := strings.Cut(strings.TrimSpace(source), ":")
-	if !ok {
-		return nil, "", errors.New("import: the old database URL has no scheme; use postgresql://… or sqlite:///path")
+	u, err := settings.DatabaseURL(source, true)
+	if err != nil {
+		return nil, "", fmt.Errorf("import: the old database URL: %w", err)
 	}
-	// SQLAlchemy URLs may name a driver: postgresql+psycopg2://…
-	base, _, _ := strings.Cut(strings.ToLower(scheme), "+")
-	switch base {
-	case "postgres", "postgresql":
-		cfg, err := pgx.ParseConfig("postgres:" + rest)
+	t, err := storeopen.Parse(u)
+	if err != nil {
+		return nil, "", fmt.Errorf("import: the old database URL: %w; use the Flask service's SQLALCHEMY_DATABASE_URI (postgresql://…, sqlite:///relative/path or sqlite:////absolute/path)", err)
+	}
+	switch {
+	case t.Backend == storeopen.Postgres:
+		cfg, err := pgx.ParseConfig(t.DSN)
 		if err != nil {
 			return nil, "", errors.New("import: the old database URL is not a valid PostgreSQL URL")
 		}
@@ -346,12 +369,10 @@ func OpenSource(source string) (*sql.DB, string, error) {
 			return nil, "", fmt.Errorf("import: old database: %w", err)
 		}
 		return db, "postgres", nil
-	case "sqlite", "sqlite3":
-		path, ok := strings.CutPrefix(rest, "//")
-		if !ok || path == "" || strings.ContainsAny(path, "?#") {
-			return nil, "", errors.New("import: a SQLite URL is sqlite:///absolute/path or sqlite://relative/path")
-		}
-		path = filepath.Clean(path)
+	case t.Memory():
+		return nil, "", errors.New("import: the old database URL names an in-memory SQLite database, which holds nothing to import")
+	default:
+		path := filepath.Clean(t.DSN)
 		// mode=ro opens the file read-only (and fails if it is missing rather
 		// than creating it); query_only refuses writes on top of that.
 		dsn := sqlite.FileURI(path) + "?mode=ro&_pragma=query_only(1)"
@@ -365,5 +386,4 @@ func OpenSource(source string) (*sql.DB, string, error) {
 		}
 		return db, "sqlite", nil
 	}
-	return nil, "", fmt.Errorf("import: unsupported old database URL scheme %q; use postgresql://… or sqlite:///path", scheme)
 }

@@ -428,12 +428,12 @@ func TestColumnsAndMissingTable(t *testing.T) {
 	keys, _ := ParseOldKeys(hex.EncodeToString(k))
 	st, _ := newStore(t)
 	ring := newRing(t)
-	p, err := Run(context.Background(), Options{Source: "sqlite://" + path, OldKeys: keys, Ring: ring, Store: st,
+	p, err := Run(context.Background(), Options{Source: "sqlite:///" + path, OldKeys: keys, Ring: ring, Store: st,
 		Columns: Columns{Table: "tokens", ID: "pk", UserID: "sub", Provider: "idp", Token: "secret"}})
 	if err != nil || p.Imported != 1 {
 		t.Fatalf("renamed columns: %+v %v", p, err)
 	}
-	_, err = Run(context.Background(), Options{Source: "sqlite://" + path, OldKeys: keys, Ring: ring, Store: st})
+	_, err = Run(context.Background(), Options{Source: "sqlite:///" + path, OldKeys: keys, Ring: ring, Store: st})
 	if err == nil || !strings.Contains(err.Error(), "refresh_token") {
 		t.Fatalf("missing table: want an error naming refresh_token, got %v", err)
 	}
@@ -460,7 +460,7 @@ func TestUnreadableRow(t *testing.T) {
 	keys, _ := ParseOldKeys(hex.EncodeToString(k))
 	st, _ := newStore(t)
 	var rec recorder
-	opt := rec.options(Options{Source: "sqlite://" + path, OldKeys: keys, Ring: newRing(t), Store: st})
+	opt := rec.options(Options{Source: "sqlite:///" + path, OldKeys: keys, Ring: newRing(t), Store: st})
 	opt.BatchSize = 1
 	p, err := Run(context.Background(), opt)
 	if err != nil {

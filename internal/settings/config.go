@@ -1,11 +1,15 @@
-// Package config loads tokenstore's settings the way the original service did:
-// built-in defaults, then a YAML settings file named by TOKENSTORE_SETTINGS,
-// then TOKENSTORE_-prefixed environment variables, then command-line flags.
+// Package settings loads tokenstore's settings the way the Flask service did:
+// built-in defaults, then a settings file named by TOKENSTORE_SETTINGS (the
+// Flask service's Python file, or YAML; see readSettingsFile), then
+// TOKENSTORE_-prefixed environment variables, then command-line flags.
 //
-// Setting names are the seed's (OIDC_DISCOVERY_URL, CRYPTOKEY, ...), upper
-// case, the same in the file, the environment and (lower-cased, dashes for
-// underscores) as flags. A bad value stops the start with one message that
-// names every offending setting; secret values never appear in it.
+// Setting names are the Flask service's (OIDC_DISCOVERY_URL, CRYPTOKEY, ...),
+// upper case, the same in the file, the environment and (lower-cased, dashes
+// for underscores) as flags. Settings the Flask stack read that tokenstore
+// has no use for (SECRET_KEY, Flask-Session, Flask-SQLAlchemy and flask_tern
+// names) are accepted with a warning each. A bad value stops the start with
+// one message that names every offending setting; secret values never
+// appear in it.
 package settings
 
 import (
@@ -13,19 +17,20 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	"sigs.k8s.io/yaml"
+
+	"github.com/tokenstore/tokenstore/internal/crypto"
 )
 
 // EnvPrefix is the prefix of every environment variable tokenstore reads.
 const EnvPrefix = "TOKENSTORE_"
 
-// SettingsEnv names the settings file, as in the seed.
+// SettingsEnv names the settings file, as in the Flask service.
 const SettingsEnv = EnvPrefix + "SETTINGS"
 
 // Settings is the whole configuration of one tokenstore process.
@@ -38,7 +43,9 @@ type Settings struct {
 	MetricsAddress string
 	// ExternalURL is the public base URL redirect URIs are built from.
 	ExternalURL string
-	// DatabaseURL is postgres://…, postgresql://… or sqlite://path.
+	// DatabaseURL is postgres://…, postgresql://…, sqlite:///absolute/path,
+	// sqlite://relative/path or sqlite::memory: (storeopen's forms); a
+	// SQLALCHEMY_DATABASE_URI is turned into one of them (DatabaseURL).
 	DatabaseURL string
 	// MigrateOnStart runs pending migrations before serving.
 	MigrateOnStart bool
@@ -161,7 +168,10 @@ var options = []option{
 	{name: "LISTEN_ADDRESS", def: ":8080", help: "address the HTTP API listens on", set: str(func(s *Settings) *string { return &s.ListenAddress })},
 	{name: "METRICS_ADDRESS", help: "address /metrics is served on, apart from the API (e.g. :9090); empty: on LISTEN_ADDRESS", set: str(func(s *Settings) *string { return &s.MetricsAddress })},
 	{name: "EXTERNAL_URL", def: "http://localhost:8080", help: "public base URL; redirect URIs are built from it", set: str(func(s *Settings) *string { return &s.ExternalURL })},
-	{name: "DATABASE_URL", aliases: []string{"SQLALCHEMY_DATABASE_URI"}, def: "sqlite://tokenstore.db", help: "postgres://…, postgresql://… or sqlite://path (the seed's SQLALCHEMY_DATABASE_URI is accepted too)", secret: true, set: str(func(s *Settings) *string { return &s.DatabaseURL })},
+	// SQLALCHEMY_DATABASE_URI comes first so that DATABASE_URL, given in
+	// the same source, wins.
+	{name: "SQLALCHEMY_DATABASE_URI", help: "the Flask service's database URL, read as SQLAlchemy does (sqlite:///relative.db, sqlite:////absolute.db, postgresql+psycopg2://…); sets DATABASE_URL", secret: true, set: databaseURL(true)},
+	{name: "DATABASE_URL", def: "sqlite://tokenstore.db", help: "postgres://…, postgresql://…, sqlite:///absolute/path or sqlite://relative/path (a SQLAlchemy URL with a +driver is read as SQLALCHEMY_DATABASE_URI)", secret: true, set: databaseURL(false)},
 	{name: "MIGRATE_ON_START", def: "false", help: "apply pending database migrations before serving", set: boolean(func(s *Settings) *bool { return &s.MigrateOnStart })},
 	{name: "CRYPTOKEY", help: "comma-separated 32-byte encryption keys (raw, base64 or hex); the first encrypts, all decrypt", secret: true, set: str(func(s *Settings) *string { return &s.CryptoKey })},
 	{name: "OIDC_DISCOVERY_URL", help: "login provider's .well-known/openid-configuration URL", set: str(func(s *Settings) *string { return &s.OIDCDiscoveryURL })},
@@ -174,7 +184,7 @@ var options = []option{
 	{name: "SESSION_COOKIE_SAMESITE", def: "Lax", help: "Lax, Strict or None", set: str(func(s *Settings) *string { return &s.SessionCookieSameSite })},
 	{name: "PERMANENT_SESSION_LIFETIME", aliases: []string{"SESSION_LIFETIME"}, def: "744h", help: "how long a login session lasts (duration or seconds, as Flask's setting)", set: duration(func(s *Settings) *time.Duration { return &s.SessionLifetime })},
 	{name: "SESSION_IDLE_TIMEOUT", def: "168h", help: "a session unused this long ends", set: duration(func(s *Settings) *time.Duration { return &s.SessionIdleTimeout })},
-	{name: "SESSION_TYPE", def: "database", help: "kept for the seed's settings files: sessions are always kept in the database so every replica serves them", set: func(s *Settings, v string) error {
+	{name: "SESSION_TYPE", def: "database", help: "kept for the Flask service's settings files: sessions are always kept in the database so every replica serves them", set: func(s *Settings, v string) error {
 		switch strings.TrimSpace(v) {
 		case "", "database", "sqlalchemy":
 		case "filesystem", "redis", "memcached", "null":
@@ -184,7 +194,7 @@ var options = []option{
 		}
 		return nil
 	}},
-	{name: "SESSION_FILE_DIR", help: "ignored (sessions are kept in the database); accepted so the seed's settings files load", set: func(s *Settings, v string) error {
+	{name: "SESSION_FILE_DIR", help: "ignored (sessions are kept in the database); accepted so the Flask service's settings files load", set: func(s *Settings, v string) error {
 		if strings.TrimSpace(v) != "" {
 			s.Warnings = append(s.Warnings, "SESSION_FILE_DIR is ignored: sessions are kept in the database")
 		}
@@ -194,7 +204,7 @@ var options = []option{
 	{name: "CORS_ALLOW_HEADERS", def: "Authorization,Content-Type,X-CSRF-Token", help: "request headers allowed cross-origin", set: list(func(s *Settings) *[]string { return &s.CORSAllowHeaders })},
 	{name: "CORS_MAX_AGE", def: "10m", help: "how long browsers may cache a preflight answer", set: duration(func(s *Settings) *time.Duration { return &s.CORSMaxAge })},
 	{name: "CORS_SUPPORTS_CREDENTIALS", def: "true", help: "allow cookies on cross-origin requests from CORS_ORIGINS", set: boolean(func(s *Settings) *bool { return &s.CORSSupportsCredentials })},
-	{name: "TRUSTED_PROXIES", help: "CIDRs of reverse proxies whose X-Forwarded-* headers are believed (the seed's ProxyFix)", set: list(func(s *Settings) *[]string { return &s.TrustedProxies })},
+	{name: "TRUSTED_PROXIES", help: "CIDRs of reverse proxies whose X-Forwarded-* headers are believed (the Flask service's ProxyFix)", set: list(func(s *Settings) *[]string { return &s.TrustedProxies })},
 	{name: "ALLOWED_RETURN_URLS", help: "origins (scheme://host[:port]) that return_url may point to; EXTERNAL_URL's origin is always allowed", set: list(func(s *Settings) *[]string { return &s.AllowedReturnURLs })},
 	{name: "PROVIDERS_FILE", help: "file or folder of TokenProvider and Secret manifests (the file source)", set: str(func(s *Settings) *string { return &s.ProvidersFile })},
 	{name: "WATCH_NAMESPACE", help: "namespace whose TokenProviders are served (the Kubernetes source); off outside a cluster unless set", set: str(func(s *Settings) *string { return &s.WatchNamespace })},
@@ -220,11 +230,25 @@ var options = []option{
 	{name: "TRACING_SERVICE_NAME", def: "tokenstore", help: "service.name of the exported spans", set: str(func(s *Settings) *string { return &s.TracingServiceName })},
 }
 
-// movedSettings are seed settings that now live elsewhere; naming them is an
-// error with directions rather than a silent no-op.
+// providerSuffixes are the Flask service's per-provider settings: <ID>_<suffix>
+// for each id in TOKEN_PROVIDERS.
+var providerSuffixes = []string{"DISCOVERY_URL", "CLIENT_ID", "CLIENT_SECRET", "SCOPE", "MD_NAME", "MD_DESCRIPTION", "MD_URL", "MD_ICON", "MD_LOGO", "SERVER_METADATA_URL"}
+
+// movedSetting reports Flask service settings that now live elsewhere:
+// naming them is an error with directions rather than a silent no-op, since
+// a start without the providers they declared would break every client.
 func movedSetting(name string) (string, bool) {
-	if name == "TOKEN_PROVIDERS" || (strings.HasPrefix(name, "IDP") && strings.Contains(name, "_")) {
-		return "token providers are now TokenProvider manifests: run `tokenstore providers convert` to turn TOKEN_PROVIDERS and IDPn_* settings into them, then point PROVIDERS_FILE at the result (or apply it to the cluster)", true
+	moved := name == "TOKEN_PROVIDERS"
+	if !moved && !strings.HasPrefix(name, "OIDC_") {
+		for _, suf := range providerSuffixes {
+			if strings.HasSuffix(name, "_"+suf) && len(name) > len(suf)+1 {
+				moved = true
+				break
+			}
+		}
+	}
+	if moved {
+		return "token providers are now TokenProvider manifests: run `tokenstore providers convert` to turn TOKEN_PROVIDERS and the IDPn_* settings into them, then point PROVIDERS_FILE at the result (or apply it to the cluster), and remove these settings", true
 	}
 	return "", false
 }
@@ -245,7 +269,7 @@ func AddFlags(fs *pflag.FlagSet) {
 		help += " [$" + EnvPrefix + o.name + "]"
 		fs.String(FlagName(o.name), "", help)
 	}
-	fs.String("settings", "", "YAML settings file [$"+SettingsEnv+"]")
+	fs.String("settings", "", "settings file: the Flask service's Python file (.py, .cfg) or YAML (.yaml, .yml, .json) [$"+SettingsEnv+"]")
 }
 
 // Names lists every setting name, for documentation.
@@ -259,16 +283,17 @@ func Names() []string {
 
 // Load builds Settings from defaults, the settings file, the environment
 // (lookupEnv, usually os.LookupEnv) and the flags that were set on fs (may be
-// nil). Every problem found is reported in the one returned error.
-func Load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (*Settings, error) {
-	return LoadWithDefaults(fs, lookupEnv, nil)
+// nil), and checks that reqs are met. Every problem found, with any setting
+// and from any source, is reported in the one returned error.
+func Load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), reqs ...Requirement) (*Settings, error) {
+	return LoadWithDefaults(fs, lookupEnv, nil, reqs...)
 }
 
 // LoadWithDefaults is Load with a command's own defaults (setting name to
 // value) laid over the built-in ones, below the settings file, the
 // environment and the flags: `tokenstore dev` uses it so that a settings
 // file still wins over its embedded defaults.
-func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), defaults map[string]string) (*Settings, error) {
+func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), defaults map[string]string, reqs ...Requirement) (*Settings, error) {
 	if lookupEnv == nil {
 		lookupEnv = os.LookupEnv
 	}
@@ -288,6 +313,7 @@ func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), 
 			apply(o, v, "the command's defaults")
 		}
 	}
+	var moved []string // Flask service provider settings found, by where
 
 	// 1. the settings file
 	path, _ := lookupEnv(SettingsEnv)
@@ -297,26 +323,39 @@ func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), 
 		}
 	}
 	if path != "" {
-		values, err := readSettingsFile(path)
+		values, unread, err := ReadFile(path)
 		if err != nil {
 			return nil, err
 		}
-		keys := make([]string, 0, len(values))
-		for k := range values {
-			keys = append(keys, k)
+		for _, u := range unread {
+			problems = append(problems, u.Msg)
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, v := range values {
+			k := v.Name
+			where := path
+			if v.Line > 0 {
+				where = fmt.Sprintf("%s:%d", path, v.Line)
+			}
+			if why, ok := ignoredSetting(k); ok {
+				s.Warnings = append(s.Warnings, ignoredWarning(k, where, why))
+				continue
+			}
 			o, ok := lookup(k)
 			if !ok {
-				if hint, moved := movedSetting(k); moved {
-					problems = append(problems, fmt.Sprintf("%s (in %s): %s", k, path, hint))
+				if _, isMoved := movedSetting(k); isMoved {
+					moved = append(moved, k+" ("+where+")")
+				} else if hint := suggest(k); hint != "" {
+					problems = append(problems, fmt.Sprintf("%s (in %s): unknown setting%s", k, where, hint))
 				} else {
-					problems = append(problems, fmt.Sprintf("%s (in %s): unknown setting%s", k, path, suggest(k)))
+					s.Warnings = append(s.Warnings, fmt.Sprintf("%s (in %s) is not a tokenstore setting; ignored", k, where))
 				}
 				continue
 			}
-			apply(o, values[k], path)
+			if v.NotScalar {
+				problems = append(problems, fmt.Sprintf("%s (in %s): want a string, number, boolean or list of them", k, where))
+				continue
+			}
+			apply(o, v.Str, where)
 		}
 	}
 
@@ -328,9 +367,26 @@ func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), 
 			}
 		}
 	}
-	if _, ok := lookupEnv(EnvPrefix + "TOKEN_PROVIDERS"); ok {
+	for _, k := range environNames() {
+		name := strings.TrimPrefix(k, EnvPrefix)
+		if _, known := lookup(name); known || name == "SETTINGS" {
+			continue
+		}
+		if _, set := lookupEnv(k); !set {
+			continue
+		}
+		if why, ok := ignoredSetting(name); ok {
+			s.Warnings = append(s.Warnings, ignoredWarning(name, "$"+k, why))
+		} else if _, isMoved := movedSetting(name); isMoved {
+			moved = append(moved, "$"+k)
+		}
+	}
+	if _, ok := lookupEnv(EnvPrefix + "TOKEN_PROVIDERS"); ok && !slices.Contains(moved, "$"+EnvPrefix+"TOKEN_PROVIDERS") {
+		moved = append(moved, "$"+EnvPrefix+"TOKEN_PROVIDERS")
+	}
+	if len(moved) > 0 {
 		hint, _ := movedSetting("TOKEN_PROVIDERS")
-		problems = append(problems, "$"+EnvPrefix+"TOKEN_PROVIDERS: "+hint)
+		problems = append(problems, strings.Join(moved, ", ")+": "+hint)
 	}
 
 	// 3. flags
@@ -343,6 +399,7 @@ func LoadWithDefaults(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), 
 	}
 
 	problems = append(problems, s.check()...)
+	problems = append(problems, s.missing(reqs)...)
 	if len(problems) > 0 {
 		return nil, &Error{Problems: problems}
 	}
@@ -370,6 +427,13 @@ func (s *Settings) check() []string {
 	case strings.HasPrefix(s.DatabaseURL, "postgres://"), strings.HasPrefix(s.DatabaseURL, "postgresql://"), strings.HasPrefix(s.DatabaseURL, "sqlite:"):
 	default:
 		p = append(p, "DATABASE_URL: want postgres://…, postgresql://… or sqlite://path (the scheme was not recognised)")
+	}
+	if s.CryptoKey != "" {
+		// Checked here rather than when the store opens, so that a bad key
+		// is reported with every other fault of the same start.
+		if _, err := crypto.ParseKeyRing(s.CryptoKey); err != nil {
+			p = append(p, err.Error())
+		}
 	}
 	if s.OIDCDiscoveryURL != "" {
 		if u, err := url.Parse(s.OIDCDiscoveryURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -439,7 +503,16 @@ const (
 )
 
 // Require reports, in one error, every required setting that is missing.
+// Load does the same for the requirements it is given, together with every
+// other fault; Require is for a requirement known only later.
 func (s *Settings) Require(reqs ...Requirement) error {
+	if p := s.missing(reqs); len(p) > 0 {
+		return &Error{Problems: p}
+	}
+	return nil
+}
+
+func (s *Settings) missing(reqs []Requirement) []string {
 	var p []string
 	for _, r := range reqs {
 		switch r {
@@ -456,10 +529,7 @@ func (s *Settings) Require(reqs ...Requirement) error {
 			}
 		}
 	}
-	if len(p) > 0 {
-		return &Error{Problems: p}
-	}
-	return nil
+	return p
 }
 
 // CookieSecure resolves SESSION_COOKIE_SECURE=auto against EXTERNAL_URL.
@@ -476,51 +546,11 @@ func (s *Settings) CookieSecure() bool {
 func lookup(name string) (option, bool) {
 	name = strings.ToUpper(strings.TrimSpace(name))
 	for _, o := range options {
-		if o.name == name {
+		if o.name == name || slices.Contains(o.aliases, name) {
 			return o, true
-		}
-		for _, a := range o.aliases {
-			if a == name {
-				return o, true
-			}
 		}
 	}
 	return option{}, false
-}
-
-// readSettingsFile reads a YAML mapping of setting names to scalars.
-func readSettingsFile(path string) (map[string]string, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("settings file (%s): %w", SettingsEnv, err)
-	}
-	var m map[string]any
-	if err := yaml.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("settings file %s: not a YAML mapping of SETTING: value: %w", path, err)
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		key := strings.ToUpper(k)
-		switch t := v.(type) {
-		case nil:
-			out[key] = ""
-		case string:
-			out[key] = t
-		case bool:
-			out[key] = strconv.FormatBool(t)
-		case float64:
-			out[key] = strconv.FormatFloat(t, 'f', -1, 64)
-		case []any:
-			parts := make([]string, 0, len(t))
-			for _, e := range t {
-				parts = append(parts, fmt.Sprint(e))
-			}
-			out[key] = strings.Join(parts, ",")
-		default:
-			return nil, fmt.Errorf("settings file %s: %s: want a string, number, boolean or list", path, k)
-		}
-	}
-	return out, nil
 }
 
 func splitList(v string) []string {

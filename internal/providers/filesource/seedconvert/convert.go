@@ -60,9 +60,15 @@ type Options struct {
 
 // Result is the converted manifests.
 type Result struct {
-	// Providers and Secrets, in the order of TOKEN_PROVIDERS.
+	// Providers and Secrets, in the order of TOKEN_PROVIDERS; a public
+	// client (no client secret) has a nil Secret.
 	Providers []*v1alpha1.TokenProvider
 	Secrets   []*corev1.Secret
+	// IDs are the Flask service's provider ids, one per provider: the id
+	// in every API path. Where one cannot be a Kubernetes name
+	// (tern_keycloak, Google) the TokenProvider is named after it (Name)
+	// and carries it as spec.id.
+	IDs []string
 	// Warnings are things the person should look at (unknown settings,
 	// duplicate ids); the output is usable despite them.
 	Warnings []string
@@ -93,19 +99,23 @@ func Convert(s *Settings, opts Options) (*Result, error) {
 	r := &Result{opts: opts}
 	var errs []error
 	seen := map[string]bool{}
+	names := map[string]bool{}
 	for _, id := range ids {
 		if seen[id] {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("%s lists %q twice; converted once", settingProviders, id))
 			continue
 		}
 		seen[id] = true
-		tp, sec, perr := convertOne(s, id, opts)
+		name := Name(id, names)
+		tp, sec, warn, perr := convertOne(s, id, name, opts)
 		if perr != nil {
 			errs = append(errs, perr...)
 			continue
 		}
+		r.Warnings = append(r.Warnings, warn...)
 		r.Providers = append(r.Providers, tp)
 		r.Secrets = append(r.Secrets, sec)
+		r.IDs = append(r.IDs, id)
 	}
 	r.Warnings = append(r.Warnings, unknownSettings(s, ids)...)
 	if len(errs) > 0 {
@@ -138,15 +148,43 @@ func providerIDs(s *Settings) ([]string, error) {
 	return ids, nil
 }
 
-// convertOne builds the objects of one provider id, or says what is wrong
-// with its settings.
-func convertOne(s *Settings, id string, opts Options) (*v1alpha1.TokenProvider, *corev1.Secret, []error) {
+// Name is the TokenProvider name of a provider id: the id itself when it
+// can be a Kubernetes object name, else lower-cased with every character
+// other than a-z, 0-9, "-" and "." turned into "-" (tern_keycloak →
+// tern-keycloak), and made unique among taken (which it joins) with a
+// numeric suffix. The id itself stays the API's (spec.id).
+func Name(id string, taken map[string]bool) string {
+	name := id
+	if len(utilvalidation.IsDNS1123Subdomain(id)) > 0 {
+		b := []byte(strings.ToLower(id))
+		for i, c := range b {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+				b[i] = '-'
+			}
+		}
+		name = strings.Trim(string(b), "-.")
+		if len(name) > 240 {
+			name = strings.Trim(name[:240], "-.")
+		}
+		if name == "" {
+			name = "provider"
+		}
+	}
+	base := name
+	for n := 2; taken[name]; n++ {
+		name = fmt.Sprintf("%s-%d", base, n)
+	}
+	taken[name] = true
+	return name
+}
+
+// convertOne builds the objects of one provider id, named name, or says
+// what is wrong with its settings. A provider without a client secret is a
+// public client: no Secret, a warning.
+func convertOne(s *Settings, id, name string, opts Options) (*v1alpha1.TokenProvider, *corev1.Secret, []string, []error) {
 	prefix := strings.ToUpper(id) + "_"
 	var errs []error
-	if msgs := utilvalidation.IsDNS1123Subdomain(id); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("provider id %q (%s) cannot be a TokenProvider name: %s; the id is part of every API path (/api/v1.0/%s/...), so renaming it changes the API for its clients",
-			id, settingProviders, strings.Join(msgs, "; "), id))
-	}
+	var warnings []string
 	get := func(suffix string) (string, bool, error) {
 		name := prefix + suffix
 		v, ok := s.values[name]
@@ -190,7 +228,16 @@ func convertOne(s *Settings, id string, opts Options) (*v1alpha1.TokenProvider, 
 
 	discoveryURL := required(suffixDiscoveryURL, "discovery URL")
 	clientID := required(suffixClientID, "client id")
-	clientSecret := required(suffixClientSecret, "client secret")
+	clientSecret := ""
+	if v, ok, err := get(suffixClientSecret); err != nil {
+		errs = append(errs, err)
+	} else if ok && strings.TrimSpace(v) != "" {
+		clientSecret = strings.TrimSpace(v)
+	} else if where, unread := s.unread[prefix+suffixClientSecret]; unread {
+		errs = append(errs, fmt.Errorf("%s (%s) could not be read: write it as %s = \"...\"", prefix+suffixClientSecret, where, prefix+suffixClientSecret))
+	} else {
+		warnings = append(warnings, fmt.Sprintf("provider %q has no %s: converted as a public client (tokenEndpointAuthMethod: none); check that the provider registered it as one", id, prefix+suffixClientSecret))
+	}
 	scope := optional(suffixScope)
 	md := v1alpha1.Metadata{
 		Name:        optional(suffixMDName),
@@ -200,30 +247,34 @@ func convertOne(s *Settings, id string, opts Options) (*v1alpha1.TokenProvider, 
 		Logo:        optional(suffixMDLogo),
 	}
 	if len(errs) > 0 {
-		return nil, nil, errs
+		return nil, nil, nil, errs
 	}
 
-	secretName := fmt.Sprintf(opts.SecretNameFormat, id)
 	tp := &v1alpha1.TokenProvider{
 		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "TokenProvider"},
-		ObjectMeta: metav1.ObjectMeta{Name: id, Namespace: opts.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: opts.Namespace},
 		Spec: v1alpha1.TokenProviderSpec{
-			DiscoveryURL:    discoveryURL,
-			ClientID:        clientID,
-			ClientSecretRef: &v1alpha1.SecretKeyRef{Name: secretName, Key: SecretKey},
-			Metadata:        md,
+			DiscoveryURL: discoveryURL,
+			ClientID:     clientID,
+			Metadata:     md,
 		},
 	}
 	if scopes := strings.FieldsFunc(scope, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }); len(scopes) > 0 {
 		tp.Spec.Scopes = scopes
 	}
+	if clientSecret == "" {
+		tp.Spec.TokenEndpointAuthMethod = "none"
+		return tp, nil, warnings, nil
+	}
+	secretName := fmt.Sprintf(opts.SecretNameFormat, name)
+	tp.Spec.ClientSecretRef = &v1alpha1.SecretKeyRef{Name: secretName, Key: SecretKey}
 	sec := &corev1.Secret{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: opts.Namespace},
 		Type:       corev1.SecretTypeOpaque,
 		StringData: map[string]string{SecretKey: clientSecret},
 	}
-	return tp, sec, nil
+	return tp, sec, warnings, nil
 }
 
 // unknownSettings warns about IDPn_* settings of listed providers that the
@@ -245,8 +296,15 @@ func unknownSettings(s *Settings, ids []string) []string {
 }
 
 // YAML renders the manifests as one multi-document YAML stream: for each
-// provider its Secret, then the TokenProvider.
-func (r *Result) YAML() ([]byte, error) {
+// provider its Secret (if it has one), then the TokenProvider, with spec.id
+// where its name is not the Flask service's id.
+func (r *Result) YAML() ([]byte, error) { return r.render(true) }
+
+// render renders the manifests; withID adds spec.id. spec.id is written
+// into the untyped object, so that this package does not depend on the
+// api version that declares it; Check validates without it, since this
+// binary's validator may predate it.
+func (r *Result) render(withID bool) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("# TokenProvider and Secret manifests converted from the settings of the old tokenstore")
 	if r.opts.Source != "" {
@@ -254,8 +312,16 @@ func (r *Result) YAML() ([]byte, error) {
 	}
 	b.WriteString(".\n# The Secrets hold client secrets: keep this file private.\n")
 	for i := range r.Providers {
-		for _, obj := range []runtime.Object{r.Secrets[i], r.Providers[i]} {
-			out, err := manifestYAML(obj)
+		objs := []runtime.Object{r.Providers[i]}
+		if r.Secrets[i] != nil {
+			objs = []runtime.Object{r.Secrets[i], r.Providers[i]}
+		}
+		for _, obj := range objs {
+			id := ""
+			if withID && obj == runtime.Object(r.Providers[i]) && r.IDs[i] != r.Providers[i].Name {
+				id = r.IDs[i]
+			}
+			out, err := manifestYAML(obj, id)
 			if err != nil {
 				return nil, err
 			}
@@ -267,8 +333,9 @@ func (r *Result) YAML() ([]byte, error) {
 }
 
 // manifestYAML renders one object without the empty status and
-// creationTimestamp that the Go types would add.
-func manifestYAML(obj runtime.Object) ([]byte, error) {
+// creationTimestamp that the Go types would add; a non-empty id is set as
+// spec.id.
+func manifestYAML(obj runtime.Object, id string) ([]byte, error) {
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
 		return nil, fmt.Errorf("rendering %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, err)
@@ -280,6 +347,9 @@ func manifestYAML(obj runtime.Object) ([]byte, error) {
 	if spec, ok := u["spec"].(map[string]any); ok {
 		if md, ok := spec["metadata"].(map[string]any); ok && len(md) == 0 {
 			delete(spec, "metadata")
+		}
+		if id != "" {
+			spec["id"] = id
 		}
 	}
 	out, err := yaml.Marshal(u)
@@ -293,23 +363,27 @@ func manifestYAML(obj runtime.Object) ([]byte, error) {
 // `tokenstore providers validate` would, and names the settings behind any
 // error. Convert's output should always pass; this is what makes sure.
 func (r *Result) Check(ctx context.Context, v *filesource.Validator) error {
-	out, err := r.YAML()
+	out, err := r.render(false)
 	if err != nil {
 		return err
+	}
+	ids := map[string]string{}
+	for i, tp := range r.Providers {
+		ids[tp.Name] = r.IDs[i]
 	}
 	var errs []error
 	for _, o := range filesource.Parse(ctx, v, "converted output", out, filesource.LoadOptions{}) {
 		if o.Err == nil {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("%s%w", hint(o), o.Err))
+		errs = append(errs, fmt.Errorf("%s%w", hint(o, ids[o.Name]), o.Err))
 	}
 	return errors.Join(errs...)
 }
 
 // hint names the old setting behind an invalid generated object, so that the
 // person knows which line of their settings to fix.
-func hint(o filesource.Object) string {
+func hint(o filesource.Object, id string) string {
 	var me *filesource.ManifestError
 	if !errors.As(o.Err, &me) || o.Kind != "TokenProvider" {
 		if o.Kind == "Secret" {
@@ -317,7 +391,10 @@ func hint(o filesource.Object) string {
 		}
 		return ""
 	}
-	prefix := strings.ToUpper(o.Name) + "_"
+	if id == "" {
+		id = o.Name
+	}
+	prefix := strings.ToUpper(id) + "_"
 	var names []string
 	add := func(n string) {
 		if !slices.Contains(names, n) {

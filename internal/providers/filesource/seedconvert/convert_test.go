@@ -212,8 +212,6 @@ func TestConvertErrorsNameTheSetting(t *testing.T) {
 	msg := err.Error()
 	for _, want := range []string{
 		`IDP1_CLIENT_ID is not set: it is the client id of provider "idp1" (listed in TOKEN_PROVIDERS)`,
-		`IDP2_CLIENT_SECRET (environment variable IDP2_CLIENT_SECRET) is empty: it is the client secret of provider "idp2"`,
-		`provider id "Bad_ID" (TOKEN_PROVIDERS) cannot be a TokenProvider name`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
@@ -337,5 +335,55 @@ func TestPythonLiterals(t *testing.T) {
 		if ok != tc.ok || (ok && v.str != tc.want) {
 			t.Errorf("%s: got %q (read %v), want %q (read %v)", tc.line, v.str, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// A provider without a client secret becomes a public client, with a
+// warning; ids that cannot be Kubernetes names keep their id as spec.id
+// under a valid, unique name.
+func TestConvertPublicClientsAndIDs(t *testing.T) {
+	s := FromEnviron([]string{
+		"TOKEN_PROVIDERS=tern_keycloak, Google, tern-keycloak",
+		"TERN_KEYCLOAK_DISCOVERY_URL=https://a.example.com/.well-known/openid-configuration",
+		"TERN_KEYCLOAK_CLIENT_ID=a",
+		"GOOGLE_DISCOVERY_URL=https://accounts.google.com/.well-known/openid-configuration",
+		"GOOGLE_CLIENT_ID=g",
+		"GOOGLE_CLIENT_SECRET=do-not-print-me",
+		"TERN-KEYCLOAK_DISCOVERY_URL=https://b.example.com/.well-known/openid-configuration",
+		"TERN-KEYCLOAK_CLIENT_ID=b",
+		"TERN-KEYCLOAK_CLIENT_SECRET=s",
+	})
+	r, err := Convert(s, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(context.Background(), validator(t)); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tp := range r.Providers {
+		names = append(names, tp.Name)
+	}
+	if want := []string{"tern-keycloak", "google", "tern-keycloak-2"}; !slices.Equal(names, want) {
+		t.Fatalf("names %v, want %v", names, want)
+	}
+	if r.Providers[0].Spec.TokenEndpointAuthMethod != "none" || r.Providers[0].Spec.ClientSecretRef != nil || r.Secrets[0] != nil {
+		t.Errorf("tern_keycloak is not a public client: %+v", r.Providers[0].Spec)
+	}
+	if !strings.Contains(strings.Join(r.Warnings, "\n"), `provider "tern_keycloak" has no TERN_KEYCLOAK_CLIENT_SECRET: converted as a public client`) {
+		t.Errorf("warnings: %v", r.Warnings)
+	}
+	out, err := r.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := string(out)
+	for _, want := range []string{"id: tern_keycloak\n", "id: Google\n", "name: tokenstore-provider-google\n", "tokenEndpointAuthMethod: none\n"} {
+		if !strings.Contains(y, want) {
+			t.Errorf("output lacks %q:\n%s", want, y)
+		}
+	}
+	if strings.Count(y, "\n  id: ") != 3 {
+		t.Errorf("spec.id only where the name differs from the id:\n%s", y)
 	}
 }
