@@ -33,6 +33,7 @@ flags. Run 'tokenstore serve --help' for the full list.`,
 		newImportCmd(),
 		newVersionCmd(),
 		newProbeCmd(),
+		newAdminCmd(),
 	)
 	return root
 }

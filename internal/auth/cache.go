@@ -32,13 +32,20 @@ type cachedSession struct {
 	identity *Identity
 }
 
-// sessionClaims are the claims an Identity carries.
-type sessionClaims struct{ iss, name, email string }
+// decodeClaims reads a session's claims JSON; a row whose claims do not
+// decode (none should) gives an identity without them.
+func decodeClaims(raw []byte) map[string]any {
+	cl := map[string]any{}
+	if err := json.Unmarshal(raw, &cl); err != nil {
+		return map[string]any{}
+	}
+	return cl
+}
 
-func decodeClaims(raw []byte) sessionClaims {
-	var cl map[string]string
-	_ = json.Unmarshal(raw, &cl)
-	return sessionClaims{iss: cl["iss"], name: cl["name"], email: cl["email"]}
+// claimString is claims[k] when it is a string, else "".
+func claimString(claims map[string]any, k string) string {
+	s, _ := claims[k].(string)
+	return s
 }
 
 func newSessionCache(opt Options) *sessionCache {
@@ -65,8 +72,10 @@ func (a *Authenticator) session(ctx context.Context, id string, now time.Time) (
 		return cachedSession{}, err
 	}
 	cl := decodeClaims(s.Claims)
-	cs := cachedSession{Session: s, identity: &Identity{UserID: s.UserID, Issuer: cl.iss, Subject: s.UserID,
-		Name: cl.name, Email: cl.email, Method: "session", SessionID: s.ID}}
+	who := &Identity{UserID: s.UserID, Issuer: claimString(cl, "iss"), Subject: s.UserID,
+		Name: claimString(cl, "name"), Email: claimString(cl, "email"), Method: "session", SessionID: s.ID}
+	a.identityClaims(who, cl)
+	cs := cachedSession{Session: s, identity: who}
 	a.sessions.Put(t, id, cs)
 	return cs, nil
 }
