@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/admin"
 	"github.com/tokenstore/tokenstore/internal/auth"
+	"github.com/tokenstore/tokenstore/internal/providers/providertest"
 	"github.com/tokenstore/tokenstore/internal/store"
 )
 
@@ -178,5 +179,54 @@ func TestAdminAPI(t *testing.T) {
 		if !vt.seen[s] {
 			t.Errorf("the test did not exercise %s", s)
 		}
+	}
+}
+
+// A bearer caller's roles come from its token's claims too, and bearer
+// writes are exempt from the origin check as elsewhere.
+func TestAdminAPIBearer(t *testing.T) {
+	e := newEnv(t)
+	in := e.instances[0]
+	br := e.browser()
+	br.loginAt(in, "")
+	user := br.whoami(in)
+	cfg := &oauth2.Config{ClientID: providertest.ClientID, ClientSecret: e.login.ClientSecret,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.login.Issuer + "/authorize", TokenURL: e.login.Issuer + "/oauth/token", AuthStyle: oauth2.AuthStyleInHeader},
+		RedirectURL: e.ext + "/api/oidc/callback", Scopes: []string{"openid"}}
+	q, err := e.login.Login(e.ctx, cfg.AuthCodeURL(auth.RandomValue()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.seeQuery(q)
+	tok, err := cfg.Exchange(e.ctx, q.Get("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.see("access_token", tok.AccessToken)
+	e.see("refresh_token", tok.RefreshToken)
+	if _, err := in.store.CreateGrant(e.ctx, store.Grant{UserID: "victim", Provider: "alpha", ServiceAccountNamespace: "team-a", ServiceAccountName: "ci"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The test OP's user has no role claims; its sub is a claim every
+	// token carries, so it stands in for one here.
+	e.settings.RolesClaim = []string{"sub"}
+	e.settings.AdminRoles = []string{"tokenstore-admin"}
+	c := e.browser()
+	bearer := map[string]string{"Authorization": "Bearer " + tok.AccessToken, "Origin": "https://cli.example"}
+	saURL := in.url + "/api/v1.0/admin/serviceaccounts/team-a/ci/grants"
+	if r := c.do(http.MethodDelete, saURL, bearer); r.status != http.StatusForbidden || r.errorCode(t) != "admin_role_required" {
+		t.Fatalf("bearer without the role: %d %s", r.status, r.body)
+	}
+	e.settings.AdminRoles = []string{"tokenstore-admin", user}
+	r := c.do(http.MethodDelete, saURL, bearer)
+	var grs []admin.GrantRevocation
+	r.json(t, &grs)
+	if r.status != http.StatusOK || len(grs) != 1 || grs[0].Grant.UserID != "victim" {
+		t.Fatalf("bearer admin: %d %s", r.status, r.body)
+	}
+	evs, err := in.store.ListAudit(e.ctx, "victim", 0, 10)
+	if err != nil || len(evs) != 1 || evs[0].Actor != "admin:"+user || evs[0].Action != "grant.revoke" {
+		t.Fatalf("victim's trail: %+v %v", evs, err)
 	}
 }
