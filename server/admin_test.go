@@ -12,7 +12,6 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/admin"
 	"github.com/tokenstore/tokenstore/internal/auth"
-	"github.com/tokenstore/tokenstore/internal/providers/providertest"
 	"github.com/tokenstore/tokenstore/internal/store"
 )
 
@@ -190,20 +189,7 @@ func TestAdminAPIBearer(t *testing.T) {
 	br := e.browser()
 	br.loginAt(in, "")
 	user := br.whoami(in)
-	cfg := &oauth2.Config{ClientID: providertest.ClientID, ClientSecret: e.login.ClientSecret,
-		Endpoint:    oauth2.Endpoint{AuthURL: e.login.Issuer + "/authorize", TokenURL: e.login.Issuer + "/oauth/token", AuthStyle: oauth2.AuthStyleInHeader},
-		RedirectURL: e.ext + "/api/oidc/callback", Scopes: []string{"openid"}}
-	q, err := e.login.Login(e.ctx, cfg.AuthCodeURL(auth.RandomValue()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.seeQuery(q)
-	tok, err := cfg.Exchange(e.ctx, q.Get("code"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.see("access_token", tok.AccessToken)
-	e.see("refresh_token", tok.RefreshToken)
+	accessToken := e.loginAccessToken()
 	if _, err := in.store.CreateGrant(e.ctx, store.Grant{UserID: "victim", Provider: "alpha", ServiceAccountNamespace: "team-a", ServiceAccountName: "ci"}); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +199,7 @@ func TestAdminAPIBearer(t *testing.T) {
 	e.settings.RolesClaim = []string{"sub"}
 	e.settings.AdminRoles = []string{"tokenstore-admin"}
 	c := e.browser()
-	bearer := map[string]string{"Authorization": "Bearer " + tok.AccessToken, "Origin": "https://cli.example"}
+	bearer := map[string]string{"Authorization": "Bearer " + accessToken, "Origin": "https://cli.example"}
 	saURL := in.url + "/api/v1.0/admin/serviceaccounts/team-a/ci/grants"
 	if r := c.do(http.MethodDelete, saURL, bearer); r.status != http.StatusForbidden || r.errorCode(t) != "admin_role_required" {
 		t.Fatalf("bearer without the role: %d %s", r.status, r.body)
