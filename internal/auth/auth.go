@@ -360,7 +360,7 @@ func (a *Authenticator) FinishLogin(ctx context.Context, browserValue, state, co
 var loginBindingClaims = []string{"nonce", "at_hash", "c_hash"}
 
 // sessionClaimsJSON is what a session keeps of a login: the ID token's
-// claims (roles are read from them on every request, so a ROLES_CLAIM
+// claims (roles are read from them each time the session row is read, so a ROLES_CLAIM
 // change applies to sessions already open) without its login-binding
 // ones, plus the scopes the token answer granted as `scope` when the ID
 // token names none.
