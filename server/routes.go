@@ -51,6 +51,20 @@ func (s *Server) routes() {
 	v1.DELETE("/grants/:id", s.revokeGrant)
 	v1.GET("/audit", s.listAudit)
 
+	// Incident response (internal/admin): callers holding one of
+	// ADMIN_ROLES only; off (404) without it.
+	adm, ah := v1.Group("/admin", s.adminOnly), s.adminAPI()
+	adm.GET("/users/:user", ah.person)
+	adm.GET("/users/:user/credentials", ah.credentials)
+	adm.DELETE("/users/:user/credentials", ah.revokeCredentials)
+	adm.DELETE("/users/:user/credentials/:provider", ah.revokeCredential)
+	adm.GET("/users/:user/grants", ah.grants)
+	adm.DELETE("/users/:user/grants", ah.revokeGrants)
+	adm.DELETE("/users/:user/sessions", ah.endSessions)
+	adm.DELETE("/grants/:id", ah.revokeGrant)
+	adm.GET("/serviceaccounts/:namespace/:name/grants", ah.serviceAccountGrants)
+	adm.DELETE("/serviceaccounts/:namespace/:name/grants", ah.revokeServiceAccountGrants)
+
 	// RFC 8693 token exchange: workloads and people present their own token
 	// (no session, no cookie); its answers use the OAuth error format.
 	api.POST("/oauth2/token", s.tokenExchange)

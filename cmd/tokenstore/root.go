@@ -34,6 +34,7 @@ flags. Run 'tokenstore serve --help' for the full list.`,
 		newImportCmd(),
 		newVersionCmd(),
 		newProbeCmd(),
+		newAdminCmd(),
 	)
 	return root
 }

@@ -99,6 +99,18 @@ type Identity struct {
 	Method string `json:"auth_method"`
 	// SessionID is the store key of the session (empty for bearer).
 	SessionID string `json:"-"`
+	// Roles are the roles and groups the login issuer's claims give the
+	// person, read at ROLES_CLAIM (see Roles); nil when none.
+	Roles []string `json:"-"`
+	// Scopes are the scopes granted: a bearer token's `scope` (or `scp`)
+	// claim, or those the login's token answer named; nil when unknown.
+	Scopes []string `json:"-"`
+	// Claims are what the identity was built from: the login ID token's
+	// claims (session; only iss, sub, name, email and preferred_username
+	// for sessions started before they were all kept), a JWT bearer
+	// token's, or an opaque bearer token's userinfo answer. Shared by the
+	// requests of a session or token: do not modify.
+	Claims map[string]any `json:"-"`
 }
 
 // Options are what an Authenticator is built from.
@@ -368,13 +380,10 @@ func (a *Authenticator) FinishLogin(ctx context.Context, browserValue, state, co
 	if idt.Nonce != p.Nonce {
 		return "", "", ErrNonceMismatch
 	}
-	var cl struct {
-		Name              string `json:"name"`
-		Email             string `json:"email"`
-		PreferredUsername string `json:"preferred_username"`
+	claims, err := sessionClaimsJSON(idt, tok)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: ID token claims: %v", ErrLoginFailed, err)
 	}
-	_ = idt.Claims(&cl)
-	claims, _ := json.Marshal(map[string]string{"iss": idt.Issuer, "sub": idt.Subject, "name": cl.Name, "email": cl.Email, "preferred_username": cl.PreferredUsername})
 	cookie = RandomValue()
 	now := a.opt.Now()
 	if err := a.opt.Store.CreateSession(ctx, store.Session{
@@ -384,6 +393,39 @@ func (a *Authenticator) FinishLogin(ctx context.Context, browserValue, state, co
 	}
 	a.log.Info("login", "user", idt.Subject)
 	return cookie, p.ReturnURL, nil
+}
+
+// loginBindingClaims tie an ID token to one login request, not to the
+// person; the session does not keep them.
+var loginBindingClaims = []string{"nonce", "at_hash", "c_hash"}
+
+// sessionClaimsJSON is what a session keeps of a login: the ID token's
+// claims (roles are read from them each time the session row is read, so a ROLES_CLAIM
+// change applies to sessions already open) without its login-binding
+// ones, plus the scopes the token answer granted as `scope` when the ID
+// token names none.
+func sessionClaimsJSON(idt *oidc.IDToken, tok *oauth2.Token) ([]byte, error) {
+	all := map[string]any{}
+	if err := idt.Claims(&all); err != nil {
+		return nil, err
+	}
+	for _, k := range loginBindingClaims {
+		delete(all, k)
+	}
+	all["iss"], all["sub"] = idt.Issuer, idt.Subject
+	if _, ok := all["scope"]; !ok {
+		if sc, _ := tok.Extra("scope").(string); sc != "" {
+			all["scope"] = sc
+		}
+	}
+	return json.Marshal(all)
+}
+
+// identityClaims fills the role, scope and claim fields of id from claims.
+func (a *Authenticator) identityClaims(id *Identity, claims map[string]any) {
+	id.Claims = claims
+	id.Roles = Roles(claims, a.opt.Settings.RolesClaim, a.opt.Settings.OIDCClientID)
+	id.Scopes = scopesOf(claims)
 }
 
 // sessionExpiry is the earlier of the absolute lifetime and the idle timeout.
@@ -429,19 +471,29 @@ func (a *Authenticator) identity(s store.Session) *Identity {
 		return d.identity
 	}
 	t := a.identities.Begin()
-	var cl sessionClaims
-	_ = json.Unmarshal(s.Claims, &cl)
-	id := &Identity{UserID: s.UserID, Issuer: cl.Iss, Subject: s.UserID, Name: cl.Name, Email: cl.Email, Method: "session", SessionID: s.ID}
+	cl := decodeClaims(s.Claims)
+	id := &Identity{UserID: s.UserID, Issuer: claimString(cl, "iss"), Subject: s.UserID,
+		Name: claimString(cl, "name"), Email: claimString(cl, "email"), Method: "session", SessionID: s.ID}
+	a.identityClaims(id, cl)
 	a.identities.Put(t, s.ID, decodedSession{userID: s.UserID, claims: s.Claims, identity: id})
 	return id
 }
 
-// sessionClaims are the claims of a session row an Identity carries (the
-// row's Claims, written at login).
-type sessionClaims struct {
-	Iss   string `json:"iss"`
-	Name  string `json:"name"`
-	Email string `json:"email"`
+// decodeClaims reads a session's claims JSON (the row's Claims, written at
+// login); a row whose claims do not decode (none should) gives an identity
+// without them.
+func decodeClaims(raw []byte) map[string]any {
+	cl := map[string]any{}
+	if err := json.Unmarshal(raw, &cl); err != nil {
+		return map[string]any{}
+	}
+	return cl
+}
+
+// claimString is claims[k] when it is a string, else "".
+func claimString(claims map[string]any, k string) string {
+	s, _ := claims[k].(string)
+	return s
 }
 
 // Logout ends the session of a cookie value; ending none is not an error.
@@ -492,20 +544,16 @@ func (a *Authenticator) Bearer(ctx context.Context, token string) (*Identity, er
 		if !slices.ContainsFunc(t.Audience, func(x string) bool { return slices.Contains(aud, x) }) {
 			return nil, ErrInvalidToken
 		}
-		var cl struct {
-			Name   string `json:"name"`
-			Email  string `json:"email"`
-			Nonce  string `json:"nonce"`
-			AtHash string `json:"at_hash"`
-		}
-		_ = t.Claims(&cl)
+		all := map[string]any{}
+		_ = t.Claims(&all)
 		// An ID token is signed by the same issuer for the same audience,
 		// but it proves a login to a client, not a grant to call an API:
 		// refuse JWTs that carry the ID token's login-binding claims.
-		if cl.Nonce != "" || cl.AtHash != "" {
+		if claimString(all, "nonce") != "" || claimString(all, "at_hash") != "" {
 			return nil, ErrInvalidToken
 		}
-		id = Identity{UserID: t.Subject, Issuer: t.Issuer, Subject: t.Subject, Name: cl.Name, Email: cl.Email, Method: "bearer"}
+		id = Identity{UserID: t.Subject, Issuer: t.Issuer, Subject: t.Subject, Name: claimString(all, "name"), Email: claimString(all, "email"), Method: "bearer"}
+		a.identityClaims(&id, all)
 		if t.Expiry.Before(until) {
 			until = t.Expiry
 		}
@@ -520,11 +568,10 @@ func (a *Authenticator) Bearer(ctx context.Context, token string) (*Identity, er
 		if ui.Subject == "" {
 			return nil, ErrInvalidToken
 		}
-		var cl struct {
-			Name string `json:"name"`
-		}
-		_ = ui.Claims(&cl)
-		id = Identity{UserID: ui.Subject, Issuer: lp.issuer, Subject: ui.Subject, Name: cl.Name, Email: ui.Email, Method: "bearer"}
+		all := map[string]any{}
+		_ = ui.Claims(&all)
+		id = Identity{UserID: ui.Subject, Issuer: lp.issuer, Subject: ui.Subject, Name: claimString(all, "name"), Email: ui.Email, Method: "bearer"}
+		a.identityClaims(&id, all)
 	}
 	a.cacheMu.Lock()
 	if len(a.bearer) > 10000 {

@@ -63,6 +63,13 @@ type Settings struct {
 	SessionCookieSameSite string
 	SessionLifetime       time.Duration
 	SessionIdleTimeout    time.Duration
+	// RolesClaim are the claim paths a person's roles are read from in
+	// the login issuer's tokens (see auth.Roles); empty means
+	// auth.DefaultRolesClaims.
+	RolesClaim []string
+	// AdminRoles are the roles (or groups) that may use the admin API;
+	// empty turns the admin API off.
+	AdminRoles []string
 
 	CORSOrigins             []string
 	CORSAllowHeaders        []string
@@ -184,6 +191,17 @@ var options = []option{
 	{name: "SESSION_COOKIE_SAMESITE", def: "Lax", help: "Lax, Strict or None", set: str(func(s *Settings) *string { return &s.SessionCookieSameSite })},
 	{name: "PERMANENT_SESSION_LIFETIME", aliases: []string{"SESSION_LIFETIME"}, def: "744h", help: "how long a login session lasts (duration or seconds, as Flask's setting)", set: duration(func(s *Settings) *time.Duration { return &s.SessionLifetime })},
 	{name: "SESSION_IDLE_TIMEOUT", def: "168h", help: "a session unused this long ends", set: duration(func(s *Settings) *time.Duration { return &s.SessionIdleTimeout })},
+	{name: "ROLES_CLAIM", help: "comma-separated dotted claim paths a person's roles are read from in the login issuer's ID and access tokens; {client_id} stands for OIDC_CLIENT_ID (default realm_access.roles,resource_access.{client_id}.roles,roles,groups)", set: func(s *Settings, v string) error {
+		paths := splitList(v)
+		for _, p := range paths {
+			if slices.Contains(strings.Split(p, "."), "") {
+				return fmt.Errorf("claim path %q: want dot-separated claim names such as realm_access.roles", p)
+			}
+		}
+		s.RolesClaim = paths
+		return nil
+	}},
+	{name: "ADMIN_ROLES", help: "roles or groups (from ROLES_CLAIM) whose holders may use the admin API (/api/v1.0/admin); none by default, which turns the admin API off", set: list(func(s *Settings) *[]string { return &s.AdminRoles })},
 	{name: "SESSION_TYPE", def: "database", help: "kept for the Flask service's settings files: sessions are always kept in the database so every replica serves them", set: func(s *Settings, v string) error {
 		switch strings.TrimSpace(v) {
 		case "", "database", "sqlalchemy":

@@ -317,6 +317,9 @@ type Store interface {
 	// DeleteExpiredSessions removes sessions that expired before now and
 	// returns how many.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
+	// DeleteUserSessions removes every session of userID and returns how
+	// many (incident response: sign a person out everywhere).
+	DeleteUserSessions(ctx context.Context, userID string) (int64, error)
 
 	// CreateLinkState stores a pending authorization request.
 	CreateLinkState(ctx context.Context, l LinkState) error
@@ -333,6 +336,10 @@ type Store interface {
 	GetGrant(ctx context.Context, id int64) (Grant, error)
 	// ListGrants returns a person's grants (revoked ones included), newest first.
 	ListGrants(ctx context.Context, userID string) ([]Grant, error)
+	// ListServiceAccountGrants returns every grant to the ServiceAccount
+	// namespace/name, of any person at any provider (revoked ones
+	// included), newest first.
+	ListServiceAccountGrants(ctx context.Context, namespace, name string) ([]Grant, error)
 	// FindUsableGrant returns the newest unrevoked, unexpired grant of
 	// userID's credential at provider to the ServiceAccount, or ErrNotFound.
 	//

@@ -223,6 +223,14 @@ func (c *Store) DeleteSession(ctx context.Context, id string) error {
 	return c.s.DeleteSession(ctx, id)
 }
 
+// DeleteUserSessions drops the person's cached sessions: signing a person
+// out everywhere (the admin API) holds on this replica at once, on the
+// others within the TTL.
+func (c *Store) DeleteUserSessions(ctx context.Context, userID string) (int64, error) {
+	defer c.sessions.ForgetIf(func(_ string, s store.Session) bool { return s.UserID == userID })
+	return c.s.DeleteUserSessions(ctx, userID)
+}
+
 // DeleteExpiredSessions implements store.Store. It deletes only rows that
 // expired before now, which GetSession does not serve from the cache at
 // any later now, so nothing cached needs dropping.
@@ -288,6 +296,12 @@ func (c *Store) FindUsableGrant(ctx context.Context, userID, provider, saNamespa
 func (c *Store) RevokeGrant(ctx context.Context, userID string, id int64, now time.Time) error {
 	defer c.grants.ForgetIf(func(k grantKey, _ store.Grant) bool { return k.user == userID })
 	return c.s.RevokeGrant(ctx, userID, id, now)
+}
+
+// ListServiceAccountGrants implements store.Store (uncached: the admin
+// API's listing).
+func (c *Store) ListServiceAccountGrants(ctx context.Context, namespace, name string) ([]store.Grant, error) {
+	return c.s.ListServiceAccountGrants(ctx, namespace, name)
 }
 
 // AppendAudit implements store.Store (uncached).

@@ -479,6 +479,15 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int64
 	return n, nil
 }
 
+// DeleteUserSessions implements store.Store.
+func (s *Store) DeleteUserSessions(ctx context.Context, userID string) (int64, error) {
+	n, err := s.w.SessionDeleteByUser(ctx, userID)
+	if err != nil {
+		return 0, wrap("delete a person's sessions", err)
+	}
+	return n, nil
+}
+
 // --- link states ---------------------------------------------------------
 
 // CreateLinkState implements store.Store.
@@ -564,6 +573,19 @@ func (s *Store) ListGrants(ctx context.Context, userID string) ([]store.Grant, e
 	rows, err := s.q.GrantListByUser(ctx, userID)
 	if err != nil {
 		return nil, wrap("list grants", err)
+	}
+	out := make([]store.Grant, len(rows))
+	for i, r := range rows {
+		out[i] = grant(r)
+	}
+	return out, nil
+}
+
+// ListServiceAccountGrants implements store.Store.
+func (s *Store) ListServiceAccountGrants(ctx context.Context, namespace, name string) ([]store.Grant, error) {
+	rows, err := s.q.GrantListByServiceAccount(ctx, db.GrantListByServiceAccountParams{ServiceAccountNamespace: namespace, ServiceAccountName: name})
+	if err != nil {
+		return nil, wrap("list a service account's grants", err)
 	}
 	out := make([]store.Grant, len(rows))
 	for i, r := range rows {

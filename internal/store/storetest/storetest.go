@@ -65,6 +65,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"GrantFindUsable", testGrantFindUsable},
 		{"GrantServiceAccountUID", testGrantServiceAccountUID},
 		{"GrantRevoke", testGrantRevoke},
+		{"GrantListByServiceAccount", testGrantListByServiceAccount},
+		{"SessionDeleteByUser", testSessionDeleteByUser},
 		{"Audit", testAudit},
 		{"AuditPrune", testAuditPrune},
 		{"AuditBatch", testAuditBatch},
@@ -1491,6 +1493,65 @@ func testGrantRevoke(t *testing.T, s store.Store) {
 	}
 	read, _ = s.GetGrant(t.Context(), g.ID)
 	sameGrant(t, want, read)
+}
+
+// Every grant to one ServiceAccount, whoever made it at whichever
+// provider, revoked ones included, newest first; none of another
+// namespace or name.
+func testGrantListByServiceAccount(t *testing.T, s store.Store) {
+	a := mustGrant(t, s, newGrant("alice", "github", "ci"))
+	mustGrant(t, s, newGrant("alice", "github", "deploy"))
+	other := newGrant("bob", "gitlab", "ci")
+	other.ServiceAccountNamespace = "team-b"
+	mustGrant(t, s, other)
+	b := newGrant("bob", "gitlab", "ci")
+	b.ServiceAccountUID = "uid-1"
+	b = mustGrant(t, s, b)
+	if err := s.RevokeGrant(t.Context(), "alice", a.ID, base); err != nil {
+		t.Fatal(err)
+	}
+	a.RevokedAt = ptr(base)
+	got, err := s.ListServiceAccountGrants(t.Context(), "team-a", "ci")
+	if err != nil {
+		t.Fatalf("ListServiceAccountGrants: %v", err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("ListServiceAccountGrants = %d grants, want 2: %+v", len(got), got)
+	}
+	sameGrant(t, b, got[0])
+	sameGrant(t, a, got[1])
+	none, err := s.ListServiceAccountGrants(t.Context(), "team-a", "nobody")
+	if err != nil || len(none) != 0 {
+		t.Errorf("ListServiceAccountGrants of an account without grants = %v, %v; want none", none, err)
+	}
+}
+
+// DeleteUserSessions ends that person's sessions only and counts them.
+func testSessionDeleteByUser(t *testing.T, s store.Store) {
+	for _, id := range []string{"a1", "a2"} {
+		if err := s.CreateSession(t.Context(), newSession(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob := newSession("b1")
+	bob.UserID = "bob"
+	if err := s.CreateSession(t.Context(), bob); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteUserSessions(t.Context(), "alice")
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteUserSessions = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"a1", "a2"} {
+		_, err := s.GetSession(t.Context(), id, base)
+		wantErr(t, "GetSession of a deleted session", err, store.ErrNotFound)
+	}
+	if _, err := s.GetSession(t.Context(), "b1", base); err != nil {
+		t.Errorf("another person's session went too: %v", err)
+	}
+	if n, err := s.DeleteUserSessions(t.Context(), "alice"); err != nil || n != 0 {
+		t.Errorf("second DeleteUserSessions = %d, %v; want 0", n, err)
+	}
 }
 
 // --- audit ---------------------------------------------------------------

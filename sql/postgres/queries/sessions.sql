@@ -19,3 +19,8 @@ WHERE id = @id;
 -- name: SessionDeleteExpired :execrows
 DELETE FROM sessions
 WHERE expires_at <= @now;
+
+-- name: SessionDeleteByUser :execrows
+-- Ends every session of a person (incident response).
+DELETE FROM sessions
+WHERE user_id = @user_id;

@@ -17,6 +17,14 @@ SELECT * FROM grants
 WHERE user_id = @user_id
 ORDER BY id DESC;
 
+-- name: GrantListByServiceAccount :many
+-- Every grant naming a ServiceAccount, at any provider and of any person
+-- (incident response: cut what a compromised workload holds); newest first.
+SELECT * FROM grants
+WHERE service_account_namespace = @service_account_namespace
+  AND service_account_name = @service_account_name
+ORDER BY id DESC;
+
 -- name: GrantFindUsable :one
 -- Prefers a grant bound to the caller's ServiceAccount uid, then a legacy
 -- grant without uid, then (so that the caller can tell and log a mismatch)

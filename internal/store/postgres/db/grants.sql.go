@@ -132,6 +132,50 @@ func (q *Queries) GrantInsert(ctx context.Context, arg GrantInsertParams) (Grant
 	return i, err
 }
 
+const grantListByServiceAccount = `-- name: GrantListByServiceAccount :many
+SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid FROM grants
+WHERE service_account_namespace = $1
+  AND service_account_name = $2
+ORDER BY id DESC
+`
+
+type GrantListByServiceAccountParams struct {
+	ServiceAccountNamespace string
+	ServiceAccountName      string
+}
+
+// Every grant naming a ServiceAccount, at any provider and of any person
+// (incident response: cut what a compromised workload holds); newest first.
+func (q *Queries) GrantListByServiceAccount(ctx context.Context, arg GrantListByServiceAccountParams) ([]Grant, error) {
+	rows, err := q.db.Query(ctx, grantListByServiceAccount, arg.ServiceAccountNamespace, arg.ServiceAccountName)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Grant
+	for rows.Next() {
+		var i Grant
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.Provider,
+			&i.ServiceAccountNamespace,
+			&i.ServiceAccountName,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.RevokedAt,
+			&i.ServiceAccountUid,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const grantListByUser = `-- name: GrantListByUser :many
 SELECT id, user_id, provider, service_account_namespace, service_account_name, created_at, expires_at, revoked_at, service_account_uid FROM grants
 WHERE user_id = $1

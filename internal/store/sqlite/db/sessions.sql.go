@@ -19,6 +19,20 @@ func (q *Queries) SessionDelete(ctx context.Context, id string) error {
 	return err
 }
 
+const sessionDeleteByUser = `-- name: SessionDeleteByUser :execrows
+DELETE FROM sessions
+WHERE user_id = ?1
+`
+
+// Ends every session of a person (incident response).
+func (q *Queries) SessionDeleteByUser(ctx context.Context, userID string) (int64, error) {
+	result, err := q.db.ExecContext(ctx, sessionDeleteByUser, userID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected()
+}
+
 const sessionDeleteExpired = `-- name: SessionDeleteExpired :execrows
 DELETE FROM sessions
 WHERE expires_at <= ?1
