@@ -68,6 +68,9 @@ type instance struct {
 	store store.Store
 	reg   *providers.Registry
 	url   string
+	// metricsURL serves the instance's /metrics, apart from the API as
+	// METRICS_ADDRESS does.
+	metricsURL string
 }
 
 func (e *env) see(kind, v string) {
@@ -216,7 +219,9 @@ func (e *env) serve(ln net.Listener, o Options, wrap func(store.Store) store.Sto
 	}
 	hs.Start()
 	t.Cleanup(hs.Close)
-	in := &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL}
+	ms := httptest.NewServer(srv.MetricsHandler())
+	t.Cleanup(ms.Close)
+	in := &instance{srv: srv, http: hs, store: st, reg: reg, url: hs.URL, metricsURL: ms.URL}
 	e.instances = append(e.instances, in)
 	return in
 }

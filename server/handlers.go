@@ -119,7 +119,7 @@ func (s *Server) loginCallback(c *gin.Context) {
 		}
 	}
 	s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
-	s.setCookie(c, s.opt.Settings.SessionCookieName, cookie, "/", int(s.opt.Settings.SessionLifetime.Seconds()), s.sameSite())
+	s.setCookie(c, s.cookieName, cookie, "/", int(s.opt.Settings.SessionLifetime.Seconds()), s.sameSite())
 	s.redirect(c, ret)
 }
 
@@ -129,7 +129,7 @@ func (s *Server) logout(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
-	s.setCookie(c, s.opt.Settings.SessionCookieName, "", "/", -1, s.sameSite())
+	s.setCookie(c, s.cookieName, "", "/", -1, s.sameSite())
 	c.JSON(http.StatusOK, gin.H{"status": "logged_out"})
 }
 

@@ -39,6 +39,9 @@ type call struct {
 	// allocated with the call rather than on its own.
 	header [1]string
 	caller *auth.Identity
+	// limited: the request spent a principal's rate-limit bucket, so
+	// not its client address's (ratelimit.go).
+	limited bool
 }
 
 func (cl *call) LogRequestID() string { return cl.header[0] }
@@ -311,11 +314,13 @@ func (s *Server) identify(c *gin.Context) (*auth.Identity, error) {
 	return s.auth.Session(c.Request.Context(), s.sessionCookie(c))
 }
 
-// sessionCookie is c.Cookie(SESSION_COOKIE_NAME), query-unescaped as gin
+// sessionCookie is c.Cookie of the session cookie's name (SESSION_COOKIE_NAME,
+// __Host- prefixed over https: sessionCookieName), query-unescaped as gin
 // does, through auth.SessionCookie, which skips net/http's allocations
-// for the plain values this service sets.
+// for the plain values this service sets. oneSessionCookie has refused
+// requests carrying it twice.
 func (s *Server) sessionCookie(c *gin.Context) string {
-	v := auth.SessionCookie(c.Request, s.opt.Settings.SessionCookieName)
+	v := auth.SessionCookie(c.Request, s.cookieName)
 	if strings.ContainsAny(v, "%+") {
 		v, _ = url.QueryUnescape(v)
 	}

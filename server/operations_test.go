@@ -18,7 +18,7 @@ import (
 // scrape returns an instance's /metrics text.
 func scrape(t *testing.T, in *instance) string {
 	t.Helper()
-	resp, err := http.Get(in.url + "/metrics")
+	resp, err := http.Get(in.metricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,15 +17,12 @@ import (
 // (openapi/openapi.yaml) describes exactly these; a test keeps them in step.
 func (s *Server) routes() {
 	r := s.engine
-	r.Use(gin.Recovery(), s.requestID, s.traceRequests, s.countRequests, s.logRequests, s.renderErrors, s.corsHeaders, s.csrf)
+	r.Use(gin.Recovery(), s.requestID, s.traceRequests, s.countRequests, s.logRequests, s.renderErrors, s.corsHeaders, s.csrf,
+		s.oneSessionCookie)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-	if s.opt.Metrics != nil && s.opt.Settings.MetricsAddress == "" {
-		// Unauthenticated, as Prometheus scrapes it; it holds no user ids or
-		// tokens. docs/operations.md says to keep it off public ingress
-		// (METRICS_ADDRESS moves it to a listener of its own).
-		r.GET("/metrics", gin.WrapH(s.opt.Metrics.Handler()))
-	}
+	// No /metrics here: it is served on METRICS_ADDRESS alone (Serve),
+	// never on the port the Service and Ingress expose.
 
 	api := r.Group("/api")
 	api.GET("/_health", s.readyz)
@@ -34,17 +31,19 @@ func (s *Server) routes() {
 	api.GET("/whoami", s.authenticated, s.whoami)
 
 	login := api.Group("/oidc")
-	login.GET("/login", s.login)
-	login.GET("/callback", s.loginCallback)
-	login.POST("/logout", s.logout)
+	login.GET("/login", s.limitAddress, s.login)
+	login.GET("/callback", s.limitAddress, s.loginCallback)
+	login.POST("/logout", s.jsonBodies, s.logout)
 
 	// The provider's redirect back may arrive without a Strict session
 	// cookie (strictHop); everything else under /v1.0 needs a caller.
-	api.GET("/v1.0/:provider/redirect_uri", s.strictHop, s.authenticated, s.linkCallback)
-	v1 := api.Group("/v1.0", s.authenticated)
+	// The rate-limited routes (ratelimit.go) spend the client address's
+	// bucket until a principal is known, then the principal's.
+	api.GET("/v1.0/:provider/redirect_uri", s.strictHop, s.limitUnidentified, s.authenticated, s.limitPrincipal, s.linkCallback)
+	api.GET("/v1.0/:provider/token", s.limitUnidentified, s.authenticated, s.limitPrincipal, s.sameSiteRead, s.token)
+	v1 := api.Group("/v1.0", s.authenticated, s.jsonBodies)
 	v1.GET("/authorizations", s.authorizations)
 	v1.GET("/:provider/authorize", s.authorize)
-	v1.GET("/:provider/token", s.token)
 	v1.POST("/:provider/revoke", s.revoke)
 	v1.POST("/:provider/grants", s.createGrant)
 	v1.GET("/grants", s.listGrants)
@@ -67,7 +66,7 @@ func (s *Server) routes() {
 
 	// RFC 8693 token exchange: workloads and people present their own token
 	// (no session, no cookie); its answers use the OAuth error format.
-	api.POST("/oauth2/token", s.tokenExchange)
+	r.POST(exchangeRoute, s.tokenExchange)
 
 	// The web page (/ and /ui/...) is mounted outside the API's routes, so
 	// the OpenAPI document describes the API alone.
@@ -86,6 +85,10 @@ func (s *Server) routes() {
 		_ = c.Error(&fault.Error{Status: http.StatusNotFound, Code: "not_found", Message: "No such endpoint."})
 	})
 }
+
+// exchangeRoute is the token-exchange endpoint's route. It rate-limits in
+// the handler, as it authenticates there (exchange).
+const exchangeRoute = "/api/oauth2/token"
 
 // healthz answers while the process runs: liveness only.
 func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }

@@ -61,8 +61,9 @@ type Options struct {
 	// from HTTPClient, Logger and Now.
 	ServiceTokens *workload.ServiceTokens
 
-	// Metrics records HTTP, refresh and cache metrics and serves /metrics;
-	// nil means no metrics and no /metrics route.
+	// Metrics records HTTP, refresh and cache metrics; Serve serves them
+	// on METRICS_ADDRESS, never on the API's listener. nil means a private
+	// registry.
 	Metrics *metrics.Metrics
 	// Notifier hears of credentials needing re-authorization and
 	// recovering (webhooks); nil tells no one.
@@ -95,6 +96,10 @@ type Server struct {
 	// under which grant: only a first disclosure waits for its grant.use
 	// event, repeats are summarised (handOut, writeUseSummaries).
 	disclosures *delegation.Ledger[useRecipient]
+	// cookieName is the session cookie's name (sessionCookieName).
+	cookieName string
+	// limits are this replica's rate limits (ratelimit.go).
+	limits rateLimits
 }
 
 // New builds the server and its routes.
@@ -158,8 +163,13 @@ func New(opt Options) (*Server, error) {
 		}
 		opt.ServiceTokens = workload.NewServiceTokens(sto)
 	}
+	cookieName, err := sessionCookieName(opt.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
+		cookieName: cookieName, limits: newRateLimits(opt.Settings),
 		origins: map[string]bool{}, cors: map[string]bool{},
 		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite}),
 		delegation: delegation.NewService(delegation.ServiceOptions{Store: opt.Store, ServiceAccounts: opt.ServiceAccounts,
@@ -196,18 +206,50 @@ func (s *Server) Broker() *broker.Broker { return s.broker }
 // Handler is the whole HTTP API.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Serve listens on LISTEN_ADDRESS until ctx ends, then stops taking new
-// requests and waits up to 25 s for in-flight ones, and then up to 10 s
-// more for the last grant.use summaries and audit events still being
-// written (those of callers that went away); only then may the store be
-// closed.
-func (s *Server) Serve(ctx context.Context) error {
-	srv := &http.Server{
-		Addr:              s.opt.Settings.ListenAddress,
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+// MetricsHandler serves the metrics exposition; Serve puts it on
+// METRICS_ADDRESS alone.
+func (s *Server) MetricsHandler() http.Handler { return s.opt.Metrics.Handler() }
+
+// Defaults of the API listener's timeouts, for Settings built without the
+// loader (embedders, tests); the loader's defaults are the same.
+const (
+	defaultReadTimeout  = 30 * time.Second
+	defaultWriteTimeout = 60 * time.Second
+	defaultIdleTimeout  = 120 * time.Second
+)
+
+// apiServer is the API's http.Server. Every connection is bounded in time:
+// the headers within 10 s, the whole request within HTTP_READ_TIMEOUT (a
+// body trickled a byte a second is cut off), the answer within
+// HTTP_WRITE_TIMEOUT of the headers, and an idle keep-alive connection is
+// closed after HTTP_IDLE_TIMEOUT. The write timeout must exceed the longest
+// request: a bearer check at the login issuer (20 s) plus a refresh that
+// waits for another's (the broker's 30 s), 50 s in all.
+func (s *Server) apiServer() *http.Server {
+	or := func(d, def time.Duration) time.Duration {
+		if d > 0 {
+			return d
+		}
+		return def
 	}
-	servers := []*http.Server{srv}
+	st := s.opt.Settings
+	return &http.Server{
+		Addr:              st.ListenAddress,
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: min(10*time.Second, or(st.HTTPReadTimeout, defaultReadTimeout)),
+		ReadTimeout:       or(st.HTTPReadTimeout, defaultReadTimeout),
+		WriteTimeout:      or(st.HTTPWriteTimeout, defaultWriteTimeout),
+		IdleTimeout:       or(st.HTTPIdleTimeout, defaultIdleTimeout),
+	}
+}
+
+// Serve listens on LISTEN_ADDRESS (and serves metrics on METRICS_ADDRESS)
+// until ctx ends, then stops taking new requests and waits up to 25 s for
+// in-flight ones, and then up to 10 s more for the last grant.use
+// summaries and audit events still being written (those of callers that
+// went away); only then may the store be closed.
+func (s *Server) Serve(ctx context.Context) error {
+	servers := []*http.Server{s.apiServer()}
 	if m := s.metricsServer(); m != nil {
 		servers = append(servers, m)
 	}
@@ -235,14 +277,17 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // metricsServer serves /metrics alone on METRICS_ADDRESS, or is nil when
-// /metrics is one of the API's routes.
+// METRICS_ADDRESS is empty (no metrics served). /metrics is never one of
+// the API's routes: it is unauthenticated, and the API's port is the one
+// the Service and Ingress expose.
 func (s *Server) metricsServer() *http.Server {
-	if s.opt.Metrics == nil || s.opt.Settings.MetricsAddress == "" {
+	if s.opt.Settings.MetricsAddress == "" {
 		return nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.opt.Metrics.Handler())
-	return &http.Server{Addr: s.opt.Settings.MetricsAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.Handle("GET /metrics", s.MetricsHandler())
+	return &http.Server{Addr: s.opt.Settings.MetricsAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}
 }
 
 // DrainAudit writes the grant.use summaries of the repeats counted so far

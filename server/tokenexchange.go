@@ -123,15 +123,21 @@ func (s *Server) exchange(c *gin.Context) (issued, error) {
 	case TokenTypeJWT:
 		wid, err := s.authenticateWorkload(ctx, subject)
 		if err != nil {
-			return issued{}, err
+			return issued{}, s.unidentified(c, err)
 		}
 		caller.Workload = &wid
+		if err := s.takePrincipal(c, "sa:"+wid.Namespace+"/"+wid.ServiceAccount); err != nil {
+			return issued{}, err
+		}
 	case TokenTypeAccessToken:
 		id, err := s.authenticatePerson(ctx, subject)
 		if err != nil {
-			return issued{}, err
+			return issued{}, s.unidentified(c, err)
 		}
 		caller.PersonID = id.UserID
+		if err := s.takePrincipal(c, "user:"+id.UserID); err != nil {
+			return issued{}, err
+		}
 	case "":
 		return issued{}, invalidRequest("", "subject_token_type is required ("+TokenTypeJWT+" for a ServiceAccount token, "+TokenTypeAccessToken+" for a person's access token).")
 	default:

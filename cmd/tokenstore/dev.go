@@ -118,6 +118,9 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 		"OIDC_CLIENT_ID":     devLoginClient,
 		"OIDC_CLIENT_SECRET": devSecret(key, devLoginClient),
 		"PROVIDERS_FILE":     manifests,
+		// No metrics listener unless asked for (on loopback, checked
+		// below): serve's default, :9090, listens on every interface.
+		"METRICS_ADDRESS": "",
 	}
 	s, err := settings.LoadWithDefaults(cmd.Flags(), os.LookupEnv, defaults)
 	if err != nil {
@@ -128,6 +131,11 @@ func runDev(cmd *cobra.Command, dataDir, idpAddress string) error {
 		// The demo provider's redirect URIs were built from the flag or
 		// variable values above, before the settings file was read.
 		return errors.New("LISTEN_ADDRESS, EXTERNAL_URL: in dev, set these with flags or TOKENSTORE_ variables, not in the settings file")
+	}
+	if s.MetricsAddress != "" {
+		if err := requireLoopbackFor("METRICS_ADDRESS", s.MetricsAddress); err != nil {
+			return err
+		}
 	}
 
 	clients := []devidp.Client{{ID: devLoginClient, Secret: devSecret(key, devLoginClient), RedirectURIs: []string{external + "/api/oidc/callback"}}}

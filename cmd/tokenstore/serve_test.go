@@ -58,6 +58,7 @@ func TestServeSchemaRule(t *testing.T) {
 			t.Setenv("TOKENSTORE_DATABASE_URL", dbURL)
 			t.Setenv("TOKENSTORE_CRYPTOKEY", key)
 			t.Setenv("TOKENSTORE_LISTEN_ADDRESS", strings.TrimPrefix(ext, "http://"))
+			t.Setenv("TOKENSTORE_METRICS_ADDRESS", freeAddress(t))
 			t.Setenv("TOKENSTORE_EXTERNAL_URL", ext)
 			t.Setenv("TOKENSTORE_OIDC_DISCOVERY_URL", op.DiscoveryURL())
 			t.Setenv("TOKENSTORE_OIDC_CLIENT_ID", providertest.ClientID)

@@ -93,6 +93,10 @@ start_instance() {
   start=$(date +%s%N)
   ( set -a; . "$work/env"; set +a
     export TOKENSTORE_LISTEN_ADDRESS="127.0.0.1:$port" TOKENSTORE_DATABASE_URL="$db" TOKENSTORE_MIGRATE_ON_START=true
+    # Several instances on one machine, one benchmark user flooding the
+    # token endpoint: no metrics listener (its :9090 would clash) and no
+    # rate limits (they would answer 429 instead of tokens).
+    export TOKENSTORE_METRICS_ADDRESS= TOKENSTORE_RATE_LIMIT_PER_ADDRESS=0 TOKENSTORE_RATE_LIMIT_PER_PRINCIPAL=0
     exec "$work/tokenstore" serve ) >"$logf" 2>&1 &
   pid=$!
   for _ in $(seq 1 3000); do

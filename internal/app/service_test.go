@@ -73,6 +73,7 @@ func opsService(t *testing.T, providersFile, hookURL string) *Service {
 		"TOKENSTORE_DATABASE_URL":       pgtest.NewDatabase(t),
 		"TOKENSTORE_CRYPTOKEY":          key,
 		"TOKENSTORE_LISTEN_ADDRESS":     "127.0.0.1:0",
+		"TOKENSTORE_METRICS_ADDRESS":    "127.0.0.1:0",
 		"TOKENSTORE_OIDC_DISCOVERY_URL": op.DiscoveryURL(),
 		"TOKENSTORE_OIDC_CLIENT_ID":     providertest.ClientID,
 		"TOKENSTORE_OIDC_CLIENT_SECRET": op.ClientSecret,

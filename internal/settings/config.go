@@ -37,10 +37,24 @@ const SettingsEnv = EnvPrefix + "SETTINGS"
 type Settings struct {
 	// ListenAddress is where the HTTP API listens.
 	ListenAddress string
-	// MetricsAddress, when set, is where /metrics is served instead of on
-	// ListenAddress, so that scrapers reach it on a port the API's
-	// Service and Ingress never route.
+	// MetricsAddress is where /metrics is served, on a listener of its
+	// own: never on ListenAddress, so that the API's Service and Ingress
+	// never route it. Empty serves no metrics.
 	MetricsAddress string
+	// HTTPReadTimeout, HTTPWriteTimeout and HTTPIdleTimeout bound how long
+	// the API's listener waits for a whole request, for its answer to be
+	// written, and keeps an idle keep-alive connection (net/http's
+	// ReadTimeout, WriteTimeout, IdleTimeout).
+	HTTPReadTimeout  time.Duration
+	HTTPWriteTimeout time.Duration
+	HTTPIdleTimeout  time.Duration
+	// RateLimitPerAddress and RateLimitPerPrincipal are requests per minute
+	// one client address, and one signed-in person, program or workload,
+	// may make to the limited routes of one replica; 0 turns that limit
+	// off. RateLimitBurst is the size of each bucket.
+	RateLimitPerAddress   int
+	RateLimitPerPrincipal int
+	RateLimitBurst        int
 	// ExternalURL is the public base URL redirect URIs are built from.
 	ExternalURL string
 	// DatabaseURL is postgres://…, postgresql://…, sqlite:///absolute/path,
@@ -147,6 +161,18 @@ func boolean(f func(*Settings) *bool) func(*Settings, string) error {
 	}
 }
 
+// count accepts a non-negative whole number.
+func count(f func(*Settings) *int) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a whole number, 0 or more; got %q", v)
+		}
+		*f(s) = n
+		return nil
+	}
+}
+
 // duration accepts Go durations ("90m", "720h") or plain seconds, as Flask's
 // PERMANENT_SESSION_LIFETIME is given.
 func duration(f func(*Settings) *time.Duration) func(*Settings, string) error {
@@ -173,7 +199,13 @@ func duration(f func(*Settings) *time.Duration) func(*Settings, string) error {
 
 var options = []option{
 	{name: "LISTEN_ADDRESS", def: ":8080", help: "address the HTTP API listens on", set: str(func(s *Settings) *string { return &s.ListenAddress })},
-	{name: "METRICS_ADDRESS", help: "address /metrics is served on, apart from the API (e.g. :9090); empty: on LISTEN_ADDRESS", set: str(func(s *Settings) *string { return &s.MetricsAddress })},
+	{name: "METRICS_ADDRESS", def: ":9090", help: "address /metrics is served on, a listener of its own (never LISTEN_ADDRESS); empty: no metrics", set: str(func(s *Settings) *string { return &s.MetricsAddress })},
+	{name: "HTTP_READ_TIMEOUT", def: "30s", help: "longest time the API waits for a whole request, headers and body", set: duration(func(s *Settings) *time.Duration { return &s.HTTPReadTimeout })},
+	{name: "HTTP_WRITE_TIMEOUT", def: "60s", help: "longest time from the end of a request's headers to the end of its answer (above the longest provider call and refresh wait, 50 s)", set: duration(func(s *Settings) *time.Duration { return &s.HTTPWriteTimeout })},
+	{name: "HTTP_IDLE_TIMEOUT", def: "120s", help: "an idle keep-alive connection is closed after this", set: duration(func(s *Settings) *time.Duration { return &s.HTTPIdleTimeout })},
+	{name: "RATE_LIMIT_PER_ADDRESS", def: "600", help: "requests per minute one client address may make to sign-in, the link callback, the token and the token-exchange endpoints without being signed in (per replica); 0: no limit", set: count(func(s *Settings) *int { return &s.RateLimitPerAddress })},
+	{name: "RATE_LIMIT_PER_PRINCIPAL", def: "600", help: "requests per minute one signed-in person, program or workload may make to the link callback, the token and the token-exchange endpoints (per replica); 0: no limit", set: count(func(s *Settings) *int { return &s.RateLimitPerPrincipal })},
+	{name: "RATE_LIMIT_BURST", def: "100", help: "requests a client address or principal may make at once before its per-minute rate applies", set: count(func(s *Settings) *int { return &s.RateLimitBurst })},
 	{name: "EXTERNAL_URL", def: "http://localhost:8080", help: "public base URL; redirect URIs are built from it", set: str(func(s *Settings) *string { return &s.ExternalURL })},
 	// SQLALCHEMY_DATABASE_URI comes first so that DATABASE_URL, given in
 	// the same source, wins.
@@ -457,6 +489,21 @@ func (s *Settings) check() []string {
 		if u, err := url.Parse(s.OIDCDiscoveryURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			p = append(p, fmt.Sprintf("OIDC_DISCOVERY_URL: want an absolute http(s) URL, got %q", s.OIDCDiscoveryURL))
 		}
+	}
+	// Port 0 is a fresh port for each listener, so two of them never clash.
+	if s.MetricsAddress != "" && s.MetricsAddress == s.ListenAddress && !strings.HasSuffix(s.ListenAddress, ":0") {
+		p = append(p, "METRICS_ADDRESS: must differ from LISTEN_ADDRESS (/metrics is never served on the API's listener); empty serves no metrics")
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"HTTP_READ_TIMEOUT", s.HTTPReadTimeout}, {"HTTP_WRITE_TIMEOUT", s.HTTPWriteTimeout}, {"HTTP_IDLE_TIMEOUT", s.HTTPIdleTimeout}} {
+		if t.d <= 0 {
+			p = append(p, t.name+": must be above 0 (a connection without a timeout can be held open forever)")
+		}
+	}
+	if s.RateLimitBurst < 1 {
+		p = append(p, "RATE_LIMIT_BURST: must be 1 or more")
 	}
 	switch s.SessionCookieSecure {
 	case "auto", "true", "false":

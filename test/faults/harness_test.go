@@ -265,6 +265,9 @@ type instance struct {
 	srv   *server.Server
 	store store.Store
 	url   string
+	// metricsURL serves the instance's /metrics, apart from the API as
+	// METRICS_ADDRESS does.
+	metricsURL string
 }
 
 // newDeployment prepares keys, settings and token providers for dbURL; the
@@ -323,7 +326,9 @@ func (d *deployment) start() *instance {
 	}
 	hs.Start()
 	t.Cleanup(hs.Close)
-	in := &instance{srv: srv, store: st, url: hs.URL}
+	ms := httptest.NewServer(srv.MetricsHandler())
+	t.Cleanup(ms.Close)
+	in := &instance{srv: srv, store: st, url: hs.URL, metricsURL: ms.URL}
 	d.instances = append(d.instances, in)
 	return in
 }

@@ -310,7 +310,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	var watch conditionWatch
 	go watch.run(mctx, kube, client.ObjectKey{Namespace: ns, Name: "alpha"}, &phase)
 	watch.waitFor(t, metav1.ConditionTrue, 30*time.Second)
-	if r, reason := scrapeReady(t, in.url, "alpha"); r != "1" || reason != v1alpha1.ReasonReady {
+	if r, reason := scrapeReady(t, in.metricsURL, "alpha"); r != "1" || reason != v1alpha1.ReasonReady {
 		t.Fatalf("before the outage: tokenstore_provider_ready %q, reason %q", r, reason)
 	}
 
@@ -353,7 +353,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	}
 	rechecks := tp.op.DiscoveryHits() - hits0
 	c0 := watch.current()
-	m0, reason0 := scrapeReady(t, in.url, "alpha")
+	m0, reason0 := scrapeReady(t, in.metricsURL, "alpha")
 
 	// 1: the whole provider answers 500: the OP stops and a server on its
 	// address answers every request, discovery included, with 500.
@@ -398,7 +398,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 		}
 	}
 	c1 := watch.current()
-	m1, reason1 := scrapeReady(t, in.url, "alpha")
+	m1, reason1 := scrapeReady(t, in.metricsURL, "alpha")
 	time.Sleep(time.Second)
 
 	// 2: down: nothing listens on the provider's address.
@@ -415,7 +415,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	}
 	downSeen := time.Since(at2)
 	c2 := watch.current()
-	m2, reason2 := scrapeReady(t, in.url, "alpha")
+	m2, reason2 := scrapeReady(t, in.metricsURL, "alpha")
 	mid := snapshotCredentials(t, ctx, in.store, people, "alpha")
 	_, stillServed := reg.Get("alpha")
 	time.Sleep(time.Second)
@@ -427,7 +427,7 @@ func TestProviderReadinessUnderOutage(t *testing.T) {
 	phase.Store(3)
 	at3 := time.Now()
 	readyAt := watch.waitFor(t, metav1.ConditionTrue, 15*time.Second)
-	m3, reason3 := scrapeReady(t, in.url, "alpha")
+	m3, reason3 := scrapeReady(t, in.metricsURL, "alpha")
 	time.Sleep(2 * time.Second)
 	close(stop)
 	wg.Wait()

@@ -600,6 +600,12 @@ spec:
 	}
 	defer conn.Close(context.Background())
 	sr.env = append(sr.env,
+		// Several processes on one machine: no metrics listener (serve's
+		// :9090 would clash) and no rate limits (the suite's load is one
+		// person's).
+		"TOKENSTORE_METRICS_ADDRESS=",
+		"TOKENSTORE_RATE_LIMIT_PER_ADDRESS=0",
+		"TOKENSTORE_RATE_LIMIT_PER_PRINCIPAL=0",
 		"TOKENSTORE_DATABASE_URL="+du.String(),
 		"TOKENSTORE_CRYPTOKEY="+key,
 		"TOKENSTORE_EXTERNAL_URL="+ext,

@@ -795,6 +795,12 @@ func TestReplicas(t *testing.T) {
 	h.env = append(h.env,
 		"KUBECONFIG="+kubeconfig,
 		"TOKENSTORE_MIGRATE_ON_START=true",
+		// Several replicas on one machine: no metrics listener (serve's
+		// :9090 would clash) and no rate limits (the suite's load is one
+		// person's).
+		"TOKENSTORE_METRICS_ADDRESS=",
+		"TOKENSTORE_RATE_LIMIT_PER_ADDRESS=0",
+		"TOKENSTORE_RATE_LIMIT_PER_PRINCIPAL=0",
 		"TOKENSTORE_WATCH_NAMESPACE="+ns,
 		"TOKENSTORE_LEADER_ELECTION=true",
 		"TOKENSTORE_DATABASE_URL="+dbURL,

@@ -120,6 +120,7 @@ type Metrics struct {
 	webhookDuration   *prometheus.HistogramVec
 	webhookQueue      prometheus.Gauge
 	grantUseKeys      prometheus.Gauge
+	rateLimited       *prometheus.CounterVec
 	// grantUseFallbacks is grant_use_ledger_fallbacks_total by reason
 	// (full, closed), resolved once.
 	grantUseFallbacks [2]prometheus.Counter
@@ -177,6 +178,9 @@ func New(opt Options) (*Metrics, error) {
 			Help: "Webhook events waiting to be delivered."}),
 		grantUseKeys: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "grant_use_ledger_keys",
 			Help: "Recipient-token pairs the grant.use disclosure ledger holds: delegated tokens disclosed whose repeats are only counted."}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "rate_limited_total",
+			Help: "Requests refused with 429 by this replica's rate limits, by route template and kind (address: per client address, principal: per signed-in person, program or workload)."},
+			[]string{"route", "kind"}),
 	}
 	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "grant_use_ledger_fallbacks_total",
 		Help: "Delegated token answers that waited for a grant.use event of their own because the disclosure ledger was full or stopped, by reason (full, closed)."},
@@ -184,7 +188,7 @@ func New(opt Options) (*Metrics, error) {
 	m.grantUseFallbacks = [2]prometheus.Counter{fallbacks.WithLabelValues("full"), fallbacks.WithLabelValues("closed")}
 	cs := []prometheus.Collector{m.httpRequests, m.httpDuration, m.refreshes, m.refreshDuration, m.served,
 		m.refresherRuns, m.refresherClaimed, m.refresherResults, m.refresherLastRun, m.auditPruned, m.auditWrites,
-		m.webhookDeliveries, m.webhookAttempts, m.webhookDuration, m.webhookQueue, m.grantUseKeys, fallbacks}
+		m.webhookDeliveries, m.webhookAttempts, m.webhookDuration, m.webhookQueue, m.grantUseKeys, m.rateLimited, fallbacks}
 	if opt.Store != nil {
 		cs = append(cs, &storeCollector{st: opt.Store, cacheFor: opt.CacheFor})
 	}
@@ -359,6 +363,16 @@ func (m *Metrics) WebhookQueue(n int) {
 		return
 	}
 	m.webhookQueue.Set(float64(n))
+}
+
+// RateLimited counts one request refused by a rate limit: route is the
+// route template, kind "address" or "principal". Neither carries a user id
+// or an address: the limited party is in the request's log line.
+func (m *Metrics) RateLimited(route, kind string) {
+	if m == nil {
+		return
+	}
+	m.rateLimited.WithLabelValues(route, kind).Inc()
 }
 
 // GrantUseLedgerKeys sets the number of recipient-token pairs the
