@@ -91,10 +91,9 @@ type Server struct {
 	// audits writes the audit events of requests, concurrent ones in one
 	// insert and commit (auditCtx).
 	audits *audit.Writer
-	// disclosures remembers which token values went to which workload
-	// under which grant: only a first disclosure waits for its grant.use
-	// event, repeats are summarised (handOut, writeUseSummaries).
-	disclosures *delegation.Ledger[useRecipient]
+	// grantUse records which token values went to which workload under
+	// which grant (handOut).
+	grantUse *delegation.GrantUse
 }
 
 // New builds the server and its routes.
@@ -164,8 +163,9 @@ func New(opt Options) (*Server, error) {
 		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite}),
 		delegation: delegation.NewService(delegation.ServiceOptions{Store: opt.Store, ServiceAccounts: opt.ServiceAccounts,
 			Now: opt.Now, Logger: opt.Logger})}
-	s.disclosures = delegation.New(delegation.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
-		Flush: s.writeUseSummaries, Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
+	s.grantUse = delegation.NewGrantUse(delegation.GrantUseOptions{Store: opt.Store, Append: s.audits.Append,
+		Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger, ObserveBatch: opt.Metrics.AuditWrite,
+		Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
 	for _, o := range opt.Settings.CORSOrigins {
 		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true
@@ -253,7 +253,7 @@ func (s *Server) metricsServer() *http.Server {
 func (s *Server) DrainAudit() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.disclosures.Close(ctx)
+	s.grantUse.Close(ctx)
 	if err := s.audits.Drain(ctx); err != nil {
 		s.log.Error("audit events not written before shutdown", "error", err)
 	}
