@@ -31,14 +31,13 @@ func start(t *testing.T, path string, tweak func(*Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, reg: providers.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	opts := Options{
-		Path:              path,
-		Registry:          h.reg,
-		Logger:            slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Discoverer:        providers.NewDiscoverer(nil, providers.DiscovererOptions{FailureTTL: time.Millisecond}),
-		MarkRegistryReady: true,
-		Debounce:          20 * time.Millisecond,
-		MinBackoff:        50 * time.Millisecond,
-		MaxBackoff:        200 * time.Millisecond,
+		Path:       path,
+		Registry:   h.reg,
+		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Discoverer: providers.NewDiscoverer(nil, providers.DiscovererOptions{FailureTTL: time.Millisecond}),
+		Debounce:   20 * time.Millisecond,
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond,
 	}
 	if tweak != nil {
 		tweak(&opts)
@@ -182,7 +181,7 @@ func TestSourceLoadsValidAndReportsInvalid(t *testing.T) {
 	if !slices.Equal(p.Scopes, []string{"openid", "email", "offline_access"}) || p.PKCE != "S256" || p.AuthMethod != "client_secret_basic" {
 		t.Errorf("defaults not applied: scopes %v pkce %q auth %q", p.Scopes, p.PKCE, p.AuthMethod)
 	}
-	if p.Metadata.Name != "idp1 display name" || !strings.HasPrefix(p.Source, SourcePrefix) {
+	if f, _ := h.reg.Source(providers.SourceFile).Get("idp1"); p.Metadata.Name != "idp1 display name" || f != p || !strings.HasSuffix(p.Source, " in "+path) {
 		t.Errorf("metadata %q, source %q", p.Metadata.Name, p.Source)
 	}
 	gh, _ := h.reg.Get("github")
