@@ -153,8 +153,8 @@ type Source struct {
 // entry is the Source's state of one provider id.
 type entry struct {
 	id, namespace, name string
-	loc           Location
-	tp            *v1alpha1.TokenProvider
+	loc                 Location
+	tp                  *v1alpha1.TokenProvider
 	// input fingerprints everything Resolve reads (spec, namespace, file,
 	// the referenced Secret value): when it is unchanged after a reload the
 	// provider is not resolved again.

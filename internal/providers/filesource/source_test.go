@@ -469,3 +469,57 @@ func TestSourcePathMustExist(t *testing.T) {
 		t.Fatalf("missing path: %v", err)
 	}
 }
+
+// TestSourceSpecIDAndConflict: a manifest's spec.id is the provider id the
+// registry serves it under (with requireSameSubject); when the Kubernetes
+// source claims the same id, neither is served and the file's status says
+// IDConflict naming the TokenProvider; when that claim goes, the file's
+// configuration serves again.
+func TestSourceSpecIDAndConflict(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "providers.yaml")
+	save(t, path, `---
+apiVersion: tokenstore.io/v1alpha1
+kind: TokenProvider
+metadata:
+  name: tern-keycloak
+spec:
+  id: tern_keycloak
+  requireSameSubject: true
+  clientID: c
+  tokenEndpointAuthMethod: none
+  endpoints:
+    authorization: https://idp.example.com/authorize
+    token: https://idp.example.com/token
+`)
+	h := start(t, path, nil)
+	if got := h.ids(); !slices.Equal(got, []string{"tern_keycloak"}) {
+		t.Fatalf("registry ids %v, want [tern_keycloak]", got)
+	}
+	fp, _ := h.reg.Get("tern_keycloak")
+	if !fp.RequireSameSubject {
+		t.Error("requireSameSubject did not reach the registry")
+	}
+	if ready, reason, msg := h.status("tern_keycloak"); !ready {
+		t.Fatalf("not ready: %s %s", reason, msg)
+	}
+
+	kube := h.reg.Source(providers.SourceKubernetes)
+	kube.Claim("tern_keycloak", "TokenProvider team/keycloak")
+	if _, ok := h.reg.Get("tern_keycloak"); ok {
+		t.Fatal("served while the Kubernetes source claims the id too")
+	}
+	ready, reason, msg := h.status("tern_keycloak")
+	if ready || reason != v1alpha1.ReasonIDConflict || !strings.Contains(msg, "TokenProvider team/keycloak (kubernetes source)") {
+		t.Fatalf("status %v %s %q, want IDConflict naming the TokenProvider", ready, reason, msg)
+	}
+	if st, _ := h.src.Status("tern_keycloak"); st.Serving {
+		t.Error("Serving while in conflict")
+	}
+	kube.Delete("tern_keycloak")
+	if p, ok := h.reg.Get("tern_keycloak"); !ok || p != fp {
+		t.Fatalf("the file's configuration is not served again: %v", p)
+	}
+	if ready, reason, msg := h.status("tern_keycloak"); !ready {
+		t.Fatalf("not ready after the conflict ended: %s %s", reason, msg)
+	}
+}
