@@ -133,27 +133,35 @@ func TestRegistryForgetsEndpointFailures(t *testing.T) {
 	if _, failing := r.TokenEndpoints().Failing("a"); failing {
 		t.Fatal("still failing after Delete")
 	}
-	r.Set(&providers.Provider{ID: "a", Version: "3"})
+	kube := r.Source(providers.SourceKubernetes)
+	kube.Put(&providers.Provider{ID: "a", Version: "3"})
 	fail("a")
-	r.DeleteIf("a", func(*providers.Provider) bool { return true })
+	kube.Delete("a")
 	if _, failing := r.TokenEndpoints().Failing("a"); failing {
-		t.Fatal("still failing after DeleteIf")
+		t.Fatal("still failing after the Kubernetes writer's Delete")
 	}
 
-	// Replace (the file source's reload): only the providers it changes.
-	r.Replace([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "1"}})
+	// ReplaceAll (a reload of a whole source): only the providers it changes.
+	file := r.Source(providers.SourceFile)
+	file.ReplaceAll([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "1"}})
 	fail("a")
 	fail("b")
-	r.Replace([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "2"}})
+	file.ReplaceAll([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "2"}})
 	if _, failing := r.TokenEndpoints().Failing("a"); !failing {
 		t.Fatal("a reload that left a unchanged forgot its failures")
 	}
 	if _, failing := r.TokenEndpoints().Failing("b"); failing {
 		t.Fatal("still failing after a reload changed its configuration")
 	}
-	r.Replace([]*providers.Provider{{ID: "b", Version: "2"}})
+	file.ReplaceAll([]*providers.Provider{{ID: "b", Version: "2"}})
 	if _, failing := r.TokenEndpoints().Failing("a"); failing {
 		t.Fatal("still failing after a reload removed it")
+	}
+	// A conflict withdraws the provider: its failures go with it.
+	fail("b")
+	kube.Claim("b", "TokenProvider ns/b")
+	if _, failing := r.TokenEndpoints().Failing("b"); failing {
+		t.Fatal("still failing after a conflict withdrew it")
 	}
 }
 
