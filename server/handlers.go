@@ -263,6 +263,11 @@ func (s *Server) authorize(c *gin.Context) {
 	s.redirect(c, p.OAuth2Config(s.redirectURI(p.ID)).AuthCodeURL(state, opts...))
 }
 
+// errSubjectMismatch refuses a link whose provider subject is not the
+// signed-in person's where the provider requires the same subject.
+var errSubjectMismatch = &fault.Error{Status: http.StatusForbidden, Code: "subject_mismatch",
+	Message: "This provider links only the account you are signed in with; you signed in at the provider as someone else."}
+
 // linkCallback is the provider's redirect back: state, code exchange, ID
 // token checks for OIDC providers, then the credential is stored.
 func (s *Server) linkCallback(c *gin.Context) {
@@ -317,6 +322,15 @@ func (s *Server) linkCallback(c *gin.Context) {
 			return
 		}
 		subject = idt.Subject
+	}
+	if p.RequireSameSubject && subject != id.Subject {
+		// The Flask service refused every such link; here it is the
+		// provider's choice (spec.requireSameSubject), for sites that link
+		// the identity provider they log in with. Without an ID token the
+		// subject is unknown, which cannot pass either.
+		s.log.WarnContext(ctx, "link refused: subject differs from the signed-in person's", "provider", p.ID, "user", id.UserID)
+		_ = c.Error(errSubjectMismatch)
+		return
 	}
 	if err := s.broker.Link(ctx, id.UserID, p.ID, subject, "user:"+id.UserID, tok); err != nil {
 		_ = c.Error(err)
