@@ -27,6 +27,7 @@
 #
 #   hack/bench/run.sh                  # prints the table, updates docs/performance.md
 #   ROUNDS=5 DURATION=10 CREDENTIALS=100000 WRITE_DOCS=0 hack/bench/run.sh
+#   TOKENSTORE_BIN=/tmp/variant/tokenstore WRITE_DOCS=0 hack/bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . hack/bench/lib.sh
@@ -68,7 +69,9 @@ trap cleanup EXIT
 
 
 log "building tokenstore, fixture and loadgen"
-CGO_ENABLED=0 go build -trimpath -o "$work/tokenstore" ./cmd/tokenstore
+# TOKENSTORE_BIN: a binary built elsewhere (a variant under comparison)
+# instead of this tree's.
+if [[ -n "${TOKENSTORE_BIN:-}" ]]; then cp "$TOKENSTORE_BIN" "$work/tokenstore"; else CGO_ENABLED=0 go build -trimpath -o "$work/tokenstore" ./cmd/tokenstore; fi
 go build -o "$work/fixture" ./hack/bench/fixture
 go build -o "$work/loadgen" ./hack/bench/loadgen
 go build -o "$work/bare" ./hack/bench/bare
