@@ -8,8 +8,6 @@ import (
 	"net/url"
 	"testing"
 	"time"
-
-	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
 )
 
 // BenchmarkTokenHotPath measures GET /api/v1.0/{provider}/token when the
@@ -68,7 +66,7 @@ func BenchmarkTokenHotPath(b *testing.B) {
 	})
 	// As serve runs it: the per-replica cache on (sessions and sealed
 	// credentials reused for a second) and a JSON request log at info.
-	cached := e.serve(nil, Options{CacheTTL: time.Second, Logger: slog.New(reqlog.Wrap(slog.NewJSONHandler(io.Discard, nil), io.Discard, reqlog.JSON))}, nil)
+	cached := e.serve(nil, Options{CacheTTL: time.Second, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}, nil)
 	ch := cached.srv.Handler()
 	b.Run("cached", func(b *testing.B) {
 		b.ReportAllocs()

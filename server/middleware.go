@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -172,12 +171,9 @@ func (s *Server) countRequests(c *gin.Context) {
 // the URL: query strings carry codes and states, and nothing here may carry
 // a token into a log.
 //
-// The line goes through reqlog, which writes it straight into the log
-// writer when the logger is the service's own (cmd/tokenstore wraps it
-// with reqlog.Wrap): the same bytes slog would write, without a
-// slog.Record. Otherwise (tests, embedders) it is a record handed to the
-// logger's handler. Either way request_id is added here, not by logctx's
-// handler, which would copy the record to add it.
+// The line is a slog.Record (reqlog) handed to the logger's handler;
+// request_id is added here, not by logctx's handler, which would copy the
+// record to add it.
 func (s *Server) logRequests(c *gin.Context) {
 	start := time.Now()
 	c.Next()
@@ -330,14 +326,10 @@ func (s *Server) identify(c *gin.Context) (*auth.Identity, error) {
 	return s.auth.Session(c.Request.Context(), s.sessionCookie(c))
 }
 
-// sessionCookie is c.Cookie(SESSION_COOKIE_NAME), query-unescaped as gin
-// does, through auth.SessionCookie, which skips net/http's allocations
-// for the plain values this service sets.
+// sessionCookie is the session cookie's value (SESSION_COOKIE_NAME),
+// query-unescaped as gin's c.Cookie does; "" when there is none.
 func (s *Server) sessionCookie(c *gin.Context) string {
-	v := auth.SessionCookie(c.Request, s.opt.Settings.SessionCookieName)
-	if strings.ContainsAny(v, "%+") {
-		v, _ = url.QueryUnescape(v)
-	}
+	v, _ := c.Cookie(s.opt.Settings.SessionCookieName)
 	return v
 }
 
