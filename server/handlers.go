@@ -392,13 +392,11 @@ func (s *Server) token(c *gin.Context) {
 		sc := strings.Join(t.Scopes, " ")
 		resp.Scope = &sc
 	}
-	// What c.JSON would write, without reflection (see appendTokenResponse),
-	// with header values from shared slices: net/http only reads them, and
-	// an Add to one of these keys appends to a full slice, so it copies.
+	// Header values from shared slices: net/http only reads them, and an
+	// Add to one of these keys appends to a full slice, so it copies.
 	h := c.Writer.Header()
 	h["Cache-Control"], h["Pragma"], h["Content-Type"] = hdrNoStore, hdrNoCache, hdrJSON
-	c.Status(http.StatusOK)
-	_, _ = c.Writer.Write(appendTokenResponse(make([]byte, 0, 160+len(resp.AccessToken)), &resp))
+	c.JSON(http.StatusOK, resp)
 }
 
 // Header values of token answers, shared by all of them (see token).

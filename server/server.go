@@ -13,6 +13,7 @@ import (
 	"github.com/tokenstore/tokenstore/internal/fault"
 
 	"github.com/gin-gonic/gin"
+	"github.com/rs/cors"
 
 	"github.com/tokenstore/tokenstore/internal/auth"
 	"github.com/tokenstore/tokenstore/internal/broker"
@@ -85,7 +86,7 @@ type Server struct {
 	// origins are allowed to make cookie-carried state-changing requests
 	// (EXTERNAL_URL, ALLOWED_RETURN_URLS and CORS_ORIGINS).
 	origins map[string]bool
-	cors    map[string]bool
+	cors    *cors.Cors // nil: no CORS answers
 	// delegation decides who gets which token and holds the grants.
 	delegation *delegation.Service
 	// audits writes the audit events of requests, concurrent ones in one
@@ -159,7 +160,7 @@ func New(opt Options) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
-		origins: map[string]bool{}, cors: map[string]bool{},
+		origins: map[string]bool{}, cors: newCORS(opt.Settings),
 		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite}),
 		delegation: delegation.NewService(delegation.ServiceOptions{Store: opt.Store, ServiceAccounts: opt.ServiceAccounts,
 			Now: opt.Now, Logger: opt.Logger})}
@@ -167,7 +168,6 @@ func New(opt Options) (*Server, error) {
 		Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger, ObserveBatch: opt.Metrics.AuditWrite,
 		Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
 	for _, o := range opt.Settings.CORSOrigins {
-		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true
 	}
 	// X-Forwarded-For is believed only from TRUSTED_PROXIES (the seed's

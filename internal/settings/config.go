@@ -218,10 +218,10 @@ var options = []option{
 		}
 		return nil
 	}},
-	{name: "CORS_ORIGINS", help: "origins allowed to call the API from a browser (Flask-Cors' setting); none by default", set: list(func(s *Settings) *[]string { return &s.CORSOrigins })},
+	{name: "CORS_ORIGINS", def: "*", help: "origins allowed to call the API from a browser (Flask-Cors' setting); * (the default) is every origin, never with credentials", set: list(func(s *Settings) *[]string { return &s.CORSOrigins })},
 	{name: "CORS_ALLOW_HEADERS", def: "Authorization,Content-Type,X-CSRF-Token", help: "request headers allowed cross-origin", set: list(func(s *Settings) *[]string { return &s.CORSAllowHeaders })},
 	{name: "CORS_MAX_AGE", def: "10m", help: "how long browsers may cache a preflight answer", set: duration(func(s *Settings) *time.Duration { return &s.CORSMaxAge })},
-	{name: "CORS_SUPPORTS_CREDENTIALS", def: "true", help: "allow cookies on cross-origin requests from CORS_ORIGINS", set: boolean(func(s *Settings) *bool { return &s.CORSSupportsCredentials })},
+	{name: "CORS_SUPPORTS_CREDENTIALS", def: "false", help: "allow cookies on cross-origin requests from an explicit CORS_ORIGINS list (Flask-Cors' default: no)", set: boolean(func(s *Settings) *bool { return &s.CORSSupportsCredentials })},
 	{name: "TRUSTED_PROXIES", help: "CIDRs of reverse proxies whose X-Forwarded-* headers are believed (the Flask service's ProxyFix)", set: list(func(s *Settings) *[]string { return &s.TrustedProxies })},
 	{name: "ALLOWED_RETURN_URLS", help: "origins (scheme://host[:port]) that return_url may point to; EXTERNAL_URL's origin is always allowed", set: list(func(s *Settings) *[]string { return &s.AllowedReturnURLs })},
 	{name: "PROVIDERS_FILE", help: "file or folder of TokenProvider and Secret manifests (the file source)", set: str(func(s *Settings) *string { return &s.ProvidersFile })},
