@@ -82,7 +82,7 @@ type SecretKeyRef struct {
 	Key string `json:"key,omitempty"`
 }
 
-// Metadata is shown to people by UIs (the seed's IDPn_MD_* settings).
+// Metadata is shown to people by UIs (the Flask service's IDPn_MD_* settings).
 type Metadata struct {
 	// Name to display.
 	// +optional
@@ -146,7 +146,7 @@ type TokenProviderSpec struct {
 	ID string `json:"id,omitempty"`
 
 	// DiscoveryURL is the full URL of the provider's
-	// .well-known/openid-configuration document (the seed's IDPn_DISCOVERY_URL).
+	// .well-known/openid-configuration document (the Flask service's IDPn_DISCOVERY_URL).
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="must be an absolute http:// or https:// URL"
 	// +optional

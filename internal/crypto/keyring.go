@@ -1,6 +1,6 @@
 // Package crypto seals tokens at rest with AES-256-GCM.
 //
-// Keys come as the seed's CRYPTOKEY: a comma-separated list of 32-byte keys,
+// Keys come as the Flask service's CRYPTOKEY: a comma-separated list of 32-byte keys,
 // each given raw (32 characters), base64 (standard or URL alphabet, padded or
 // not: 43 or 44 characters) or hex (64 characters). The first key seals; every
 // key opens, so keys can be rotated without downtime.

@@ -25,7 +25,7 @@ const (
 	PKCENone  = "none"
 )
 
-// Metadata is what UIs show about a provider (the seed's IDPn_MD_*).
+// Metadata is what UIs show about a provider (the Flask service's IDPn_MD_*).
 // Empty strings mean "unset"; the API renders them as null.
 type Metadata struct {
 	Name        string

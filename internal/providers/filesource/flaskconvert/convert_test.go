@@ -1,4 +1,4 @@
-package seedconvert
+package flaskconvert
 
 import (
 	"context"
@@ -305,7 +305,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("idp1 loaded wrong: %v", p)
 	}
 	if !slices.Equal(p.Scopes, []string{"openid", "email", "offline_access"}) {
-		t.Errorf("idp1 scopes %v, want the seed's default", p.Scopes)
+		t.Errorf("idp1 scopes %v, want the Flask service's default", p.Scopes)
 	}
 	st, _ := src.Status("idp1")
 	if ready, reason, msg := st.Ready(); !ready {

@@ -1,4 +1,4 @@
-// Package seedconvert turns the token provider settings of the original Flask
+// Package flaskconvert turns the token provider settings of the original Flask
 // tokenstore (TOKEN_PROVIDERS and the IDPn_* settings) into TokenProvider and
 // Secret manifests, for `tokenstore providers convert`.
 //
@@ -9,7 +9,7 @@
 // NAME = "value" lines, or a YAML file of the same names. It never evaluates
 // Python: lines it cannot read are reported, by line number and setting name
 // only, since a value may be a client secret.
-package seedconvert
+package flaskconvert
 
 import (
 	"encoding/json"
