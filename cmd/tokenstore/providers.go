@@ -72,24 +72,11 @@ keep it out of shared logs.`,
 			}
 			var unread []settings.Unreadable
 			if settingsFile != "" {
-				// Read as serve reads it: the same formats, the same
-				// Python literal subset, never run.
-				values, u, err := settings.ReadFile(settingsFile)
+				fs, u, err := flaskconvert.ReadSettingsFile(settingsFile)
 				if err != nil {
 					return err
 				}
-				unread = u
-				for _, v := range values {
-					origin := settingsFile
-					if v.Line > 0 {
-						origin = fmt.Sprintf("%s:%d", settingsFile, v.Line)
-					}
-					if v.IsList {
-						s.SetList(v.Name, v.List, origin)
-					} else {
-						s.Set(v.Name, v.Str, origin)
-					}
-				}
+				s, unread = fs, u
 				sources = append(sources, settingsFile)
 			}
 			if useEnv {

@@ -14,14 +14,11 @@ package flaskconvert
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
 
-	"sigs.k8s.io/yaml"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 // EnvPrefix is the prefix the old service (and the new one) read settings
@@ -187,216 +184,38 @@ func jsonList(v string) ([]string, bool) {
 	return list, true
 }
 
-// ReadSettingsFile reads a settings file: YAML (a mapping of setting names)
-// or the old service's Python settings file. The format is told by content,
-// not by name, since the old file "does not need to end in .py": a YAML
-// mapping is YAML, anything else is read as Python.
-func ReadSettingsFile(path string) (*Settings, error) {
-	data, err := os.ReadFile(path)
+// ReadSettingsFile reads a settings file as serve reads it
+// (settings.ReadFile: YAML, or the Flask service's Python settings file,
+// its literal subset, never run). Lines it cannot read come back as
+// Unreadable, for the caller to judge: a provider setting among them must
+// stop a conversion (read as missing, a client secret would make the
+// provider a public client).
+func ReadSettingsFile(path string) (*Settings, []settings.Unreadable, error) {
+	values, unread, err := settings.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading settings file: %w", err)
-	}
-	name := filepath.Base(path)
-	if s, ok := parseYAMLSettings(name, data); ok {
-		return s, nil
-	}
-	return ParsePythonSettings(name, data), nil
-}
-
-// parseYAMLSettings reads a YAML mapping of setting names. ok is false when
-// data is not a YAML mapping (a Python file is usually not even valid YAML).
-func parseYAMLSettings(name string, data []byte) (*Settings, bool) {
-	var m map[string]any
-	if err := yaml.Unmarshal(data, &m); err != nil || len(m) == 0 {
-		return nil, false
+		return nil, nil, err
 	}
 	s := NewSettings()
-	for k, v := range m {
-		origin := fmt.Sprintf("%s: %s", name, k)
-		switch x := v.(type) {
-		case string:
-			s.Set(k, x, origin)
-		case bool, float64, int64, int:
-			s.Set(k, fmt.Sprint(x), origin)
-		case []any:
-			list := make([]string, 0, len(x))
-			ok := true
-			for _, it := range x {
-				str, isStr := it.(string)
-				if !isStr {
-					ok = false
-					break
-				}
-				list = append(list, str)
-			}
-			if !ok {
-				s.unread[k] = origin
-				s.problem(k, "%s: only a list of strings can be read; ignored", origin)
-				continue
-			}
-			s.SetList(k, list, origin)
-		case nil:
-			// An empty value is the same as not setting it.
-		default:
-			s.unread[k] = origin
-			s.problem(k, "%s: only strings and lists of strings can be read; ignored", origin)
+	for _, v := range values {
+		origin := path
+		if v.Line > 0 {
+			origin = fmt.Sprintf("%s:%d", path, v.Line)
+		}
+		if v.IsList {
+			s.SetList(v.Name, v.List, origin)
+		} else {
+			s.Set(v.Name, v.Str, origin)
 		}
 	}
-	return s, true
-}
-
-var assignment = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$`)
-
-// ParsePythonSettings reads the simple assignments of a Python settings file:
-// NAME = "value" (single, double or triple quotes on one line, r/u prefixes,
-// adjacent literals concatenated) and NAME = ["a", "b"] on one line. Only
-// upper-case names are settings (Flask ignores the others, and so does
-// this). Every other statement is listed in Problems by line, without its
-// value. name labels messages.
-func ParsePythonSettings(name string, data []byte) *Settings {
-	s := NewSettings()
-	lines := strings.Split(string(data), "\n")
-	for i, line := range lines {
-		lineNo := i + 1
-		trimmed := strings.TrimSpace(strings.TrimSuffix(line, "\r"))
-		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
-			continue
-		}
-		// Indented lines and lone closing brackets belong to a statement
-		// begun above (already reported if it mattered).
-		if line[0] == ' ' || line[0] == '\t' || strings.Trim(trimmed, ")]},") == "" {
-			continue
-		}
-		loc := fmt.Sprintf("%s:%d", name, lineNo)
-		m := assignment.FindStringSubmatch(trimmed)
-		if m == nil {
-			s.problem("", "%s: not a NAME = \"string\" assignment; ignored", loc)
-			continue
-		}
-		key, rhs := m[1], m[2]
-		if strings.ToUpper(key) != key {
-			continue
-		}
-		if v, rest, err := pyStrings(rhs); err == nil && pyTail(rest) {
-			s.Set(key, v, loc)
-			continue
-		}
-		if list, ok := pyList(rhs); ok {
-			s.SetList(key, list, loc)
-			continue
-		}
-		s.unread[key] = loc
-		s.problem(key, "%s: %s is not a plain string (or a one-line list of strings); ignored", loc, key)
-	}
-	return s
-}
-
-// pyTail reports whether what follows a literal is only a comment.
-func pyTail(rest string) bool {
-	rest = strings.TrimSpace(rest)
-	return rest == "" || strings.HasPrefix(rest, "#")
-}
-
-// pyStrings reads one or more adjacent string literals at the start of src
-// and returns their concatenation and what follows.
-func pyStrings(src string) (string, string, error) {
-	var b strings.Builder
-	rest := strings.TrimSpace(src)
-	n := 0
-	for {
-		v, r, err := pyString(rest)
-		if err != nil {
-			if n > 0 {
-				return b.String(), rest, nil
-			}
-			return "", src, err
-		}
-		b.WriteString(v)
-		n++
-		rest = strings.TrimSpace(r)
-	}
-}
-
-// pyString reads one Python string literal at the start of src.
-func pyString(src string) (string, string, error) {
-	raw := false
-	i := 0
-	for i < len(src) && i < 2 && strings.ContainsRune("rRuU", rune(src[i])) {
-		if src[i] == 'r' || src[i] == 'R' {
-			raw = true
-		}
-		i++
-	}
-	if i >= len(src) || (src[i] != '"' && src[i] != '\'') {
-		return "", src, fmt.Errorf("not a string literal")
-	}
-	quote := string(src[i])
-	if strings.HasPrefix(src[i:], quote+quote+quote) {
-		quote = quote + quote + quote
-	}
-	body := src[i+len(quote):]
-	var b strings.Builder
-	for j := 0; j < len(body); j++ {
-		if strings.HasPrefix(body[j:], quote) {
-			return b.String(), body[j+len(quote):], nil
-		}
-		c := body[j]
-		if c != '\\' || raw {
-			if raw && c == '\\' && j+1 < len(body) {
-				// In a raw string a backslash still keeps the quote from
-				// ending the literal, and both characters stay.
-				b.WriteByte(c)
-				b.WriteByte(body[j+1])
-				j++
-				continue
-			}
-			b.WriteByte(c)
-			continue
-		}
-		if j+1 >= len(body) {
-			break
-		}
-		j++
-		switch e := body[j]; e {
-		case 'n':
-			b.WriteByte('\n')
-		case 't':
-			b.WriteByte('\t')
-		case 'r':
-			b.WriteByte('\r')
-		case '\\', '\'', '"':
-			b.WriteByte(e)
-		default:
-			b.WriteByte('\\')
-			b.WriteByte(e)
+	for _, u := range unread {
+		// Noted for the caller's warnings; a provider setting among them
+		// fails Convert unless a later source (the environment) sets it.
+		s.problem(u.Name, "%s", u.Msg)
+		if u.Name != "" {
+			// Msg starts with the place: "file:line: ...".
+			where, _, _ := strings.Cut(u.Msg, ": ")
+			s.unread[u.Name] = where
 		}
 	}
-	return "", src, fmt.Errorf("unterminated string literal")
-}
-
-// pyList reads a one-line list or tuple of string literals.
-func pyList(src string) ([]string, bool) {
-	t := strings.TrimSpace(src)
-	if t == "" || (t[0] != '[' && t[0] != '(') {
-		return nil, false
-	}
-	closer := map[byte]byte{'[': ']', '(': ')'}[t[0]]
-	rest := strings.TrimSpace(t[1:])
-	var out []string
-	for {
-		if rest != "" && rest[0] == closer {
-			return out, pyTail(rest[1:])
-		}
-		v, r, err := pyStrings(rest)
-		if err != nil {
-			return nil, false
-		}
-		out = append(out, v)
-		rest = strings.TrimSpace(r)
-		if strings.HasPrefix(rest, ",") {
-			rest = strings.TrimSpace(rest[1:])
-		} else if rest == "" || rest[0] != closer {
-			return nil, false
-		}
-	}
+	return s, unread, nil
 }
