@@ -133,7 +133,56 @@ func (s *Server) logout(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "logged_out"})
 }
 
-func (s *Server) whoami(c *gin.Context) { c.JSON(http.StatusOK, identity(c)) }
+// whoamiAnswer is the caller's identity as the Flask service's /api/whoami
+// gave it (its flask_tern user: id, email, email_verified, name, claims,
+// roles, scopes), so its clients keep reading the same keys, together with
+// tokenstore's own (user_id, issuer, sub, auth_method, from Identity).
+// Name and Email shadow Identity's so that they are always present, empty
+// when the issuer gave none, as the Flask service's were.
+type whoamiAnswer struct {
+	*auth.Identity
+	ID            string         `json:"id"`
+	Name          string         `json:"name"`
+	Email         string         `json:"email"`
+	EmailVerified bool           `json:"email_verified"`
+	Roles         []string       `json:"roles"`
+	Scopes        []string       `json:"scopes"`
+	Claims        map[string]any `json:"claims"`
+}
+
+func (s *Server) whoami(c *gin.Context) {
+	id := identity(c)
+	// Claims are the login's (or the bearer token's) claims, never a token:
+	// Identity keeps no token in them. Arrays and the object are empty, not
+	// null, so a client can iterate them without a check, as it could the
+	// Flask service's.
+	claims := id.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	// Some issuers (Cognito among them) send email_verified as a string.
+	verified, _ := claims["email_verified"].(bool)
+	if str, ok := claims["email_verified"].(string); ok {
+		verified = strings.EqualFold(str, "true")
+	}
+	c.JSON(http.StatusOK, whoamiAnswer{
+		Identity:      id,
+		ID:            id.UserID,
+		Name:          id.Name,
+		Email:         id.Email,
+		EmailVerified: verified,
+		Roles:         nonNil(id.Roles),
+		Scopes:        nonNil(id.Scopes),
+		Claims:        claims,
+	})
+}
+
+func nonNil(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
+}
 
 // provider looks up the path's provider or records unknown_provider.
 func (s *Server) provider(c *gin.Context) (*providers.Provider, bool) {

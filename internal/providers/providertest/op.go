@@ -194,6 +194,20 @@ func (o *OP) Restart() error {
 // would, and returns the query of the final redirect to the client's
 // redirect URL (code and state, or error).
 func (o *OP) Login(ctx context.Context, authURL string) (url.Values, error) {
+	return o.LoginAs(ctx, authURL, Username)
+}
+
+// OtherUsername is the example user store's second user (subject "id1";
+// Username's is "id2"), for tests that need a person whose subject at this
+// OP differs from Username's.
+func (o *OP) OtherUsername() string {
+	u, _ := url.Parse(o.Issuer)
+	return "test-user@" + u.Hostname()
+}
+
+// LoginAs is Login as another user of the example user store (Username or
+// OtherUsername; both have UserPassword).
+func (o *OP) LoginAs(ctx context.Context, authURL, username string) (url.Values, error) {
 	client := &http.Client{
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       10 * time.Second,
@@ -209,7 +223,7 @@ func (o *OP) Login(ctx context.Context, authURL string) (url.Values, error) {
 	if id == "" {
 		return nil, fmt.Errorf("authorization request redirected to %s, not to the login page", loc)
 	}
-	if err := o.storage.CheckUsernamePassword(Username, UserPassword, id); err != nil {
+	if err := o.storage.CheckUsernamePassword(username, UserPassword, id); err != nil {
 		return nil, fmt.Errorf("logging the test user in: %w", err)
 	}
 	cb := op.AuthCallbackURL(o.provider)(op.ContextWithIssuer(ctx, o.Issuer), id)
