@@ -39,11 +39,11 @@ import (
 	"github.com/tokenstore/tokenstore/internal/testutil"
 )
 
-// Provider ids as the Flask service's operators named them (TOKEN_PROVIDERS
-// entries are lower-cased ids; manifests' names may not hold `_`, so the
-// id is the name with `-`).
+// Provider ids as the Flask service's operators named them: clients call
+// /api/v1.0/tern_keycloak/token, and a TokenProvider, whose name may not
+// hold `_`, carries that id as spec.id.
 const (
-	keycloak = "tern-keycloak"
+	keycloak = "tern_keycloak"
 	// sameSub is a provider that is the login issuer's realm itself, with
 	// requireSameSubject set: the Flask service's subject check.
 	sameSub = "login-realm"
@@ -456,20 +456,21 @@ func manifest(id string, op *providertest.OP, name, desc, extra string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata:
-  name: %[1]s-client
+  name: %[8]s-client
 stringData:
   clientSecret: %[2]q
 ---
 apiVersion: tokenstore.io/v1alpha1
 kind: TokenProvider
 metadata:
-  name: %[1]s
+  name: %[8]s
 spec:
+  id: %[1]s
   discoveryURL: %[3]q
   clientID: %[4]q
-  clientSecretRef: {name: %[1]s-client, key: clientSecret}
+  clientSecretRef: {name: %[8]s-client, key: clientSecret}
   metadata: {name: %[5]q, description: %[6]q}
-%[7]s`, id, op.ClientSecret, op.DiscoveryURL(), providertest.ClientID, name, desc, extra)
+%[7]s`, id, op.ClientSecret, op.DiscoveryURL(), providertest.ClientID, name, desc, extra, strings.ReplaceAll(id, "_", "-"))
 }
 
 // client is a Flask-era API client: net/http with a cookie jar, not
