@@ -348,5 +348,10 @@ func (s *Server) renderOAuth(c *gin.Context, err error) {
 		c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(status, oauthError{Code: fe.OAuthCode(), Description: fe.Message, Reason: fe.Code})
+	reason := fe.Code
+	if reason == fault.Internal.Code {
+		// server_error says it all; there is no finer reason to give.
+		reason = ""
+	}
+	c.JSON(status, oauthError{Code: fe.OAuthCode(), Description: fe.Message, Reason: reason})
 }
