@@ -118,6 +118,9 @@ func newEnv(t testing.TB) *env {
 		CORSOrigins: []string{"https://app.example"}, CORSAllowHeaders: []string{"Authorization", "Content-Type"},
 		CORSMaxAge: 10 * time.Minute, CORSSupportsCredentials: true,
 		AllowedReturnURLs: []string{"https://app.example"},
+		// The test OP's access tokens are opaque; it introspects them for
+		// the client they were issued to, which is ours.
+		BearerOpaque: auth.OpaqueIntrospection,
 	}
 	e.startInstance(ln)
 	return e

@@ -21,9 +21,11 @@ import (
 	"github.com/tokenstore/tokenstore/internal/store"
 )
 
-// loginCookie ties a login callback to the browser that started it. It is
-// Lax whatever SESSION_COOKIE_SAMESITE says: the callback is a cross-site
-// top-level navigation, on which Strict cookies are not sent.
+// loginCookie holds the pending login, sealed (auth.StartLogin), so that
+// starting a login stores nothing server-side, and ties the callback to the
+// browser that started it. It is Lax whatever SESSION_COOKIE_SAMESITE says:
+// the callback is a cross-site top-level navigation, on which Strict
+// cookies are not sent.
 const loginCookie = "tokenstore_login"
 
 func (s *Server) base() string { return strings.TrimSuffix(s.opt.Settings.ExternalURL, "/") }
@@ -83,30 +85,32 @@ func (s *Server) login(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
-	authURL, browser, err := s.auth.StartLogin(c.Request.Context(), ret)
+	authURL, pending, err := s.auth.StartLogin(c.Request.Context(), ret)
 	if err != nil {
 		_ = c.Error(err)
 		return
 	}
-	s.setCookie(c, loginCookie, browser, "/api/oidc", 600, http.SameSiteLaxMode)
+	s.setCookie(c, loginCookie, pending, "/api/oidc", 600, http.SameSiteLaxMode)
 	s.redirect(c, authURL)
 }
 
 // loginCallback finishes the login and starts the session.
 func (s *Server) loginCallback(c *gin.Context) {
-	browser, _ := c.Cookie(loginCookie)
+	pending, _ := c.Cookie(loginCookie)
 	ctx := c.Request.Context()
+	// The pending login is spent whatever comes of it: a browser coming
+	// back keeps no cookie to replay.
+	s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
 	if e := c.Query("error"); e != "" {
-		ret, err := s.auth.AbortLogin(ctx, browser, c.Query("state"))
+		ret, err := s.auth.AbortLogin(ctx, pending, c.Query("state"))
 		if err != nil {
 			_ = c.Error(err)
 			return
 		}
-		s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
 		s.redirect(c, auth.WithParams(ret, "error", fault.SafeCode(e)))
 		return
 	}
-	cookie, ret, err := s.auth.FinishLogin(ctx, browser, c.Query("state"), c.Query("code"))
+	cookie, ret, err := s.auth.FinishLogin(ctx, pending, c.Query("state"), c.Query("code"))
 	if err != nil {
 		_ = c.Error(err)
 		return
@@ -118,7 +122,6 @@ func (s *Server) loginCallback(c *gin.Context) {
 			s.log.WarnContext(ctx, "ending the previous session failed", "error", err)
 		}
 	}
-	s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
 	s.setCookie(c, s.opt.Settings.SessionCookieName, cookie, "/", int(s.opt.Settings.SessionLifetime.Seconds()), s.sameSite())
 	s.redirect(c, ret)
 }
