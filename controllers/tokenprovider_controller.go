@@ -1,12 +1,16 @@
 // Package controllers turns TokenProvider objects (and the Secrets they
-// reference) into the in-memory provider registry and into their .status.
+// reference) into the in-memory provider registry, through its
+// Kubernetes-source writer, and into their .status.
 //
 // Two reconcilers watch the same kind, because controller-runtime runs
 // leader-elected controllers on the leader only, while every replica must
 // serve from a complete registry:
 //
 //   - RegistryReconciler runs on every replica (NeedLeaderElection false)
-//     and writes nothing to the API server: it only fills the registry.
+//     and writes nothing to the API server: it only fills the registry. Its
+//     requests are provider ids (reconcile.Request.Name, no namespace), not
+//     objects, so that one worker at a time decides an id from every
+//     TokenProvider that claims it.
 //   - StatusReconciler runs on the elected leader only and writes .status and
 //     Events.
 //
@@ -19,6 +23,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -55,9 +60,9 @@ const (
 	// SecretRefIndex maps a Secret name to the TokenProviders of the same
 	// namespace that reference it, so a Secret event finds them.
 	SecretRefIndex = "spec.clientSecretRef.name"
-	// NameIndex finds TokenProviders of one name across namespaces: the
-	// name is the provider id, so two of them compete for one entry.
-	NameIndex = "metadata.name"
+	// IDIndex finds the TokenProviders that claim one provider id (spec.id,
+	// else the name), across namespaces: two of them conflict.
+	IDIndex = "providerID"
 )
 
 // Options tune both reconcilers; zero values take the defaults.
@@ -132,15 +137,19 @@ func SetupWithManager(mgr ctrl.Manager, reg *providers.Registry, d *providers.Di
 	// Both reconcilers read the same Secrets, usually at the same moment:
 	// one remembered value serves both until the Secret changes.
 	secrets := newSecretValues(mgr.GetCache(), mgr.GetAPIReader())
+	// The controllers write into the registry only through its
+	// Kubernetes-source writer.
+	w := reg.Source(providers.SourceKubernetes)
 	c := &Controllers{
 		Registry: &RegistryReconciler{
 			Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader(),
-			Registry: reg, Discoverer: d, Options: opts, secrets: secrets,
+			Registry: w, Discoverer: d, Options: opts, secrets: secrets,
 		},
 		Status: &StatusReconciler{
 			Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader(),
 			Discoverer: d, Recorder: mgr.GetEventRecorder(opts.withDefaults().EventSource), Options: opts,
 			TokenEndpoints: reg.TokenEndpoints(),
+			Conflicts:      w,
 			secrets:        secrets,
 		},
 	}
@@ -166,10 +175,10 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("indexing TokenProviders by %s: %w", SecretRefIndex, err)
 	}
-	if err := idx.IndexField(ctx, &v1alpha1.TokenProvider{}, NameIndex, func(o client.Object) []string {
-		return []string{o.GetName()}
+	if err := idx.IndexField(ctx, &v1alpha1.TokenProvider{}, IDIndex, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.TokenProvider).ProviderID()}
 	}); err != nil {
-		return fmt.Errorf("indexing TokenProviders by %s: %w", NameIndex, err)
+		return fmt.Errorf("indexing TokenProviders by %s: %w", IDIndex, err)
 	}
 	return nil
 }
@@ -186,9 +195,9 @@ func ReadyzCheck(r providers.Reader) healthz.Checker {
 	}
 }
 
-// providersForSecret maps a Secret event to the TokenProviders that
-// reference the Secret (through the field index).
-func providersForSecret(c client.Reader) handler.MapFunc {
+// providersForSecret maps a Secret event to the requests (key) of the
+// TokenProviders that reference the Secret (through the field index).
+func providersForSecret(c client.Reader, key func(*v1alpha1.TokenProvider) reconcile.Request) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		var list v1alpha1.TokenProviderList
 		if err := c.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{SecretRefIndex: o.GetName()}); err != nil {
@@ -197,132 +206,254 @@ func providersForSecret(c client.Reader) handler.MapFunc {
 		}
 		reqs := make([]reconcile.Request, 0, len(list.Items))
 		for i := range list.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			reqs = append(reqs, key(&list.Items[i]))
 		}
 		return reqs
 	}
 }
 
-// owner picks which of the TokenProviders sharing a name provides the id:
-// the oldest, then the first namespace in order, so that every replica picks
-// the same one and a newcomer cannot take over an id in use. Objects being
-// deleted do not count. nil if none.
-func owner(items []v1alpha1.TokenProvider) *v1alpha1.TokenProvider {
-	var live []*v1alpha1.TokenProvider
-	for i := range items {
-		if items[i].DeletionTimestamp == nil {
-			live = append(live, &items[i])
-		}
+// objectRequest is the status reconciler's request of a TokenProvider.
+func objectRequest(tp *v1alpha1.TokenProvider) reconcile.Request {
+	return reconcile.Request{NamespacedName: client.ObjectKeyFromObject(tp)}
+}
+
+// idRequest is the registry reconciler's request of a TokenProvider: its
+// provider id.
+func idRequest(tp *v1alpha1.TokenProvider) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Name: tp.ProviderID()}}
+}
+
+// claimants returns the TokenProviders that claim provider id, leaving out
+// objects being deleted, sorted by namespace and name.
+func claimants(ctx context.Context, c client.Reader, id string) ([]v1alpha1.TokenProvider, error) {
+	var list v1alpha1.TokenProviderList
+	if err := c.List(ctx, &list, client.MatchingFields{IDIndex: id}); err != nil {
+		return nil, fmt.Errorf("listing TokenProviders of provider id %q: %w", id, err)
 	}
-	if len(live) == 0 {
-		return nil
+	live := list.Items[:0]
+	for _, tp := range list.Items {
+		if tp.DeletionTimestamp == nil {
+			live = append(live, tp)
+		}
 	}
 	sort.Slice(live, func(i, j int) bool {
-		a, b := live[i], live[j]
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		if live[i].Namespace != live[j].Namespace {
+			return live[i].Namespace < live[j].Namespace
 		}
-		return a.Namespace < b.Namespace
+		return live[i].Name < live[j].Name
 	})
-	return live[0]
+	return live, nil
 }
 
-// othersOfSameName maps a deleted TokenProvider to the others of its name.
-func othersOfSameName(c client.Reader) handler.MapFunc {
-	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		items, err := sameName(ctx, c, o.GetName())
-		if err != nil {
-			logf.FromContext(ctx).Error(err, "listing TokenProviders of the same name")
-			return nil
+// conflictMessage is the IDConflict message of tp, which shares its id with
+// the TokenProviders others (tp among them or not) and with other sources'
+// claims (fromSources, from SourceWriter.Conflict).
+func conflictMessage(tp *v1alpha1.TokenProvider, others []v1alpha1.TokenProvider, fromSources []string) string {
+	var names []string
+	for i := range others {
+		if others[i].Namespace != tp.Namespace || others[i].Name != tp.Name {
+			names = append(names, resolve.Origin(&others[i]))
 		}
-		var reqs []reconcile.Request
+	}
+	return providers.IDConflictMessage(tp.ProviderID(), append(names, fromSources...))
+}
+
+// enqueueIDs maps TokenProvider events to the provider ids concerned: an
+// update that changes spec.id concerns both the old id and the new one.
+func enqueueIDs() handler.TypedEventHandler[client.Object, reconcile.Request] {
+	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object) {
+		if tp, ok := o.(*v1alpha1.TokenProvider); ok {
+			q.Add(idRequest(tp))
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.ObjectOld)
+			add(q, e.ObjectNew)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+	}
+}
+
+// enqueueOthersOfID wakes the status reconciler for the other TokenProviders
+// of an object's provider id when the object appears, goes or changes its
+// id: their IDConflict starts or ends with it.
+func enqueueOthersOfID(c client.Reader) handler.TypedEventHandler[client.Object, reconcile.Request] {
+	others := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object) {
+		tp, ok := o.(*v1alpha1.TokenProvider)
+		if !ok {
+			return
+		}
+		items, err := claimants(ctx, c, tp.ProviderID())
+		if err != nil {
+			logf.FromContext(ctx).Error(err, "listing the TokenProviders of a provider id")
+			return
+		}
 		for i := range items {
-			if items[i].Namespace != o.GetNamespace() {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&items[i])})
+			if items[i].Namespace != tp.Namespace || items[i].Name != tp.Name {
+				q.Add(objectRequest(&items[i]))
 			}
 		}
-		return reqs
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			others(ctx, q, e.Object)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			o, n := e.ObjectOld.(*v1alpha1.TokenProvider), e.ObjectNew.(*v1alpha1.TokenProvider)
+			if o.ProviderID() != n.ProviderID() || (o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) {
+				others(ctx, q, e.ObjectOld)
+				others(ctx, q, e.ObjectNew)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			others(ctx, q, e.Object)
+		},
 	}
 }
 
-func sameName(ctx context.Context, c client.Reader, name string) ([]v1alpha1.TokenProvider, error) {
-	var list v1alpha1.TokenProviderList
-	if err := c.List(ctx, &list, client.MatchingFields{NameIndex: name}); err != nil {
-		return nil, fmt.Errorf("listing TokenProviders named %q: %w", name, err)
-	}
-	return list.Items, nil
-}
-
-// RegistryReconciler keeps the registry equal to the TokenProviders in the
-// cache. It runs on every replica and never writes to the API server.
+// RegistryReconciler keeps the registry's Kubernetes source equal to the
+// TokenProviders in the cache. It runs on every replica and never writes to
+// the API server.
 type RegistryReconciler struct {
 	Client       client.Reader // the manager's cached client
 	SecretReader client.Reader // uncached, for Secret data
-	Registry     *providers.Registry
-	Discoverer   *providers.Discoverer
-	Options      Options
+	// Registry is the registry's Kubernetes-source writer
+	// (Registry.Source(providers.SourceKubernetes)).
+	Registry   *providers.SourceWriter
+	Discoverer *providers.Discoverer
+	Options    Options
 
 	fill    *fillTracker
 	secrets *secretValues
+
+	mu sync.Mutex
+	// claimedBy is, per provider id, the TokenProviders that claimed it at
+	// its last reconcile: one that no longer does (deleted, or its spec.id
+	// changed) reads no Secret for this id any more.
+	claimedBy map[string][]types.NamespacedName
 }
 
-// Reconcile recomputes the registry entry of the provider id req.Name from
-// every TokenProvider of that name, so that whichever object's event
-// arrives, the result is the same.
+// Reconcile decides the registry entry of the provider id req.Name from
+// every TokenProvider that claims it, so that whichever object's event
+// arrives, the result is the same: none, the id is withdrawn; one, its
+// configuration is offered (or, when it cannot be built, the id is claimed
+// without one); two or more, the id is claimed without a configuration and
+// served by none of them (their status says IDConflict).
 func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	id := req.Name
 	if r.fill != nil {
-		defer r.fill.processed(req.NamespacedName)
+		defer r.fill.processed(id)
 	}
 	opts := r.Options.withDefaults()
-	log := logf.FromContext(ctx)
-	items, err := sameName(ctx, r.Client, req.Name)
+	log := logf.FromContext(ctx).WithValues("provider", id)
+	items, err := claimants(ctx, r.Client, id)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	tp := owner(items)
-	if tp == nil {
-		if r.Registry.DeleteIf(req.Name, notFromFile) {
+	if err := r.forgetLeavers(ctx, id, items); err != nil {
+		return ctrl.Result{}, err
+	}
+	switch len(items) {
+	case 0:
+		if r.Registry.Delete(id) {
 			log.Info("provider removed from the registry")
 		}
-		// The object is gone: drop the Secret value only it referenced.
-		return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
+		return ctrl.Result{}, nil
+	case 1:
+	default:
+		names := make([]string, len(items))
+		for i := range items {
+			names[i] = resolve.Source(&items[i])
+			// None of them provides the id: none reads a Secret.
+			if err := r.secrets.noteRef(ctx, client.ObjectKeyFromObject(&items[i]), nil); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		if _, had := r.Registry.Get(id); had {
+			log.Info("provider removed from the registry", "reason", v1alpha1.ReasonIDConflict, "tokenProviders", names)
+		}
+		r.Registry.Claim(id, "TokenProviders "+strings.Join(names, ", "))
+		return ctrl.Result{}, nil
 	}
+	tp := &items[0]
 	res, err := resolve.Resolve(ctx, tp, r.secrets.lookup(ctx, tp.Namespace), r.Discoverer)
 	// tp's reference may have changed: drop the value of its old one if
 	// nothing references it now (also when Resolve failed: it may have read
-	// the new one). The request's own object, when another of its name
-	// provides the id, reads no Secret here any more.
+	// the new one).
 	if nerr := r.secrets.noteRef(ctx, client.ObjectKeyFromObject(tp), tp); err == nil {
 		err = nerr
-	}
-	if req.NamespacedName != client.ObjectKeyFromObject(tp) {
-		if nerr := r.secrets.noteRef(ctx, req.NamespacedName, nil); err == nil {
-			err = nerr
-		}
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	origin := resolve.Origin(tp)
+	before, had := r.Registry.Get(id)
 	switch {
 	case res.Provider != nil:
-		before, had := r.Registry.Get(tp.Name)
-		r.Registry.Set(res.Provider)
+		r.Registry.Put(res.Provider)
 		if !had || before.Version != res.Provider.Version {
 			log.Info("provider published", "provider", res.Provider, "ready", res.Ready)
 		}
-	case res.Reason == v1alpha1.ReasonDiscoveryFailed:
+	case res.Reason == v1alpha1.ReasonDiscoveryFailed && had && before.Source == origin:
 		// Keep serving the last good configuration of this very object;
-		// one left by another object of the same name is not ours to keep.
-		src := resolve.Source(tp)
-		if r.Registry.DeleteIf(tp.Name, func(p *providers.Provider) bool { return p.Source != src }) {
-			log.Info("provider removed from the registry", "reason", res.Reason)
-		}
+		// one left by another object of the same id is not ours to keep.
 	default:
-		if r.Registry.DeleteIf(tp.Name, notFromFile) {
+		r.Registry.Claim(id, origin)
+		if had {
 			log.Info("provider removed from the registry", "reason", res.Reason, "message", res.Message)
 		}
 	}
 	return opts.requeue(res), nil
+}
+
+// forgetLeavers records which TokenProviders claim id now, and drops the
+// Secret reference of each that claimed it at the last reconcile and claims
+// it no more: deleted, or moved to another id, whose own reconcile records
+// its reference there.
+func (r *RegistryReconciler) forgetLeavers(ctx context.Context, id string, items []v1alpha1.TokenProvider) error {
+	now := make([]types.NamespacedName, len(items))
+	for i := range items {
+		now[i] = client.ObjectKeyFromObject(&items[i])
+	}
+	r.mu.Lock()
+	if r.claimedBy == nil {
+		r.claimedBy = map[string][]types.NamespacedName{}
+	}
+	before := r.claimedBy[id]
+	if len(now) == 0 {
+		delete(r.claimedBy, id)
+	} else {
+		r.claimedBy[id] = now
+	}
+	r.mu.Unlock()
+	for _, k := range before {
+		if slices.Contains(now, k) {
+			continue
+		}
+		var tp v1alpha1.TokenProvider
+		err := r.Client.Get(ctx, k, &tp)
+		switch {
+		case err == nil && tp.DeletionTimestamp == nil && tp.ProviderID() != id:
+			// It claims another id now; that id's reconcile keeps its
+			// reference.
+			continue
+		case err != nil && !apierrors.IsNotFound(err):
+			return fmt.Errorf("reading TokenProvider %s: %w", k, err)
+		}
+		if err := r.secrets.noteRef(ctx, k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetupWithManager registers the reconciler (on every replica) and the
@@ -332,13 +463,14 @@ func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.secrets == nil && r.SecretReader != nil {
 		r.secrets = newSecretValues(mgr.GetCache(), r.SecretReader)
 	}
-	r.fill = &fillTracker{reader: mgr.GetClient(), registry: r.Registry, seen: map[types.NamespacedName]struct{}{}}
+	r.fill = &fillTracker{reader: mgr.GetClient(), registry: r.Registry, seen: map[string]struct{}{}}
 	if err := mgr.Add(r.fill); err != nil {
 		return fmt.Errorf("adding the registry fill tracker: %w", err)
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.TokenProvider{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(providersForSecret(mgr.GetClient()))).
+		// Requests are provider ids, not objects (see Reconcile).
+		Watches(&v1alpha1.TokenProvider{}, enqueueIDs(), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(providersForSecret(mgr.GetClient(), idRequest))).
 		Named(opts.NamePrefix + "tokenprovider-registry").
 		WithOptions(controller.Options{
 			// Every replica serves API requests from its own registry, so
@@ -353,15 +485,16 @@ func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return nil
 }
 
-// fillTracker marks the registry ready once every TokenProvider that existed
-// when the cache synced has been reconciled once. It runs on every replica.
+// fillTracker marks the Kubernetes source synced once the provider id of
+// every TokenProvider that existed when the cache synced has been
+// reconciled once. It runs on every replica.
 type fillTracker struct {
 	reader   client.Reader
-	registry *providers.Registry
+	registry *providers.SourceWriter
 
 	mu      sync.Mutex
-	seen    map[types.NamespacedName]struct{} // reconciled before the listing
-	pending map[types.NamespacedName]struct{} // nil until listed
+	seen    map[string]struct{} // ids reconciled before the listing
+	pending map[string]struct{} // nil until listed
 }
 
 var _ manager.LeaderElectionRunnable = (*fillTracker)(nil)
@@ -390,9 +523,9 @@ func (f *fillTracker) Start(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.pending = make(map[types.NamespacedName]struct{}, len(list.Items))
+	f.pending = make(map[string]struct{}, len(list.Items))
 	for i := range list.Items {
-		k := client.ObjectKeyFromObject(&list.Items[i])
+		k := list.Items[i].ProviderID()
 		if _, done := f.seen[k]; !done {
 			f.pending[k] = struct{}{}
 		}
@@ -402,8 +535,8 @@ func (f *fillTracker) Start(ctx context.Context) error {
 	return nil
 }
 
-func (f *fillTracker) processed(k types.NamespacedName) {
-	if f.registry.Ready() {
+func (f *fillTracker) processed(k string) {
+	if f.registry.Synced() {
 		return
 	}
 	f.mu.Lock()
@@ -420,7 +553,7 @@ func (f *fillTracker) processed(k types.NamespacedName) {
 
 func (f *fillTracker) checkLocked() {
 	if f.pending != nil && len(f.pending) == 0 {
-		f.registry.MarkReady()
+		f.registry.MarkSynced()
 	}
 }
 
@@ -438,6 +571,11 @@ type StatusReconciler struct {
 	// this replica's refreshes into Ready=False (TokenEndpointFailing);
 	// its changes wake the reconciler.
 	TokenEndpoints *providers.TokenEndpointHealth
+	// Conflicts, when set, is the registry's Kubernetes-source writer: a
+	// TokenProvider whose id another source (the providers file) claims
+	// too is Ready=False, IDConflict; changes of the registry wake the
+	// reconciler for the ids whose conflict began or ended.
+	Conflicts *providers.SourceWriter
 
 	runs    atomic.Int64
 	secrets *secretValues
@@ -488,18 +626,19 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		r.versions.forget(req.NamespacedName)
 		return ctrl.Result{}, r.secrets.noteRef(ctx, req.NamespacedName, nil)
 	}
-	items, err := sameName(ctx, r.Client, tp.Name)
+	id := tp.ProviderID()
+	items, err := claimants(ctx, r.Client, id)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	var fromSources []string
+	if r.Conflicts != nil {
+		fromSources, _ = r.Conflicts.Conflict(id)
+	}
 	var res resolve.Result
-	if o := owner(items); o != nil && o.Namespace != tp.Namespace {
-		res = resolve.Result{
-			Reason: v1alpha1.ReasonDuplicateName,
-			Message: fmt.Sprintf("provider id %q is already provided by TokenProvider %s/%s (created earlier); rename this one",
-				tp.Name, o.Namespace, o.Name),
-		}
-		// Another object provides the id: this one reads no Secret.
+	if len(items) > 1 || len(fromSources) > 0 {
+		res = resolve.Result{Reason: v1alpha1.ReasonIDConflict, Message: conflictMessage(&tp, items, fromSources)}
+		// The id is served by none of them: this one reads no Secret.
 		if err := r.secrets.noteRef(ctx, req.NamespacedName, nil); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -519,12 +658,12 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if res.Ready && r.TokenEndpoints != nil {
 		// A refused client first: it is the provider's definite answer,
 		// and says what to fix.
-		if rj, rejected := r.TokenEndpoints.Rejection(tp.Name); rejected {
+		if rj, rejected := r.TokenEndpoints.Rejection(id); rejected {
 			verdictUntil = rj.Until
 			res.Ready = false
 			res.Reason = v1alpha1.ReasonClientRejected
 			res.Message = providers.ClientRejectedMessage(rj)
-		} else if f, failing := r.TokenEndpoints.Failing(tp.Name); failing {
+		} else if f, failing := r.TokenEndpoints.Failing(id); failing {
 			verdictUntil = f.Until
 			res.Ready = false
 			res.Reason = v1alpha1.ReasonTokenEndpointFailing
@@ -576,19 +715,68 @@ func (r *StatusReconciler) tokenEndpointChanges(c client.Reader) source.Func {
 				case <-ctx.Done():
 					return
 				case id := <-r.TokenEndpoints.Changes():
-					items, err := sameName(ctx, c, id)
+					items, err := claimants(ctx, c, id)
 					if err != nil {
 						logf.FromContext(ctx).Error(err, "token endpoint verdict changed; finding its TokenProvider", "provider", id)
 						continue
 					}
 					for i := range items {
-						q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: items[i].Namespace, Name: items[i].Name}})
+						q.Add(objectRequest(&items[i]))
 					}
 				}
 			}
 		}()
 		return nil
 	}
+}
+
+// conflictChanges wakes the reconciler for the TokenProviders of each
+// provider id whose conflict with another source (Conflicts) began or
+// ended. It runs while the controller does (on the leader).
+func (r *StatusReconciler) conflictChanges(c client.Reader) source.Func {
+	return func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		go func() {
+			var before []string
+			for {
+				changed := r.Conflicts.Changed()
+				now := r.Conflicts.Conflicts()
+				for _, id := range symmetricDifference(before, now) {
+					items, err := claimants(ctx, c, id)
+					if err != nil {
+						logf.FromContext(ctx).Error(err, "provider id conflict changed; finding its TokenProviders", "provider", id)
+						continue
+					}
+					for i := range items {
+						q.Add(objectRequest(&items[i]))
+					}
+				}
+				before = now
+				select {
+				case <-ctx.Done():
+					return
+				case <-changed:
+				}
+			}
+		}()
+		return nil
+	}
+}
+
+// symmetricDifference returns the strings in exactly one of the sorted
+// slices a and b.
+func symmetricDifference(a, b []string) []string {
+	var out []string
+	for _, s := range a {
+		if _, found := slices.BinarySearch(b, s); !found {
+			out = append(out, s)
+		}
+	}
+	for _, s := range b {
+		if _, found := slices.BinarySearch(a, s); !found {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // SetupWithManager registers the reconciler (leader only). The field
@@ -603,19 +791,17 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.TokenEndpoints != nil {
 		b = b.WatchesRawSource(r.tokenEndpointChanges(mgr.GetClient()))
 	}
+	if r.Conflicts != nil {
+		b = b.WatchesRawSource(r.conflictChanges(mgr.GetClient()))
+	}
 	err := b.
 		// Status patches do not change the generation, so this controller
 		// is not woken by its own writes.
 		For(&v1alpha1.TokenProvider{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(providersForSecret(mgr.GetClient()))).
-		// When the object that owns a provider id goes away, another of the
-		// same name takes over and its DuplicateName status must clear.
-		Watches(&v1alpha1.TokenProvider{}, handler.EnqueueRequestsFromMapFunc(othersOfSameName(mgr.GetClient())),
-			builder.WithPredicates(predicate.Funcs{
-				CreateFunc:  func(event.CreateEvent) bool { return false },
-				UpdateFunc:  func(event.UpdateEvent) bool { return false },
-				GenericFunc: func(event.GenericEvent) bool { return false },
-			})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(providersForSecret(mgr.GetClient(), objectRequest))).
+		// When a TokenProvider claims a provider id, lets it go or moves to
+		// another, the others of those ids gain or lose their IDConflict.
+		Watches(&v1alpha1.TokenProvider{}, enqueueOthersOfID(mgr.GetClient())).
 		Named(opts.NamePrefix + "tokenprovider-status").
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(r)
@@ -624,11 +810,6 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return nil
 }
-
-// notFromFile keeps the Kubernetes source from removing an entry that the
-// file source (Provider.Source "file:<path>", see internal/providers/filesource)
-// published under the same id, when an install uses both sources.
-func notFromFile(p *providers.Provider) bool { return !strings.HasPrefix(p.Source, "file:") }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -458,29 +458,21 @@ func TestSpecChangeAndDelete(t *testing.T) {
 	waitRegistry(t, rep.registry, "changing", absent)
 }
 
-// TestDuplicateName: the name is the provider id, so two TokenProviders of
-// one name in different namespaces compete; the older keeps the id, the
-// newer says so in its status and takes over when the older goes.
-func TestDuplicateName(t *testing.T) {
+// TestIDConflict: two TokenProviders that claim one provider id (by name,
+// in different namespaces) are both not served and both say IDConflict,
+// naming the other; when one goes, the other serves.
+func TestIDConflict(t *testing.T) {
 	ns1, ns2 := newNamespace(t, "dup"), newNamespace(t, "dup")
 	rep := startReplica(t, replicaConfig{namespaces: []string{ns1, ns2}})
-	spec := func(tokenURL string) v1alpha1.TokenProviderSpec {
-		return v1alpha1.TokenProviderSpec{
-			Endpoints:       &v1alpha1.Endpoints{Authorization: "https://idp.example.com/authorize", Token: tokenURL},
-			ClientID:        "c",
-			ClientSecretRef: &v1alpha1.SecretKeyRef{Name: "dup"},
-		}
-	}
-	older := tokenProvider(ns1, "dup-id", spec("https://idp.example.com/older"))
+	older := tokenProvider(ns1, "dup-id", plainSpec("dup", "https://idp.example.com/older"))
 	create(t, clientSecret(ns1, "dup", "clientSecret", newSecretValue()), clientSecret(ns2, "dup", "clientSecret", newSecretValue()), older)
 	waitCondition(t, ns1, "dup-id", metav1.ConditionTrue, v1alpha1.ReasonReady)
-	// Creation timestamps have second precision.
-	time.Sleep(1100 * time.Millisecond)
-	create(t, tokenProvider(ns2, "dup-id", spec("https://idp.example.com/newer")))
-	waitCondition(t, ns2, "dup-id", metav1.ConditionFalse, v1alpha1.ReasonDuplicateName)
-	if p, _ := rep.registry.Get("dup-id"); p == nil || p.Endpoint.TokenURL != "https://idp.example.com/older" {
-		t.Fatalf("the newer TokenProvider took the id: %v", p)
-	}
+	create(t, tokenProvider(ns2, "dup-id", plainSpec("dup", "https://idp.example.com/newer")))
+	first := waitCondition(t, ns1, "dup-id", metav1.ConditionFalse, v1alpha1.ReasonIDConflict)
+	second := waitCondition(t, ns2, "dup-id", metav1.ConditionFalse, v1alpha1.ReasonIDConflict)
+	wantInMessage(t, first, "TokenProvider "+ns2+"/dup-id")
+	wantInMessage(t, second, "TokenProvider "+ns1+"/dup-id")
+	waitRegistry(t, rep.registry, "dup-id", absent)
 	if err := k8sClient.Delete(context.Background(), older); err != nil {
 		t.Fatal(err)
 	}
@@ -491,6 +483,115 @@ func TestDuplicateName(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSpecID: spec.id is the provider id when the name cannot be (the Flask
+// service's "tern_keycloak"); two objects of different names that claim one
+// id conflict until one of them changes its spec.id; requireSameSubject
+// reaches the registry.
+func TestSpecID(t *testing.T) {
+	ns := newNamespace(t, "specid")
+	rep := startReplica(t, replicaConfig{namespaces: []string{ns}})
+	spec := plainSpec("specid", "https://idp.example.com/tern")
+	spec.ID = "tern_keycloak"
+	spec.RequireSameSubject = true
+	create(t, clientSecret(ns, "specid", "clientSecret", newSecretValue()), tokenProvider(ns, "tern-keycloak", spec))
+	waitCondition(t, ns, "tern-keycloak", metav1.ConditionTrue, v1alpha1.ReasonReady)
+	p := waitRegistry(t, rep.registry, "tern_keycloak", func(p *providers.Provider, ok bool) error {
+		if !ok {
+			return errors.New("not served under spec.id")
+		}
+		return nil
+	})
+	if !p.RequireSameSubject || p.Source != "TokenProvider "+ns+"/tern-keycloak" {
+		t.Fatalf("RequireSameSubject %v, Source %q", p.RequireSameSubject, p.Source)
+	}
+	if _, ok := rep.registry.Get("tern-keycloak"); ok {
+		t.Fatal("also served under its name")
+	}
+
+	other := plainSpec("specid", "https://idp.example.com/other")
+	other.ID = "tern_keycloak"
+	create(t, tokenProvider(ns, "second", other))
+	a := waitCondition(t, ns, "tern-keycloak", metav1.ConditionFalse, v1alpha1.ReasonIDConflict)
+	b := waitCondition(t, ns, "second", metav1.ConditionFalse, v1alpha1.ReasonIDConflict)
+	wantInMessage(t, a, "TokenProvider "+ns+"/second")
+	wantInMessage(t, b, "TokenProvider "+ns+"/tern-keycloak")
+	waitRegistry(t, rep.registry, "tern_keycloak", absent)
+
+	// The second one moves to an id of its own: both serve.
+	tp, err := getTP(ns, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Spec.ID = "second_id"
+	if err := k8sClient.Update(context.Background(), tp); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ns, "tern-keycloak", metav1.ConditionTrue, v1alpha1.ReasonReady)
+	waitCondition(t, ns, "second", metav1.ConditionTrue, v1alpha1.ReasonReady)
+	waitRegistry(t, rep.registry, "tern_keycloak", hasTokenURL("https://idp.example.com/tern"))
+	waitRegistry(t, rep.registry, "second_id", hasTokenURL("https://idp.example.com/other"))
+
+	// An id that is not one URL path segment is refused at admission.
+	bad := plainSpec("specid", "https://idp.example.com/bad")
+	bad.ID = "../admin"
+	if err := k8sClient.Create(context.Background(), tokenProvider(ns, "bad", bad)); err == nil || !strings.Contains(err.Error(), "spec.id") {
+		t.Fatalf("spec.id ../admin accepted (%v)", err)
+	}
+}
+
+// TestIDConflictWithFile: an id that the providers file claims too (its
+// writer in the same registry) is served by neither source; the
+// TokenProvider says IDConflict naming the file's entry, and serves again
+// when the file lets the id go.
+func TestIDConflictWithFile(t *testing.T) {
+	ns := newNamespace(t, "filedup")
+	rep := startReplica(t, replicaConfig{namespaces: []string{ns}})
+	create(t, clientSecret(ns, "filedup", "clientSecret", newSecretValue()), tokenProvider(ns, "shared", plainSpec("filedup", "https://idp.example.com/kube")))
+	waitCondition(t, ns, "shared", metav1.ConditionTrue, v1alpha1.ReasonReady)
+	waitRegistry(t, rep.registry, "shared", hasTokenURL("https://idp.example.com/kube"))
+
+	file := rep.registry.Source(providers.SourceFile)
+	fp := &providers.Provider{ID: "shared", Source: "TokenProvider default/shared in /etc/tokenstore/providers.yaml", ClientID: "f"}
+	fp.Version = providers.Fingerprint(fp)
+	file.Put(fp)
+	tp := waitCondition(t, ns, "shared", metav1.ConditionFalse, v1alpha1.ReasonIDConflict)
+	wantInMessage(t, tp, "TokenProvider default/shared in /etc/tokenstore/providers.yaml (file source)")
+	if _, ok := rep.registry.Get("shared"); ok {
+		t.Fatal("an id claimed by both sources is served")
+	}
+	file.Delete("shared")
+	waitCondition(t, ns, "shared", metav1.ConditionTrue, v1alpha1.ReasonReady)
+	waitRegistry(t, rep.registry, "shared", hasTokenURL("https://idp.example.com/kube"))
+}
+
+// plainSpec is a plain OAuth2 TokenProvider (no discovery) whose client
+// secret is in the Secret secretName.
+func plainSpec(secretName, tokenURL string) v1alpha1.TokenProviderSpec {
+	return v1alpha1.TokenProviderSpec{
+		Endpoints:       &v1alpha1.Endpoints{Authorization: "https://idp.example.com/authorize", Token: tokenURL},
+		ClientID:        "c",
+		ClientSecretRef: &v1alpha1.SecretKeyRef{Name: secretName},
+	}
+}
+
+func hasTokenURL(u string) func(*providers.Provider, bool) error {
+	return func(p *providers.Provider, ok bool) error {
+		if !ok || p.Endpoint.TokenURL != u {
+			return fmt.Errorf("registry entry %v, want token URL %s", p, u)
+		}
+		return nil
+	}
+}
+
+// wantInMessage checks the Ready condition's message of tp.
+func wantInMessage(tb testing.TB, tp *v1alpha1.TokenProvider, want string) {
+	tb.Helper()
+	c := meta.FindStatusCondition(tp.Status.Conditions, v1alpha1.ConditionReady)
+	if c == nil || !strings.Contains(c.Message, want) {
+		tb.Fatalf("Ready message of %s/%s = %v, want it to name %q", tp.Namespace, tp.Name, c, want)
+	}
 }
 
 // TestRegistryReadyAfterInitialFill: a replica starting with providers

@@ -24,7 +24,7 @@ type adminHandlers struct {
 // locks and caches, and grant revocations drop their disclosures.
 func (s *Server) adminAPI() *adminHandlers {
 	svc, err := admin.New(admin.Options{Store: s.opt.Store, Broker: s.broker, Delegation: s.delegation, Audit: s.audits.Append,
-		GrantRevoked: s.disclosures.ForgetGrant, Now: s.opt.Now, Logger: s.log})
+		GrantRevoked: s.grantUse.ForgetGrant, Now: s.opt.Now, Logger: s.log})
 	if err != nil {
 		// New refuses only missing dependencies, which server.New built.
 		panic("server: " + err.Error())

@@ -154,7 +154,7 @@ func TestAdminAPI(t *testing.T) {
 	if r := ops.do(http.MethodDelete, personURL+"/sessions", sameOrigin); r.status != http.StatusOK {
 		t.Fatalf("end sessions: %d %s", r.status, r.body)
 	}
-	if r := person.get(in.url + "/api/whoami"); r.status != http.StatusUnauthorized {
+	if r := person.get(in.url + "/api/whoami"); r.status != http.StatusForbidden {
 		t.Fatalf("the person's session survived: %d", r.status)
 	}
 

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
 	"github.com/tokenstore/tokenstore/internal/store"
 	"github.com/tokenstore/tokenstore/internal/store/cached"
 )
@@ -69,7 +68,7 @@ func BenchmarkTokenHotPath(b *testing.B) {
 	})
 	// As serve runs it: the per-replica store cache on (sessions and
 	// sealed credentials reused for a second) and a JSON request log at info.
-	withCache := e.serve(nil, Options{Logger: slog.New(reqlog.Wrap(slog.NewJSONHandler(io.Discard, nil), io.Discard, reqlog.JSON))},
+	withCache := e.serve(nil, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))},
 		func(st store.Store) store.Store { return cached.New(st, cached.Options{TTL: cached.DefaultTTL}) })
 	ch := withCache.srv.Handler()
 	b.Run("cached", func(b *testing.B) {

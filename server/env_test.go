@@ -23,7 +23,6 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/auth"
 	"github.com/tokenstore/tokenstore/internal/crypto"
-	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
 	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/providers/providertest"
 	"github.com/tokenstore/tokenstore/internal/settings"
@@ -122,6 +121,9 @@ func newEnv(t testing.TB) *env {
 		CORSOrigins: []string{"https://app.example"}, CORSAllowHeaders: []string{"Authorization", "Content-Type"},
 		CORSMaxAge: 10 * time.Minute, CORSSupportsCredentials: true,
 		AllowedReturnURLs: []string{"https://app.example"},
+		// The test OP's access tokens are opaque; it introspects them for
+		// the client they were issued to, which is ours.
+		BearerOpaque: auth.OpaqueIntrospection,
 	}
 	e.startInstance(ln)
 	return e
@@ -200,8 +202,7 @@ func (e *env) serve(ln net.Listener, o Options, wrap func(store.Store) store.Sto
 	reg.MarkReady()
 	o.Settings, o.Store, o.Keys, o.Providers = e.settings, st, e.keys, reg
 	if o.Logger == nil {
-		// As serve builds it: request lines take reqlog's direct path.
-		o.Logger = slog.New(reqlog.Wrap(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}), e.logs, reqlog.Text))
+		o.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	srv, err := New(o)
 	if err != nil {

@@ -27,7 +27,7 @@ import (
 const (
 	ActionGrantCreate = "grant.create"
 	ActionGrantRevoke = "grant.revoke"
-	ActionGrantUse    = "grant.use"
+	ActionGrantUse    = delegation.ActionGrantUse
 )
 
 // maxJSONBody bounds request bodies of the JSON API: grants are tiny.
@@ -198,7 +198,7 @@ func (s *Server) revokeGrant(c *gin.Context) {
 	if revoked {
 		// Its tokens' disclosures leave the ledger too (their pending
 		// repeats are still summarised): nothing more is disclosed under it.
-		s.disclosures.ForgetGrant(gid)
+		s.grantUse.ForgetGrant(gid)
 	}
 	if err != nil {
 		_ = c.Error(err)

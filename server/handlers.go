@@ -21,9 +21,11 @@ import (
 	"github.com/tokenstore/tokenstore/internal/store"
 )
 
-// loginCookie ties a login callback to the browser that started it. It is
-// Lax whatever SESSION_COOKIE_SAMESITE says: the callback is a cross-site
-// top-level navigation, on which Strict cookies are not sent.
+// loginCookie holds the pending login, sealed (auth.StartLogin), so that
+// starting a login stores nothing server-side, and ties the callback to the
+// browser that started it. It is Lax whatever SESSION_COOKIE_SAMESITE says:
+// the callback is a cross-site top-level navigation, on which Strict
+// cookies are not sent.
 const loginCookie = "tokenstore_login"
 
 func (s *Server) base() string { return strings.TrimSuffix(s.opt.Settings.ExternalURL, "/") }
@@ -83,30 +85,32 @@ func (s *Server) login(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
-	authURL, browser, err := s.auth.StartLogin(c.Request.Context(), ret)
+	authURL, pending, err := s.auth.StartLogin(c.Request.Context(), ret)
 	if err != nil {
 		_ = c.Error(err)
 		return
 	}
-	s.setCookie(c, loginCookie, browser, "/api/oidc", 600, http.SameSiteLaxMode)
+	s.setCookie(c, loginCookie, pending, "/api/oidc", 600, http.SameSiteLaxMode)
 	s.redirect(c, authURL)
 }
 
 // loginCallback finishes the login and starts the session.
 func (s *Server) loginCallback(c *gin.Context) {
-	browser, _ := c.Cookie(loginCookie)
+	pending, _ := c.Cookie(loginCookie)
 	ctx := c.Request.Context()
+	// The pending login is spent whatever comes of it: a browser coming
+	// back keeps no cookie to replay.
+	s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
 	if e := c.Query("error"); e != "" {
-		ret, err := s.auth.AbortLogin(ctx, browser, c.Query("state"))
+		ret, err := s.auth.AbortLogin(ctx, pending, c.Query("state"))
 		if err != nil {
 			_ = c.Error(err)
 			return
 		}
-		s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
 		s.redirect(c, auth.WithParams(ret, "error", fault.SafeCode(e)))
 		return
 	}
-	cookie, ret, err := s.auth.FinishLogin(ctx, browser, c.Query("state"), c.Query("code"))
+	cookie, ret, err := s.auth.FinishLogin(ctx, pending, c.Query("state"), c.Query("code"))
 	if err != nil {
 		_ = c.Error(err)
 		return
@@ -118,7 +122,6 @@ func (s *Server) loginCallback(c *gin.Context) {
 			s.log.WarnContext(ctx, "ending the previous session failed", "error", err)
 		}
 	}
-	s.setCookie(c, loginCookie, "", "/api/oidc", -1, http.SameSiteLaxMode)
 	s.setCookie(c, s.cookieName, cookie, "/", int(s.opt.Settings.SessionLifetime.Seconds()), s.sameSite())
 	s.redirect(c, ret)
 }
@@ -133,7 +136,56 @@ func (s *Server) logout(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "logged_out"})
 }
 
-func (s *Server) whoami(c *gin.Context) { c.JSON(http.StatusOK, identity(c)) }
+// whoamiAnswer is the caller's identity as the Flask service's /api/whoami
+// gave it (its flask_tern user: id, email, email_verified, name, claims,
+// roles, scopes), so its clients keep reading the same keys, together with
+// tokenstore's own (user_id, issuer, sub, auth_method, from Identity).
+// Name and Email shadow Identity's so that they are always present, empty
+// when the issuer gave none, as the Flask service's were.
+type whoamiAnswer struct {
+	*auth.Identity
+	ID            string         `json:"id"`
+	Name          string         `json:"name"`
+	Email         string         `json:"email"`
+	EmailVerified bool           `json:"email_verified"`
+	Roles         []string       `json:"roles"`
+	Scopes        []string       `json:"scopes"`
+	Claims        map[string]any `json:"claims"`
+}
+
+func (s *Server) whoami(c *gin.Context) {
+	id := identity(c)
+	// Claims are the login's (or the bearer token's) claims, never a token:
+	// Identity keeps no token in them. Arrays and the object are empty, not
+	// null, so a client can iterate them without a check, as it could the
+	// Flask service's.
+	claims := id.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	// Some issuers (Cognito among them) send email_verified as a string.
+	verified, _ := claims["email_verified"].(bool)
+	if str, ok := claims["email_verified"].(string); ok {
+		verified = strings.EqualFold(str, "true")
+	}
+	c.JSON(http.StatusOK, whoamiAnswer{
+		Identity:      id,
+		ID:            id.UserID,
+		Name:          id.Name,
+		Email:         id.Email,
+		EmailVerified: verified,
+		Roles:         nonNil(id.Roles),
+		Scopes:        nonNil(id.Scopes),
+		Claims:        claims,
+	})
+}
+
+func nonNil(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
+}
 
 // provider looks up the path's provider or records unknown_provider.
 func (s *Server) provider(c *gin.Context) (*providers.Provider, bool) {
@@ -263,6 +315,11 @@ func (s *Server) authorize(c *gin.Context) {
 	s.redirect(c, p.OAuth2Config(s.redirectURI(p.ID)).AuthCodeURL(state, opts...))
 }
 
+// errSubjectMismatch refuses a link whose provider subject is not the
+// signed-in person's where the provider requires the same subject.
+var errSubjectMismatch = &fault.Error{Status: http.StatusForbidden, Code: "subject_mismatch",
+	Message: "This provider links only the account you are signed in with; you signed in at the provider as someone else."}
+
 // linkCallback is the provider's redirect back: state, code exchange, ID
 // token checks for OIDC providers, then the credential is stored.
 func (s *Server) linkCallback(c *gin.Context) {
@@ -317,6 +374,15 @@ func (s *Server) linkCallback(c *gin.Context) {
 			return
 		}
 		subject = idt.Subject
+	}
+	if p.RequireSameSubject && subject != id.Subject {
+		// The Flask service refused every such link; here it is the
+		// provider's choice (spec.requireSameSubject), for sites that link
+		// the identity provider they log in with. Without an ID token the
+		// subject is unknown, which cannot pass either.
+		s.log.WarnContext(ctx, "link refused: subject differs from the signed-in person's", "provider", p.ID, "user", id.UserID)
+		_ = c.Error(errSubjectMismatch)
+		return
 	}
 	if err := s.broker.Link(ctx, id.UserID, p.ID, subject, "user:"+id.UserID, tok); err != nil {
 		_ = c.Error(err)
@@ -378,13 +444,11 @@ func (s *Server) token(c *gin.Context) {
 		sc := strings.Join(t.Scopes, " ")
 		resp.Scope = &sc
 	}
-	// What c.JSON would write, without reflection (see appendTokenResponse),
-	// with header values from shared slices: net/http only reads them, and
-	// an Add to one of these keys appends to a full slice, so it copies.
+	// Header values from shared slices: net/http only reads them, and an
+	// Add to one of these keys appends to a full slice, so it copies.
 	h := c.Writer.Header()
 	h["Cache-Control"], h["Pragma"], h["Content-Type"] = hdrNoStore, hdrNoCache, hdrJSON
-	c.Status(http.StatusOK)
-	_, _ = c.Writer.Write(appendTokenResponse(make([]byte, 0, 160+len(resp.AccessToken)), &resp))
+	c.JSON(http.StatusOK, resp)
 }
 
 // Header values of token answers, shared by all of them (see token).

@@ -5,14 +5,13 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tokenstore/tokenstore/internal/fault"
 
 	"github.com/gin-gonic/gin"
+	"github.com/rs/cors"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -23,6 +22,7 @@ import (
 	"github.com/tokenstore/tokenstore/internal/observability/logctx"
 	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
 	"github.com/tokenstore/tokenstore/internal/observability/tracing"
+	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
 // requestIDHeader carries the request id in and out.
@@ -174,12 +174,9 @@ func (s *Server) countRequests(c *gin.Context) {
 // the URL: query strings carry codes and states, and nothing here may carry
 // a token into a log.
 //
-// The line goes through reqlog, which writes it straight into the log
-// writer when the logger is the service's own (cmd/tokenstore wraps it
-// with reqlog.Wrap): the same bytes slog would write, without a
-// slog.Record. Otherwise (tests, embedders) it is a record handed to the
-// logger's handler. Either way request_id is added here, not by logctx's
-// handler, which would copy the record to add it.
+// The line is a slog.Record (reqlog) handed to the logger's handler;
+// request_id is added here, not by logctx's handler, which would copy the
+// record to add it.
 func (s *Server) logRequests(c *gin.Context) {
 	start := time.Now()
 	c.Next()
@@ -218,27 +215,45 @@ func normOrigin(o string) string {
 	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(o), "/"))
 }
 
-// corsHeaders answers CORS for CORS_ORIGINS only (the seed's Flask-Cors),
-// with credentials when CORS_SUPPORTS_CREDENTIALS, and ends preflights here.
+// newCORS answers CORS as Flask-Cors did for the Flask service, with
+// rs/cors doing the protocol. CORS_ORIGINS "*" (the default, Flask-Cors'
+// default) answers every origin with Access-Control-Allow-Origin: * and
+// never with credentials, so a browser app elsewhere that sends a bearer
+// token works and no page can ride a person's cookie. Credentials
+// (CORS_SUPPORTS_CREDENTIALS) are allowed only with an explicit list of
+// origins; the answer then echoes the origin and varies on it. No origins
+// (CORS_ORIGINS empty) means no CORS answers at all. nil when none.
+func newCORS(st *settings.Settings) *cors.Cors {
+	if len(st.CORSOrigins) == 0 {
+		return nil
+	}
+	origins := make([]string, 0, len(st.CORSOrigins))
+	for _, o := range st.CORSOrigins {
+		if o == "*" {
+			origins = []string{"*"}
+			break
+		}
+		origins = append(origins, normOrigin(o))
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		// The methods the API's routes use (routes.go).
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodDelete},
+		AllowedHeaders:   st.CORSAllowHeaders,
+		AllowCredentials: st.CORSSupportsCredentials && origins[0] != "*",
+		MaxAge:           int(st.CORSMaxAge.Seconds()),
+	})
+}
+
+// corsHeaders sets the CORS answer headers and ends preflights here (204).
 func (s *Server) corsHeaders(c *gin.Context) {
-	origin := c.GetHeader("Origin")
-	if origin == "" || !s.cors[normOrigin(origin)] {
+	if s.cors == nil || c.GetHeader("Origin") == "" {
 		c.Next()
 		return
 	}
-	h := c.Writer.Header()
-	h.Set("Access-Control-Allow-Origin", origin)
-	h.Add("Vary", "Origin")
-	if s.opt.Settings.CORSSupportsCredentials {
-		h.Set("Access-Control-Allow-Credentials", "true")
-	}
+	s.cors.HandlerFunc(c.Writer, c.Request)
 	if c.Request.Method == http.MethodOptions && c.GetHeader("Access-Control-Request-Method") != "" {
-		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", strings.Join(s.opt.Settings.CORSAllowHeaders, ", "))
-		if age := s.opt.Settings.CORSMaxAge; age > 0 {
-			h.Set("Access-Control-Max-Age", strconv.Itoa(int(age.Seconds())))
-		}
-		c.AbortWithStatus(http.StatusNoContent)
+		c.Abort()
 		return
 	}
 	c.Next()
@@ -314,16 +329,12 @@ func (s *Server) identify(c *gin.Context) (*auth.Identity, error) {
 	return s.auth.Session(c.Request.Context(), s.sessionCookie(c))
 }
 
-// sessionCookie is c.Cookie of the session cookie's name (SESSION_COOKIE_NAME,
-// __Host- prefixed over https: sessionCookieName), query-unescaped as gin
-// does, through auth.SessionCookie, which skips net/http's allocations
-// for the plain values this service sets. oneSessionCookie has refused
+// sessionCookie is the session cookie's value (SESSION_COOKIE_NAME, __Host-
+// prefixed over https: sessionCookieName), query-unescaped as gin's
+// c.Cookie does; "" when there is none. oneSessionCookie has refused
 // requests carrying it twice.
 func (s *Server) sessionCookie(c *gin.Context) string {
-	v := auth.SessionCookie(c.Request, s.cookieName)
-	if strings.ContainsAny(v, "%+") {
-		v, _ = url.QueryUnescape(v)
-	}
+	v, _ := c.Cookie(s.cookieName)
 	return v
 }
 

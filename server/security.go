@@ -93,7 +93,7 @@ var errCrossSiteRead = &fault.Error{Status: http.StatusForbidden, Code: "cross_s
 func (s *Server) sameSiteRead(c *gin.Context) {
 	if c.GetHeader("Authorization") == "" && c.GetHeader("Sec-Fetch-Site") == "cross-site" {
 		o := normOrigin(c.GetHeader("Origin"))
-		if o == "" || !(s.cors[o] || s.origins[o] || s.returns.AllowsOrigin(o)) {
+		if o == "" || !(s.origins[o] || s.returns.AllowsOrigin(o)) {
 			c.Abort()
 			_ = c.Error(errCrossSiteRead)
 			return

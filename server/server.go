@@ -13,6 +13,7 @@ import (
 	"github.com/tokenstore/tokenstore/internal/fault"
 
 	"github.com/gin-gonic/gin"
+	"github.com/rs/cors"
 
 	"github.com/tokenstore/tokenstore/internal/auth"
 	"github.com/tokenstore/tokenstore/internal/broker"
@@ -86,16 +87,15 @@ type Server struct {
 	// origins are allowed to make cookie-carried state-changing requests
 	// (EXTERNAL_URL, ALLOWED_RETURN_URLS and CORS_ORIGINS).
 	origins map[string]bool
-	cors    map[string]bool
+	cors    *cors.Cors // nil: no CORS answers
 	// delegation decides who gets which token and holds the grants.
 	delegation *delegation.Service
 	// audits writes the audit events of requests, concurrent ones in one
 	// insert and commit (auditCtx).
 	audits *audit.Writer
-	// disclosures remembers which token values went to which workload
-	// under which grant: only a first disclosure waits for its grant.use
-	// event, repeats are summarised (handOut, writeUseSummaries).
-	disclosures *delegation.Ledger[useRecipient]
+	// grantUse records which token values went to which workload under
+	// which grant (handOut).
+	grantUse *delegation.GrantUse
 	// cookieName is the session cookie's name (sessionCookieName).
 	cookieName string
 	// limits are this replica's rate limits (ratelimit.go).
@@ -170,14 +170,14 @@ func New(opt Options) (*Server, error) {
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{opt: opt, log: opt.Logger, engine: gin.New(), auth: a, broker: b, returns: returns,
 		cookieName: cookieName, limits: newRateLimits(opt.Settings),
-		origins: map[string]bool{}, cors: map[string]bool{},
+		origins: map[string]bool{}, cors: newCORS(opt.Settings),
 		audits: audit.New(opt.Store, audit.Options{Logger: opt.Logger, Observe: opt.Metrics.AuditWrite}),
 		delegation: delegation.NewService(delegation.ServiceOptions{Store: opt.Store, ServiceAccounts: opt.ServiceAccounts,
 			Now: opt.Now, Logger: opt.Logger})}
-	s.disclosures = delegation.New(delegation.Options[useRecipient]{Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger,
-		Flush: s.writeUseSummaries, Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
+	s.grantUse = delegation.NewGrantUse(delegation.GrantUseOptions{Store: opt.Store, Append: s.audits.Append,
+		Interval: opt.GrantUseSummaryInterval, Now: opt.Now, Logger: opt.Logger, ObserveBatch: opt.Metrics.AuditWrite,
+		Keys: opt.Metrics.GrantUseLedgerKeys, Fallback: opt.Metrics.GrantUseLedgerFallback})
 	for _, o := range opt.Settings.CORSOrigins {
-		s.cors[normOrigin(o)] = true
 		s.origins[normOrigin(o)] = true
 	}
 	// X-Forwarded-For is believed only from TRUSTED_PROXIES (the seed's
@@ -298,7 +298,7 @@ func (s *Server) metricsServer() *http.Server {
 func (s *Server) DrainAudit() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.disclosures.Close(ctx)
+	s.grantUse.Close(ctx)
 	if err := s.audits.Drain(ctx); err != nil {
 		s.log.Error("audit events not written before shutdown", "error", err)
 	}
@@ -393,5 +393,10 @@ func (s *Server) renderOAuth(c *gin.Context, err error) {
 		c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(status, oauthError{Code: fe.OAuthCode(), Description: fe.Message, Reason: fe.Code})
+	reason := fe.Code
+	if reason == fault.Internal.Code {
+		// server_error says it all; there is no finer reason to give.
+		reason = ""
+	}
+	c.JSON(status, oauthError{Code: fe.OAuthCode(), Description: fe.Message, Reason: reason})
 }

@@ -5,28 +5,6 @@ import (
 	"unicode/utf8"
 )
 
-// appendTokenResponse appends r as JSON, byte for byte what encoding/json
-// (gin's c.JSON) writes for it: same field order, null for unset pointers,
-// scope omitted when nil, strings escaped as appendJSONString does. The
-// token answer is the hot path's only body, and the reflection-driven
-// encoder was a few percent of its CPU; TestTokenResponseJSON holds the
-// two encodings equal.
-func appendTokenResponse(dst []byte, r *tokenResponse) []byte {
-	dst = append(dst, `{"access_token":`...)
-	dst = appendJSONString(dst, r.AccessToken)
-	dst = append(dst, `,"token_type":`...)
-	dst = appendJSONString(dst, r.TokenType)
-	dst = append(dst, `,"expires_in":`...)
-	dst = appendJSONInt(dst, r.ExpiresIn)
-	dst = append(dst, `,"expires_at":`...)
-	dst = appendJSONInt(dst, r.ExpiresAt)
-	if r.Scope != nil {
-		dst = append(dst, `,"scope":`...)
-		dst = appendJSONString(dst, *r.Scope)
-	}
-	return append(dst, '}')
-}
-
 // appendExchangeResponse appends r as JSON, byte for byte what
 // encoding/json (gin's c.JSON) writes for it: field order, expires_in and
 // scope omitted when unset or empty (omitempty). The token exchange's
@@ -49,13 +27,6 @@ func appendExchangeResponse(dst []byte, r *exchangeResponse) []byte {
 		dst = appendJSONString(dst, r.Scope)
 	}
 	return append(dst, '}')
-}
-
-func appendJSONInt(dst []byte, v *int64) []byte {
-	if v == nil {
-		return append(dst, "null"...)
-	}
-	return strconv.AppendInt(dst, *v, 10)
 }
 
 const lowerHex = "0123456789abcdef"

@@ -5,32 +5,6 @@ import (
 	"testing"
 )
 
-// TestTokenResponseJSON holds appendTokenResponse to encoding/json's output
-// for the same value, escapes and nulls included.
-func TestTokenResponseJSON(t *testing.T) {
-	in, at := int64(3599), int64(1795900000)
-	neg := int64(-5)
-	sc := "openid <profile> & \"email\""
-	strs := []string{"", "eyJhbGciOi.abc-_DEF", "a\"b\\c", "<script>&amp;</script>", "\x00\x01\x1f\x7f\b\f\n\r\t",
-		"caf\u00e9 \u2028 \u2029 \U0001F600", "bad \xff\xfe utf8 \xe2\x82", "\u2027\u202a"}
-	var cases []tokenResponse
-	for _, s := range strs {
-		cases = append(cases,
-			tokenResponse{AccessToken: s, TokenType: "Bearer"},
-			tokenResponse{AccessToken: "x", TokenType: s, ExpiresIn: &in, ExpiresAt: &at, Scope: &s},
-			tokenResponse{AccessToken: s, TokenType: s, ExpiresIn: &neg, ExpiresAt: &at, Scope: &sc})
-	}
-	for _, c := range cases {
-		want, err := json.Marshal(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendTokenResponse(nil, &c); string(got) != string(want) {
-			t.Errorf("appendTokenResponse(%+v)\n got %s\nwant %s", c, got, want)
-		}
-	}
-}
-
 // TestExchangeResponseJSON holds appendExchangeResponse to encoding/json's
 // output for the same value: escapes, omitted expires_in and scope.
 func TestExchangeResponseJSON(t *testing.T) {

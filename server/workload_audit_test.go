@@ -291,8 +291,8 @@ func TestWorkloadGrantUseSummaries(t *testing.T) {
 	if len(firsts) != 3 || len(sums) != before {
 		t.Fatalf("after 3 answers at the other replica: %d durable events (want 3), %d summaries (want %d)", len(firsts), len(sums), before)
 	}
-	if slow.srv.disclosures.Len() != 1 {
-		t.Fatalf("the other replica holds %d keys, want 1", slow.srv.disclosures.Len())
+	if slow.srv.grantUse.Keys() != 1 {
+		t.Fatalf("the other replica holds %d keys, want 1", slow.srv.grantUse.Keys())
 	}
 	m := scrape(t, slow)
 	wantSeries(t, m, "tokenstore_grant_use_ledger_keys", "1")
@@ -302,7 +302,7 @@ func TestWorkloadGrantUseSummaries(t *testing.T) {
 	if r := br.do(http.MethodDelete, slow.url+"/api/v1.0/grants/"+jsonNumber(g.ID), map[string]string{"Origin": w.ext}); r.status != http.StatusOK {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
 	}
-	if k := slow.srv.disclosures.Len(); k != 0 {
+	if k := slow.srv.grantUse.Keys(); k != 0 {
 		t.Errorf("the replica that revoked the grant still holds %d of its keys", k)
 	}
 	wantSeries(t, scrape(t, slow), "tokenstore_grant_use_ledger_keys", "0")

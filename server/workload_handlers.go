@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/tokenstore/tokenstore/internal/auth"
 	"github.com/tokenstore/tokenstore/internal/broker"
 	"github.com/tokenstore/tokenstore/internal/delegation"
-	"github.com/tokenstore/tokenstore/internal/observability/audit"
 	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/store"
 	"github.com/tokenstore/tokenstore/internal/workload"
@@ -63,96 +61,21 @@ func (s *Server) serviceToken(ctx context.Context, wid workload.Identity, p *pro
 
 // handOut carries out a decision of the delegation service: the service
 // token, or a person's token through the broker; a person's token taken by
-// a workload under a grant goes out only once its disclosure is on record.
+// a workload under a grant goes out only once its disclosure is on record
+// (delegation.GrantUse).
 func (s *Server) handOut(ctx context.Context, wid *workload.Identity, p *providers.Provider, d delegation.Decision) (issued, error) {
 	if d.Kind == delegation.ServiceToken {
 		return s.serviceToken(ctx, *wid, p)
 	}
 	t, err := s.personToken(ctx, d.UserID, p.ID, d.Actor)
-	if err != nil || d.Grant == nil {
+	if err != nil {
 		return t, err
 	}
-	// The token goes out only once its disclosure to this recipient is on
-	// record: the first time this replica hands this token value to this
-	// ServiceAccount (and pod) under this grant, a durable grant.use event;
-	// a repeat only adds to the next summary (writeUseSummaries).
-	k := delegation.Key{GrantID: d.Grant.ID, ServiceAccountUID: wid.UID, Pod: wid.Pod, Token: delegation.FingerprintOf(t.AccessToken)}
-	if s.disclosures.Repeat(k) {
-		return t, nil
-	}
-	who := useRecipient{userID: d.UserID, provider: p.ID, actor: d.Actor, serviceAccount: d.ServiceAccount()}
-	if err := s.disclose(ctx, k, who, t.Expiry); err != nil {
-		// disclose logged it.
+	if err := s.grantUse.Record(ctx, d, wid, p.ID, t.AccessToken, t.Expiry); err != nil {
+		// Record logged it.
 		return issued{}, fault.Internal
 	}
 	return t, nil
-}
-
-// disclose records the disclosure of a token value to a recipient through
-// the disclosure ledger: for a key it does not hold, a durable grant.use
-// event (with the token's expiry, when known), waited for.
-func (s *Server) disclose(ctx context.Context, k delegation.Key, who useRecipient, expiry time.Time) error {
-	return s.disclosures.Disclose(ctx, k, who, expiry, func(ctx context.Context) error {
-		detail := useDetail(k.GrantID, who.serviceAccount, k.Pod)
-		if !expiry.IsZero() {
-			detail["token_expires_at"] = expiry.UTC().Format(time.RFC3339)
-		}
-		return s.auditCtx(ctx, who.userID, who.actor, ActionGrantUse, who.provider, detail)
-	})
-}
-
-// useRecipient is what the disclosure ledger keeps with a key for its
-// summaries: whose token went to whom, at which provider.
-type useRecipient struct {
-	userID, provider, actor, serviceAccount string
-}
-
-// useDetail is the detail every grant.use event starts with.
-func useDetail(grantID int64, serviceAccount, pod string) map[string]any {
-	d := map[string]any{"grant_id": grantID, "service_account": serviceAccount}
-	if pod != "" {
-		d["pod"] = pod
-	}
-	return d
-}
-
-// writeUseSummaries writes one grant.use event per key answered again
-// since the previous summary (the disclosure ledger's Flush): how many
-// times, first and last. Nobody waits on them, so they are stored as
-// batches of their own (AppendAuditBatch, audit.DefaultMaxBatch at a
-// time) rather than through the requests' group-commit writer; a failure
-// is logged once for the whole summary (the counts are lost, never the
-// record of a disclosure, which was written before its first answer).
-func (s *Server) writeUseSummaries(ctx context.Context, sums []delegation.Summary[useRecipient]) {
-	now := s.opt.Now().UTC()
-	events := make([]store.AuditEvent, 0, len(sums))
-	for _, sm := range sums {
-		detail := useDetail(sm.Key.GrantID, sm.Meta.serviceAccount, sm.Key.Pod)
-		detail["repeats"] = sm.Repeats
-		detail["first_repeat_at"] = sm.FirstRepeat.UTC().Format(time.RFC3339)
-		detail["last_repeat_at"] = sm.LastRepeat.UTC().Format(time.RFC3339)
-		d, _ := json.Marshal(detail)
-		events = append(events, store.AuditEvent{Time: now, UserID: sm.Meta.userID, Actor: sm.Meta.actor, Action: ActionGrantUse, Provider: sm.Meta.provider, Detail: d})
-	}
-	var (
-		failed   int
-		firstErr error
-	)
-	for batch := range slices.Chunk(events, audit.DefaultMaxBatch) {
-		wctx, cancel := context.WithTimeout(ctx, audit.DefaultWriteTimeout)
-		_, err := s.opt.Store.AppendAuditBatch(wctx, batch)
-		cancel()
-		s.opt.Metrics.AuditWrite(len(batch), err) // as the writer reports its writes
-		if err != nil {
-			if failed == 0 {
-				firstErr = err
-			}
-			failed += len(batch)
-		}
-	}
-	if failed > 0 {
-		s.log.Error("writing grant.use summaries failed", "events", failed, "of", len(sums), "error", firstErr)
-	}
 }
 
 // personToken is a person's access token through the broker: the same

@@ -82,7 +82,7 @@ type SecretKeyRef struct {
 	Key string `json:"key,omitempty"`
 }
 
-// Metadata is shown to people by UIs (the seed's IDPn_MD_* settings).
+// Metadata is shown to people by UIs (the Flask service's IDPn_MD_* settings).
 type Metadata struct {
 	// Name to display.
 	// +optional
@@ -130,8 +130,23 @@ type WorkloadAccess struct {
 // +kubebuilder:validation:XValidation:rule="!(has(self.discoveryURL) && has(self.issuer))",message="set discoveryURL or issuer, not both"
 // +kubebuilder:validation:XValidation:rule="self.tokenEndpointAuthMethod == 'none' || has(self.clientSecretRef)",message="clientSecretRef is required unless tokenEndpointAuthMethod is none"
 type TokenProviderSpec struct {
+	// ID is the provider id that clients use in API paths
+	// (/api/v1.0/{id}/token) and that credentials are stored under; it
+	// defaults to metadata.name. Set it when the id cannot be a Kubernetes
+	// name, e.g. the Flask service's `tern_keycloak` or `Google`. Letters,
+	// digits, '_', '-' and '.', starting with a letter, digit or '_' (so
+	// that it is one URL path segment as it is, never "." or ".."), at
+	// most 63 characters. Ids are unique across every source of the
+	// registry: two providers that claim one id are both not served and
+	// both Ready=False with reason IDConflict.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`
+	// +optional
+	ID string `json:"id,omitempty"`
+
 	// DiscoveryURL is the full URL of the provider's
-	// .well-known/openid-configuration document (the seed's IDPn_DISCOVERY_URL).
+	// .well-known/openid-configuration document (the Flask service's IDPn_DISCOVERY_URL).
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="must be an absolute http:// or https:// URL"
 	// +optional
@@ -185,6 +200,14 @@ type TokenProviderSpec struct {
 	// WorkloadAccess lists the ServiceAccounts that may get service tokens.
 	// +optional
 	WorkloadAccess *WorkloadAccess `json:"workloadAccess,omitempty"`
+
+	// RequireSameSubject refuses an account link (the redirect_uri
+	// callback answers 403) when the subject the provider reports differs
+	// from the signed-in person's subject, so that nobody links another
+	// person's account at a provider that shares its subjects with the
+	// login. The Flask service always did this.
+	// +optional
+	RequireSameSubject bool `json:"requireSameSubject,omitempty"`
 }
 
 // Condition types and reasons of a TokenProvider.
@@ -198,7 +221,10 @@ const (
 	ReasonDiscoveryFailed  = "DiscoveryFailed"
 	ReasonIssuerMismatch   = "IssuerMismatch"
 	ReasonInvalidSpec      = "InvalidSpec"
-	ReasonDuplicateName    = "DuplicateName"
+	// ReasonIDConflict: another provider (a TokenProvider, or an entry of
+	// the providers file) claims the same provider id; neither is served
+	// until one of them changes its id or goes away.
+	ReasonIDConflict = "IDConflict"
 	// ReasonTokenEndpointFailing: discovery answers, but the last refreshes
 	// tokenstore's leader made at the token endpoint failed (5xx, 429, no
 	// answer). Valid tokens are still served.
@@ -241,7 +267,8 @@ type TokenProviderStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // TokenProvider is an outside OAuth2 / OpenID Connect provider at which
-// people link accounts; its name is the provider id used in API paths.
+// people link accounts; its provider id (spec.id, else its name) is the
+// one used in API paths.
 type TokenProvider struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -257,4 +284,13 @@ type TokenProviderList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TokenProvider `json:"items"`
+}
+
+// ProviderID is the provider id the TokenProvider claims: spec.id, or its
+// name when spec.id is empty.
+func (tp *TokenProvider) ProviderID() string {
+	if tp.Spec.ID != "" {
+		return tp.Spec.ID
+	}
+	return tp.Name
 }

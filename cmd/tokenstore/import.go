@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenstore/tokenstore/internal/crypto"
-	"github.com/tokenstore/tokenstore/internal/seedimport"
+	"github.com/tokenstore/tokenstore/internal/flaskimport"
 	"github.com/tokenstore/tokenstore/internal/settings"
 	storeopen "github.com/tokenstore/tokenstore/internal/store/open"
 )
@@ -31,7 +31,7 @@ const (
 func newImportCmd() *cobra.Command {
 	var (
 		from, oldKey string
-		cols         = seedimport.DefaultColumns()
+		cols         = flaskimport.DefaultColumns()
 		overwrite    bool
 		every        int
 		providers    string
@@ -75,7 +75,7 @@ service since) is kept unless --overwrite is given.
 			if oldKey == "" {
 				return fmt.Errorf("import: give the old service's CRYPTOKEY in $%s (or --old-cryptokey)", envOldCryptoKey)
 			}
-			oldKeys, err := seedimport.ParseOldKeys(oldKey)
+			oldKeys, err := flaskimport.ParseOldKeys(oldKey)
 			if err != nil {
 				return err
 			}
@@ -100,7 +100,7 @@ service since) is kept unless --overwrite is given.
 
 			out := cmd.ErrOrStderr()
 			start := time.Now()
-			p, err := seedimport.Run(cmd.Context(), seedimport.Options{
+			p, err := flaskimport.Run(cmd.Context(), flaskimport.Options{
 				Source:    from,
 				Columns:   cols,
 				OldKeys:   oldKeys,
@@ -109,12 +109,12 @@ service since) is kept unless --overwrite is given.
 				Overwrite: overwrite,
 				BatchSize: every,
 				Providers: served,
-				OnProgress: func(p seedimport.Progress) {
+				OnProgress: func(p flaskimport.Progress) {
 					fmt.Fprintf(out, "import: %d/%d rows: %d imported, %d unchanged, %d kept, %d failed\n",
 						p.Seen(), p.Total, p.Imported, p.Unchanged, p.Kept, p.Failed)
 				},
-				OnRow: func(r seedimport.Row, o seedimport.Outcome, reason string) {
-					if o == seedimport.Failed {
+				OnRow: func(r flaskimport.Row, o flaskimport.Outcome, reason string) {
+					if o == flaskimport.Failed {
 						log.Error("cannot import row", "row_id", r.ID, "user", r.UserID, "provider", r.Provider, "reason", reason)
 					} else {
 						log.Warn("row not imported", "row_id", r.ID, "user", r.UserID, "provider", r.Provider, "reason", reason)

@@ -17,7 +17,7 @@ import (
 )
 
 // The command wires settings, old keys and progress output around
-// seedimport.Run, and fails at the end when a row could not be read.
+// flaskimport.Run, and fails at the end when a row could not be read.
 func TestImportCommand(t *testing.T) {
 	dir := t.TempDir()
 	oldPath := filepath.Join(dir, "old.db")

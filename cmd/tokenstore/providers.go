@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenstore/tokenstore/internal/providers/filesource"
-	"github.com/tokenstore/tokenstore/internal/providers/filesource/seedconvert"
+	"github.com/tokenstore/tokenstore/internal/providers/filesource/flaskconvert"
 	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
@@ -31,7 +31,7 @@ func newProvidersConvertCmd() *cobra.Command {
 	var (
 		settingsFile string
 		useEnv       bool
-		opts         seedconvert.Options
+		opts         flaskconvert.Options
 		output       string
 	)
 	c := &cobra.Command{
@@ -65,35 +65,22 @@ keep it out of shared logs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			stderr := cmd.ErrOrStderr()
-			s := seedconvert.NewSettings()
+			s := flaskconvert.NewSettings()
 			var sources []string
 			if settingsFile == "" {
-				settingsFile = os.Getenv(seedconvert.EnvPrefix + "SETTINGS")
+				settingsFile = os.Getenv(flaskconvert.EnvPrefix + "SETTINGS")
 			}
 			var unread []settings.Unreadable
 			if settingsFile != "" {
-				// Read as serve reads it: the same formats, the same
-				// Python literal subset, never run.
-				values, u, err := settings.ReadFile(settingsFile)
+				fs, u, err := flaskconvert.ReadSettingsFile(settingsFile)
 				if err != nil {
 					return err
 				}
-				unread = u
-				for _, v := range values {
-					origin := settingsFile
-					if v.Line > 0 {
-						origin = fmt.Sprintf("%s:%d", settingsFile, v.Line)
-					}
-					if v.IsList {
-						s.SetList(v.Name, v.List, origin)
-					} else {
-						s.Set(v.Name, v.Str, origin)
-					}
-				}
+				s, unread = fs, u
 				sources = append(sources, settingsFile)
 			}
 			if useEnv {
-				s.Merge(seedconvert.FromEnviron(os.Environ()))
+				s.Merge(flaskconvert.FromEnviron(os.Environ()))
 				sources = append(sources, "environment")
 			}
 			if len(sources) == 0 {
@@ -118,7 +105,7 @@ keep it out of shared logs.`,
 				fmt.Fprintln(stderr, "warning:", p)
 			}
 			opts.Source = strings.Join(sources, " + ")
-			res, err := seedconvert.Convert(s, opts)
+			res, err := flaskconvert.Convert(s, opts)
 			if err != nil {
 				return fmt.Errorf("providers convert:\n%w", err)
 			}
@@ -153,7 +140,7 @@ keep it out of shared logs.`,
 	f.StringVar(&settingsFile, "settings", "", "settings file of the Flask service (Python, or YAML: read as serve reads it); default $TOKENSTORE_SETTINGS")
 	f.BoolVar(&useEnv, "env", true, "also read the settings from the environment (TOKENSTORE_NAME or NAME), over the settings file")
 	f.StringVarP(&opts.Namespace, "namespace", "n", "", "namespace of the generated objects (default: none, kubectl's current namespace applies)")
-	f.StringVar(&opts.SecretNameFormat, "secret-name-format", seedconvert.DefaultSecretNameFormat, "name of each provider's Secret; %s is the provider id")
+	f.StringVar(&opts.SecretNameFormat, "secret-name-format", flaskconvert.DefaultSecretNameFormat, "name of each provider's Secret; %s is the provider id")
 	f.StringVarP(&output, "output", "o", "", "write to this file (mode 0600) instead of standard output")
 	return c
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -227,15 +226,7 @@ func redirectTo(t *testing.T, hc *http.Client, u string) string {
 }
 
 // freeAddress is a loopback address nothing listens on right now.
-func freeAddress(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddress(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // openDB opens the database behind a DATABASE_URL for direct SQL.
 func openDB(t *testing.T, dbURL string) *sql.DB {

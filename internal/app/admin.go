@@ -83,7 +83,7 @@ func OpenAdmin(ctx context.Context, s *settings.Settings, log *slog.Logger) (_ *
 // loadProviders fills the registry from the providers file and waits
 // until each provider was resolved once.
 func (a *Admin) loadProviders(ctx context.Context, path string, log *slog.Logger, httpClient *http.Client) error {
-	src, err := filesource.New(filesource.Options{Path: path, Registry: a.Registry, MarkRegistryReady: true,
+	src, err := filesource.New(filesource.Options{Path: path, Registry: a.Registry,
 		Discoverer: providers.NewDiscoverer(httpClient, providers.DiscovererOptions{}), Logger: log.With("source", "file")})
 	if err != nil {
 		return fmt.Errorf("PROVIDERS_FILE: %w", err)

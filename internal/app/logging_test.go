@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tokenstore/tokenstore/internal/observability/reqlog"
 	"github.com/tokenstore/tokenstore/internal/settings"
 )
 
@@ -46,17 +45,15 @@ func TestLogWriterLinesWhole(t *testing.T) {
 	}
 }
 
-// TestLoggerTakesTheDirectPath: the service's logger, in either format and
-// at any level, is reqlog's, so request lines skip slog's machinery; a
-// change that lost it would still log correctly, only slower, and no other
-// test would notice.
-func TestLoggerTakesTheDirectPath(t *testing.T) {
+// TestLoggerFormatAndLevel: the service's logger is slog's handler of the
+// format LOG_FORMAT names, at LOG_LEVEL.
+func TestLoggerFormatAndLevel(t *testing.T) {
 	old := slog.Default() // NewLogger sets the default
 	t.Cleanup(func() { slog.SetDefault(old) })
-	for _, format := range []string{"json", "text"} {
+	for format, want := range map[string]string{"json": "*slog.JSONHandler", "text": "*slog.TextHandler"} {
 		l := NewLogger(&settings.Settings{LogFormat: format, LogLevel: "warn"})
-		if _, ok := l.Handler().(*reqlog.Handler); !ok {
-			t.Errorf("LOG_FORMAT=%s: the logger's handler is %T, not reqlog's", format, l.Handler())
+		if got := fmt.Sprintf("%T", l.Handler()); got != want {
+			t.Errorf("LOG_FORMAT=%s: the logger's handler is %s, want %s", format, got, want)
 		}
 		if l.Enabled(context.Background(), slog.LevelInfo) {
 			t.Errorf("LOG_FORMAT=%s: LOG_LEVEL=warn not kept", format)

@@ -31,7 +31,15 @@ const hookSecret = "whsec-ops-test-0123456789"
 type hookReceiver struct {
 	t  *testing.T
 	mu sync.Mutex
-	ev []webhooks.Event
+	ev []hookEvent
+}
+
+// hookEvent is the part of a delivered CloudEvent these tests read.
+type hookEvent struct {
+	ID      string         `json:"id"`
+	Type    string         `json:"type"`
+	Subject string         `json:"subject"`
+	Data    map[string]any `json:"data"`
 }
 
 func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,7 +49,7 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
-	var e webhooks.Event
+	var e hookEvent
 	if err := json.Unmarshal(body, &e); err != nil {
 		h.t.Errorf("webhook body: %v", err)
 	}
@@ -51,10 +59,10 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *hookReceiver) of(typ string) []webhooks.Event {
+func (h *hookReceiver) of(typ string) []hookEvent {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []webhooks.Event
+	var out []hookEvent
 	for _, e := range h.ev {
 		if e.Type == webhooks.TypePrefix+typ {
 			out = append(out, e)

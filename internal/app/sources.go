@@ -31,7 +31,9 @@ import (
 
 // providerSources is the provider registry and whatever fills it: the file
 // source (PROVIDERS_FILE) and the Kubernetes source (WATCH_NAMESPACE). Both
-// go through the same validation and the same resolve.Resolve.
+// go through the same validation and the same resolve.Resolve, and each
+// writes through its own writer of the registry (providers.SourceFile,
+// providers.SourceKubernetes), whose merge rule decides an id both claim.
 type providerSources struct {
 	Registry   *providers.Registry
 	Discoverer *providers.Discoverer
@@ -97,9 +99,6 @@ func newProviderSources(s *settings.Settings, log *slog.Logger, httpClient *http
 			Registry:   ps.Registry,
 			Discoverer: ps.Discoverer,
 			Logger:     log.With("source", "file"),
-			// With a Kubernetes source too, that source's first full fill
-			// decides registry readiness; Ready below waits for both.
-			MarkRegistryReady: ps.manager == nil,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("PROVIDERS_FILE: %w", err)
@@ -113,9 +112,10 @@ func newProviderSources(s *settings.Settings, log *slog.Logger, httpClient *http
 	return ps, nil
 }
 
-// Ready reports whether every source has filled the registry once.
+// Ready reports whether every source has filled the registry once: each
+// registered its writer above and marks it synced after its first fill.
 func (ps *providerSources) Ready() bool {
-	return ps.Registry.Ready() && (ps.File == nil || ps.File.Ready())
+	return ps.Registry.Ready()
 }
 
 // Run runs the sources until ctx ends. A source that stops with an error
@@ -180,7 +180,7 @@ func (ps *providerSources) Readiness(ctx context.Context) []metrics.ProviderRead
 			ps.log.Warn("provider readiness: listing TokenProviders", "error", err)
 		} else {
 			for i := range l.Items {
-				add(condition(l.Items[i].Name, l.Items[i].Status.Conditions, 0, ps.Registry))
+				add(condition(l.Items[i].ProviderID(), l.Items[i].Status.Conditions, 0, ps.Registry))
 			}
 		}
 	}

@@ -1,5 +1,6 @@
 // Package auth signs people in: OpenID Connect login (authorization code
-// with PKCE, nonce and a single-use state bound to the browser), sessions
+// with PKCE, nonce and a state bound to the browser, the pending login
+// sealed in a cookie rather than stored), sessions
 // kept server-side in the store (the cookie holds a random value, the store
 // its SHA-256, so a database dump holds no usable session), and bearer
 // access tokens from the login issuer.
@@ -9,8 +10,9 @@
 // The issuer is kept beside it in the session's claims.
 //
 // It also holds the pending-authorization bookkeeping (state, PKCE verifier,
-// nonce, return URL) that account linking at token providers shares with
-// login. It knows nothing of HTTP frameworks.
+// nonce, return URL) of account linking at token providers, which only a
+// signed-in person can start and which is kept in the store. It knows
+// nothing of HTTP frameworks.
 package auth
 
 import (
@@ -34,6 +36,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+	"golang.org/x/time/rate"
 
 	"github.com/tokenstore/tokenstore/internal/crypto"
 	"github.com/tokenstore/tokenstore/internal/providers"
@@ -52,9 +55,10 @@ const pendingLifetime = 10 * time.Minute
 // touchEvery limits session writes: LastSeenAt moves at most this often.
 const touchEvery = time.Minute
 
-// bearerCacheTTL is how long a userinfo answer for an opaque bearer token
-// is reused, so that a client calling in a loop does not call the login
-// issuer on every request.
+// bearerCacheTTL is how long an accepted bearer token's identity is reused
+// (at most until the token expires), so that a client calling in a loop
+// does not have it checked, or the login issuer called, on every request.
+// A token revoked at the issuer is still accepted for up to this long.
 const bearerCacheTTL = time.Minute
 
 // Refusals of authentication, with their answers (package fault).
@@ -127,6 +131,9 @@ type Options struct {
 type Authenticator struct {
 	opt Options
 	log *slog.Logger
+	// loginKeys seal pending logins into the login cookie: a subkey of
+	// CRYPTOKEY for that alone.
+	loginKeys *crypto.KeyRing
 
 	mu    sync.Mutex
 	login *loginProvider // nil until discovery succeeded
@@ -137,6 +144,12 @@ type Authenticator struct {
 	// call to the issuer, and no write of ours can make a verdict stale.
 	cacheMu sync.Mutex
 	bearer  map[[32]byte]bearerEntry
+	// refusals are the SHA-256s of tokens refused lately (refusalTTL),
+	// never the tokens.
+	refusals *ttlcache.Cache[[32]byte, struct{}]
+	// limiter budgets calls to the login issuer made to check bearer
+	// tokens (BEARER_VERIFY_RATE); nil is unbounded.
+	limiter *rate.Limiter
 
 	// identities keeps the Identity decoded from a session row, by session
 	// id. It caches no read (the row comes from the store on every request,
@@ -167,6 +180,8 @@ type loginProvider struct {
 	idVerifier  *oidc.IDTokenVerifier
 	jwtVerifier *oidc.IDTokenVerifier
 	issuer      string
+	// introspection is the issuer's RFC 7662 endpoint, if it names one.
+	introspection string
 }
 
 type bearerEntry struct {
@@ -189,7 +204,16 @@ func New(opt Options) (*Authenticator, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Authenticator{opt: opt, log: opt.Logger, bearer: map[[32]byte]bearerEntry{},
+	loginKeys, err := opt.Keys.Derive(loginSealPurpose)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	var limiter *rate.Limiter
+	if r := opt.Settings.BearerVerifyRate; r > 0 {
+		limiter = rate.NewLimiter(rate.Limit(r), max(1, int(2*r)))
+	}
+	return &Authenticator{opt: opt, log: opt.Logger, loginKeys: loginKeys, bearer: map[[32]byte]bearerEntry{},
+		refusals: ttlcache.New[[32]byte, struct{}](refusalTTL, refusalSize, opt.Now), limiter: limiter,
 		identities: ttlcache.New[string, decodedSession](identityMemoTTL, identityMemoSize, opt.Now)}, nil
 }
 
@@ -228,9 +252,17 @@ func (a *Authenticator) provider(ctx context.Context) (*loginProvider, error) {
 	}
 	issuer, ok := providers.IssuerFor(s.OIDCDiscoveryURL)
 	var p *oidc.Provider
+	var meta struct {
+		JWKSURI       string   `json:"jwks_uri"`
+		Introspection string   `json:"introspection_endpoint"`
+		Algorithms    []string `json:"id_token_signing_alg_values_supported"`
+	}
 	var err error
 	if ok {
 		p, err = oidc.NewProvider(a.ctx(ctx), issuer)
+		if err == nil {
+			err = p.Claims(&meta)
+		}
 	} else {
 		// Discovery at an off-spec path: read it, trust its issuer.
 		var d *providers.Discovery
@@ -240,16 +272,24 @@ func (a *Authenticator) provider(ctx context.Context) (*loginProvider, error) {
 				UserInfoURL: d.UserinfoEndpoint, JWKSURL: d.JWKSURI, Algorithms: d.IDTokenSigningAlgValuesSupported}
 			p = cfg.NewProvider(a.ctx(ctx))
 			issuer = d.Issuer
+			meta.JWKSURI, meta.Introspection, meta.Algorithms = d.JWKSURI, d.IntrospectionEndpoint, d.IDTokenSigningAlgValuesSupported
 		}
 	}
 	if err != nil {
 		return nil, &UnavailableError{Err: fmt.Errorf("discovering %s: %w", s.OIDCDiscoveryURL, err)}
 	}
+	if s.BearerOpaque == OpaqueIntrospection && meta.Introspection == "" {
+		a.log.Warn("BEARER_OPAQUE=introspection, but the login issuer names no introspection_endpoint: opaque bearer tokens are refused")
+	}
+	// One key set for login and bearer checks, with bounded refetches.
+	keys := a.newKeySet(meta.JWKSURI)
+	algs := issuerAlgs(meta.Algorithms)
 	a.login = &loginProvider{
-		oidc:        p,
-		issuer:      issuer,
-		idVerifier:  p.Verifier(&oidc.Config{ClientID: s.OIDCClientID}),
-		jwtVerifier: p.Verifier(&oidc.Config{SkipClientIDCheck: true}),
+		oidc:          p,
+		issuer:        issuer,
+		introspection: meta.Introspection,
+		idVerifier:    oidc.NewVerifier(issuer, keys, &oidc.Config{ClientID: s.OIDCClientID, SupportedSigningAlgs: algs, Now: a.opt.Now}),
+		jwtVerifier:   oidc.NewVerifier(issuer, keys, &oidc.Config{SkipClientIDCheck: true, SupportedSigningAlgs: algs, Now: a.opt.Now}),
 	}
 	return a.login, nil
 }
@@ -277,9 +317,9 @@ type Pending struct {
 	ReturnURL string
 }
 
-// Begin stores a pending authorization for binding (a session id, or a
-// login browser binding) at provider and returns the state, PKCE verifier
-// and nonce to send. The store keeps the state's hash and the verifier
+// Begin stores a pending account link for binding (the signed-in person's
+// session id) at provider and returns the state, PKCE verifier and nonce
+// to send. The store keeps the state's hash and the verifier
 // sealed.
 func (a *Authenticator) Begin(ctx context.Context, binding, provider, returnURL string) (state string, p Pending, err error) {
 	state, p = RandomValue(), Pending{Verifier: oauth2.GenerateVerifier(), Nonce: RandomValue(), ReturnURL: returnURL}
@@ -321,39 +361,36 @@ func (a *Authenticator) Consume(ctx context.Context, state, binding, provider st
 	return Pending{Verifier: string(v), Nonce: l.Nonce, ReturnURL: l.ReturnURL}, nil
 }
 
-// loginBinding is the LinkState owner of a login: the hash of the
-// short-lived browser cookie set when login starts.
-func loginBinding(browserValue string) string { return "login:" + Hash(browserValue) }
-
 // StartLogin begins a login; it returns the issuer URL to send the browser
-// to and the value of the short-lived cookie that ties the callback to this
-// browser.
-func (a *Authenticator) StartLogin(ctx context.Context, returnURL string) (authURL, browserValue string, err error) {
+// to and the value of the login cookie, which holds the pending login
+// sealed (see pending.go) and ties the callback to this browser.
+func (a *Authenticator) StartLogin(ctx context.Context, returnURL string) (authURL, cookie string, err error) {
 	lp, err := a.provider(ctx)
 	if err != nil {
 		return "", "", err
 	}
-	browserValue = RandomValue()
-	state, p, err := a.Begin(ctx, loginBinding(browserValue), LoginProvider, returnURL)
+	pl := pendingLogin{State: RandomValue(), Expires: a.opt.Now().Add(pendingLifetime),
+		Pending: Pending{Verifier: oauth2.GenerateVerifier(), Nonce: RandomValue(), ReturnURL: returnURL}}
+	cookie, err = a.sealLogin(pl)
 	if err != nil {
-		return "", "", err
+		return "", "", fmt.Errorf("sealing the pending login: %w", err)
 	}
-	authURL = a.oauth2Config(lp).AuthCodeURL(state, oauth2.S256ChallengeOption(p.Verifier), oidc.Nonce(p.Nonce))
-	return authURL, browserValue, nil
+	authURL = a.oauth2Config(lp).AuthCodeURL(pl.State, oauth2.S256ChallengeOption(pl.Pending.Verifier), oidc.Nonce(pl.Pending.Nonce))
+	return authURL, cookie, nil
 }
 
-// AbortLogin spends a login state that came back with an error and returns
-// where to send the browser.
-func (a *Authenticator) AbortLogin(ctx context.Context, browserValue, state string) (string, error) {
-	p, err := a.Consume(ctx, state, loginBinding(browserValue), LoginProvider)
+// AbortLogin checks a login callback that came back with an error and
+// returns where to send the browser.
+func (a *Authenticator) AbortLogin(_ context.Context, cookie, state string) (string, error) {
+	p, err := a.openLogin(cookie, state)
 	return p.ReturnURL, err
 }
 
-// FinishLogin completes a login: state check, code exchange with the PKCE
-// verifier, ID token and nonce checks, then a new session. It returns the
-// session cookie value and the return URL.
-func (a *Authenticator) FinishLogin(ctx context.Context, browserValue, state, code string) (cookie, returnURL string, err error) {
-	p, err := a.Consume(ctx, state, loginBinding(browserValue), LoginProvider)
+// FinishLogin completes a login: state check against the login cookie, code
+// exchange with the PKCE verifier, ID token and nonce checks, then a new
+// session. It returns the session cookie value and the return URL.
+func (a *Authenticator) FinishLogin(ctx context.Context, loginCookie, state, code string) (cookie, returnURL string, err error) {
+	p, err := a.openLogin(loginCookie, state)
 	if err != nil {
 		return "", "", err
 	}
@@ -505,79 +542,4 @@ func (a *Authenticator) Logout(ctx context.Context, cookie string) error {
 		return fmt.Errorf("deleting the session: %w", err)
 	}
 	return nil
-}
-
-// Bearer checks an access token from the login issuer. A JWT is verified
-// locally against the issuer's JWKS (signature, issuer, expiry) and must
-// name one of OIDC_AUDIENCE (default: the login client id) in `aud`. An
-// opaque token is checked by the issuer's userinfo endpoint, which is the
-// only check an opaque token allows (its audience cannot be seen); answers
-// are cached for a minute by the token's hash.
-func (a *Authenticator) Bearer(ctx context.Context, token string) (*Identity, error) {
-	if token == "" {
-		return nil, ErrUnauthenticated
-	}
-	key := sha256.Sum256([]byte(token))
-	now := a.opt.Now()
-	a.cacheMu.Lock()
-	if e, ok := a.bearer[key]; ok && now.Before(e.expires) {
-		a.cacheMu.Unlock()
-		id := e.id
-		return &id, nil
-	}
-	a.cacheMu.Unlock()
-	lp, err := a.provider(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var id Identity
-	until := now.Add(bearerCacheTTL)
-	if strings.Count(token, ".") == 2 {
-		t, err := lp.jwtVerifier.Verify(a.ctx(ctx), token)
-		if err != nil {
-			return nil, ErrInvalidToken
-		}
-		aud := a.opt.Settings.OIDCAudience
-		if len(aud) == 0 {
-			aud = []string{a.opt.Settings.OIDCClientID}
-		}
-		if !slices.ContainsFunc(t.Audience, func(x string) bool { return slices.Contains(aud, x) }) {
-			return nil, ErrInvalidToken
-		}
-		all := map[string]any{}
-		_ = t.Claims(&all)
-		// An ID token is signed by the same issuer for the same audience,
-		// but it proves a login to a client, not a grant to call an API:
-		// refuse JWTs that carry the ID token's login-binding claims.
-		if claimString(all, "nonce") != "" || claimString(all, "at_hash") != "" {
-			return nil, ErrInvalidToken
-		}
-		id = Identity{UserID: t.Subject, Issuer: t.Issuer, Subject: t.Subject, Name: claimString(all, "name"), Email: claimString(all, "email"), Method: "bearer"}
-		a.identityClaims(&id, all)
-		if t.Expiry.Before(until) {
-			until = t.Expiry
-		}
-	} else {
-		ui, err := lp.oidc.UserInfo(a.ctx(ctx), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token, TokenType: "Bearer"}))
-		if err != nil {
-			if strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "403") {
-				return nil, ErrInvalidToken
-			}
-			return nil, &UnavailableError{Err: errors.New("userinfo request failed")}
-		}
-		if ui.Subject == "" {
-			return nil, ErrInvalidToken
-		}
-		all := map[string]any{}
-		_ = ui.Claims(&all)
-		id = Identity{UserID: ui.Subject, Issuer: lp.issuer, Subject: ui.Subject, Name: claimString(all, "name"), Email: ui.Email, Method: "bearer"}
-		a.identityClaims(&id, all)
-	}
-	a.cacheMu.Lock()
-	if len(a.bearer) > 10000 {
-		clear(a.bearer) // crude bound; entries live a minute anyway
-	}
-	a.bearer[key] = bearerEntry{id: id, expires: until}
-	a.cacheMu.Unlock()
-	return &id, nil
 }

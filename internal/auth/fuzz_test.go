@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -205,31 +204,4 @@ func flip(s, seed string) string {
 	b := []byte(s)
 	b[i] ^= 1 | byte(len(seed))
 	return string(b)
-}
-
-// FuzzSessionCookie: for any Cookie headers, SessionCookie answers what
-// net/http's Request.Cookie does.
-func FuzzSessionCookie(f *testing.F) {
-	f.Add("tokenstore_session=abc-DEF_123", "", "tokenstore_session")
-	f.Add("a=1; tokenstore_session=\"quoted\"; b=2", "tokenstore_session=second", "tokenstore_session")
-	f.Add(" tokenstore_session = x ;", "", "tokenstore_session")
-	f.Add("tokenstore_session=a b; tokenstore_session=c", "", "tokenstore_session")
-	f.Add("tokenstore_session", "tokenstore_session=", "tokenstore_session")
-	f.Add("x=\x00; tokenstore_session=ok", "", "tokenstore_session")
-	f.Add("\vtokenstore_session=x", "", "tokenstore_session")
-	f.Add("a/b=1", "", "a/b")
-	f.Fuzz(func(t *testing.T, line1, line2, name string) {
-		r := &http.Request{Header: http.Header{}}
-		r.Header.Add("Cookie", line1)
-		if line2 != "" {
-			r.Header.Add("Cookie", line2)
-		}
-		want := ""
-		if c, err := r.Cookie(name); err == nil {
-			want = c.Value
-		}
-		if got := SessionCookie(r, name); got != want {
-			t.Fatalf("Cookie lines %q, %q, name %q: SessionCookie %q, net/http %q", line1, line2, name, got, want)
-		}
-	})
 }

@@ -1,6 +1,6 @@
 // Package crypto seals tokens at rest with AES-256-GCM.
 //
-// Keys come as the seed's CRYPTOKEY: a comma-separated list of 32-byte keys,
+// Keys come as the Flask service's CRYPTOKEY: a comma-separated list of 32-byte keys,
 // each given raw (32 characters), base64 (standard or URL alphabet, padded or
 // not: 43 or 44 characters) or hex (64 characters). The first key seals; every
 // key opens, so keys can be rotated without downtime.
@@ -14,6 +14,7 @@ package crypto
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -21,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -79,11 +81,29 @@ func (b Binding) additionalData() []byte {
 type key struct {
 	id   [idSize]byte
 	aead cipher.AEAD
+	raw  []byte
 }
 
 // KeyRing holds the keys of CRYPTOKEY. It is safe for concurrent use.
 type KeyRing struct {
 	keys []key
+}
+
+// Derive returns a ring of subkeys for one use (purpose names it): each key
+// of r gives one by HKDF-SHA256, in the same order, so the derived ring
+// seals with the subkey of CRYPTOKEY's first key and opens with any. A
+// subkey reveals nothing of its key, and data sealed under one use cannot
+// be opened as another's, whatever its binding says.
+func (r *KeyRing) Derive(purpose string) (*KeyRing, error) {
+	raw := make([][]byte, len(r.keys))
+	for i, k := range r.keys {
+		sub, err := hkdf.Key(sha256.New, k.raw, nil, "tokenstore subkey\x00"+purpose, KeySize)
+		if err != nil {
+			return nil, fmt.Errorf("crypto: deriving a %s key: %w", purpose, err)
+		}
+		raw[i] = sub
+	}
+	return NewKeyRing(raw...)
 }
 
 // ParseKeyRing reads a CRYPTOKEY value. Errors say which key is wrong and
@@ -128,7 +148,7 @@ func NewKeyRing(raw ...[]byte) (*KeyRing, error) {
 			return nil, fmt.Errorf("CRYPTOKEY: key %d is listed twice", i+1)
 		}
 		seen[id] = true
-		r.keys = append(r.keys, key{id: id, aead: aead})
+		r.keys = append(r.keys, key{id: id, aead: aead, raw: slices.Clone(k)})
 	}
 	if len(r.keys) == 0 {
 		return nil, errors.New("CRYPTOKEY: no key given")

@@ -1,4 +1,4 @@
-// Package disclosure decides which answers of the delegated token exchange
+// The disclosure ledger (this file) decides which answers of the delegated token exchange
 // need a durable audit event of their own: a ledger of the token values
 // this replica has disclosed to which recipient.
 //
@@ -29,6 +29,7 @@
 //
 // What a crash can lose is the counts of at most one interval; never the
 // record that a token value was disclosed to a recipient.
+
 package delegation
 
 import (

@@ -38,6 +38,7 @@ type Discovery struct {
 	DeviceAuthorizationEndpoint       string   `json:"device_authorization_endpoint,omitempty"`
 	UserinfoEndpoint                  string   `json:"userinfo_endpoint,omitempty"`
 	RevocationEndpoint                string   `json:"revocation_endpoint,omitempty"`
+	IntrospectionEndpoint             string   `json:"introspection_endpoint,omitempty"`
 	EndSessionEndpoint                string   `json:"end_session_endpoint,omitempty"`
 	JWKSURI                           string   `json:"jwks_uri"`
 	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported,omitempty"`

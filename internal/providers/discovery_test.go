@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,20 +15,8 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/providers"
 	"github.com/tokenstore/tokenstore/internal/providers/providertest"
+	"github.com/tokenstore/tokenstore/internal/testutil"
 )
-
-// clock is a settable clock for cache expiry.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func TestDiscoverByIssuerAndURL(t *testing.T) {
 	op := providertest.Start(t, "")
@@ -75,8 +62,8 @@ func TestDiscoverIssuerMismatch(t *testing.T) {
 
 func TestDiscoverCacheStaleAndRecovery(t *testing.T) {
 	op := providertest.Start(t, "")
-	clk := &clock{t: time.Now()}
-	d := providers.NewDiscoverer(nil, providers.DiscovererOptions{TTL: time.Minute, FailureTTL: 5 * time.Second, Now: clk.now})
+	clk := testutil.NewClock(time.Now())
+	d := providers.NewDiscoverer(nil, providers.DiscovererOptions{TTL: time.Minute, FailureTTL: 5 * time.Second, Now: clk.Now})
 	ctx := context.Background()
 
 	good, err := d.Discover(ctx, "", op.Issuer)
@@ -88,7 +75,7 @@ func TestDiscoverCacheStaleAndRecovery(t *testing.T) {
 	if _, err := d.Discover(ctx, "", op.Issuer); err != nil {
 		t.Fatalf("cached document not used: %v", err)
 	}
-	clk.add(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	doc, err := d.Discover(ctx, "", op.Issuer)
 	var de *providers.DiscoveryError
 	if !errors.As(err, &de) || de.Failures != 1 || de.LastGood.IsZero() {
@@ -101,14 +88,14 @@ func TestDiscoverCacheStaleAndRecovery(t *testing.T) {
 	if _, err := d.Discover(ctx, "", op.Issuer); !errors.As(err, &de) || de.Failures != 1 {
 		t.Fatalf("failure not cached: %v", err)
 	}
-	clk.add(6 * time.Second)
+	clk.Add(6 * time.Second)
 	if _, err := d.Discover(ctx, "", op.Issuer); !errors.As(err, &de) || de.Failures != 2 {
 		t.Fatalf("second failure not counted: %v", err)
 	}
 	if err := op.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	clk.add(6 * time.Second)
+	clk.Add(6 * time.Second)
 	doc, err = d.Discover(ctx, "", op.Issuer)
 	if err != nil || doc == good {
 		t.Fatalf("no recovery after restart: %v", err)

@@ -51,6 +51,11 @@ func Fingerprint(p *Provider) string {
 	}
 	f.list(p.ServiceScopes)
 	f.n(int(p.RefreshIdleTimeout))
+	if p.RequireSameSubject {
+		f.n(1)
+	} else {
+		f.n(0)
+	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/internal/providers"
+	"github.com/tokenstore/tokenstore/internal/testutil"
 )
 
 // changes drains what h announced so far.
@@ -22,8 +23,8 @@ func changes(h *providers.TokenEndpointHealth) []string {
 }
 
 func TestTokenEndpointHealth(t *testing.T) {
-	c := &clock{t: time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)}
-	h := providers.NewTokenEndpointHealth(providers.HealthOptions{FailThreshold: 3, FailHold: time.Minute, Now: c.now})
+	c := testutil.NewClock(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
+	h := providers.NewTokenEndpointHealth(providers.HealthOptions{FailThreshold: 3, FailHold: time.Minute, Now: c.Now})
 
 	// Successes of a provider never seen failing leave nothing behind.
 	h.Observe("a", "")
@@ -33,16 +34,16 @@ func TestTokenEndpointHealth(t *testing.T) {
 
 	// Two failures are blips; the third makes it failing, announced once.
 	h.Observe("a", "token endpoint answered 500 server_error")
-	c.add(time.Second)
+	c.Add(time.Second)
 	h.Observe("a", "token endpoint answered 502")
 	if _, failing := h.Failing("a"); failing {
 		t.Fatal("failing after 2 of 3 failures")
 	}
-	c.add(time.Second)
+	c.Add(time.Second)
 	h.Observe("a", "token endpoint answered 503")
 	f, failing := h.Failing("a")
 	if !failing || f.Failures != 3 || f.Reason != "token endpoint answered 503" ||
-		!f.Since.Equal(c.now().Add(-2*time.Second)) || !f.Until.Equal(c.now().Add(time.Minute)) {
+		!f.Since.Equal(c.Now().Add(-2*time.Second)) || !f.Until.Equal(c.Now().Add(time.Minute)) {
 		t.Fatalf("after 3 failures: %+v %v", f, failing)
 	}
 	h.Observe("a", "token endpoint answered 503")
@@ -67,11 +68,11 @@ func TestTokenEndpointHealth(t *testing.T) {
 		h.Observe("a", "dial tcp: connection refused")
 	}
 	changes(h)
-	c.add(time.Minute - time.Millisecond)
+	c.Add(time.Minute - time.Millisecond)
 	if _, failing := h.Failing("a"); !failing {
 		t.Fatal("lapsed before the hold")
 	}
-	c.add(time.Millisecond)
+	c.Add(time.Millisecond)
 	if _, failing := h.Failing("a"); failing {
 		t.Fatal("still failing after the hold without a failure")
 	}
@@ -133,27 +134,35 @@ func TestRegistryForgetsEndpointFailures(t *testing.T) {
 	if _, failing := r.TokenEndpoints().Failing("a"); failing {
 		t.Fatal("still failing after Delete")
 	}
-	r.Set(&providers.Provider{ID: "a", Version: "3"})
+	kube := r.Source(providers.SourceKubernetes)
+	kube.Put(&providers.Provider{ID: "a", Version: "3"})
 	fail("a")
-	r.DeleteIf("a", func(*providers.Provider) bool { return true })
+	kube.Delete("a")
 	if _, failing := r.TokenEndpoints().Failing("a"); failing {
-		t.Fatal("still failing after DeleteIf")
+		t.Fatal("still failing after the Kubernetes writer's Delete")
 	}
 
-	// Replace (the file source's reload): only the providers it changes.
-	r.Replace([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "1"}})
+	// ReplaceAll (a reload of a whole source): only the providers it changes.
+	file := r.Source(providers.SourceFile)
+	file.ReplaceAll([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "1"}})
 	fail("a")
 	fail("b")
-	r.Replace([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "2"}})
+	file.ReplaceAll([]*providers.Provider{{ID: "a", Version: "4"}, {ID: "b", Version: "2"}})
 	if _, failing := r.TokenEndpoints().Failing("a"); !failing {
 		t.Fatal("a reload that left a unchanged forgot its failures")
 	}
 	if _, failing := r.TokenEndpoints().Failing("b"); failing {
 		t.Fatal("still failing after a reload changed its configuration")
 	}
-	r.Replace([]*providers.Provider{{ID: "b", Version: "2"}})
+	file.ReplaceAll([]*providers.Provider{{ID: "b", Version: "2"}})
 	if _, failing := r.TokenEndpoints().Failing("a"); failing {
 		t.Fatal("still failing after a reload removed it")
+	}
+	// A conflict withdraws the provider: its failures go with it.
+	fail("b")
+	kube.Claim("b", "TokenProvider ns/b")
+	if _, failing := r.TokenEndpoints().Failing("b"); failing {
+		t.Fatal("still failing after a conflict withdrew it")
 	}
 }
 
@@ -193,8 +202,8 @@ func TestStaleRejectionIgnored(t *testing.T) {
 // with Forget, or RejectHold after the last refusal; the grant refused
 // last is the one reported.
 func TestClientRejection(t *testing.T) {
-	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
-	h := providers.NewTokenEndpointHealth(providers.HealthOptions{RejectHold: 10 * time.Minute, Now: c.now})
+	c := testutil.NewClock(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	h := providers.NewTokenEndpointHealth(providers.HealthOptions{RejectHold: 10 * time.Minute, Now: c.Now})
 	cc, rt := providers.GrantClientCredentials, providers.GrantRefreshToken
 
 	h.Accepted("a", cc) // nothing to end: not announced
@@ -202,17 +211,17 @@ func TestClientRejection(t *testing.T) {
 		t.Fatal("a success gave a verdict or was announced")
 	}
 	h.Rejected("a", "", cc, "invalid_client")
-	start := c.now()
+	start := c.Now()
 	r, rejected := h.Rejection("a")
 	if !rejected || r.Grant != cc || r.Code != "invalid_client" || r.Count != 1 || !r.Since.Equal(start) || !r.Until.Equal(start.Add(10*time.Minute)) {
 		t.Fatalf("after one refusal: %+v %v", r, rejected)
 	}
-	c.add(time.Minute)
+	c.Add(time.Minute)
 	h.Rejected("a", "", cc, "invalid_client")
 	if got := changes(h); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("announced %v, want [a] once for the run", got)
 	}
-	if r, _ := h.Rejection("a"); r.Count != 2 || !r.Since.Equal(start) || !r.Last.Equal(c.now()) {
+	if r, _ := h.Rejection("a"); r.Count != 2 || !r.Since.Equal(start) || !r.Last.Equal(c.Now()) {
 		t.Fatalf("second refusal: %+v", r)
 	}
 	// Another code is news.
@@ -227,7 +236,7 @@ func TestClientRejection(t *testing.T) {
 		t.Fatal("a success of another grant ended the verdict")
 	}
 	// The grant refused last is reported.
-	c.add(time.Second)
+	c.Add(time.Second)
 	h.Rejected("a", "", rt, "invalid_client")
 	if r, _ := h.Rejection("a"); r.Grant != rt {
 		t.Fatalf("reported %+v, want the refresh grant refused last", r)
@@ -247,11 +256,11 @@ func TestClientRejection(t *testing.T) {
 	}
 	// It lapses RejectHold after the last refusal.
 	h.Rejected("a", "", cc, "invalid_client")
-	c.add(10*time.Minute - time.Millisecond)
+	c.Add(10*time.Minute - time.Millisecond)
 	if _, rejected := h.Rejection("a"); !rejected {
 		t.Fatal("lapsed before the hold")
 	}
-	c.add(time.Millisecond)
+	c.Add(time.Millisecond)
 	if _, rejected := h.Rejection("a"); rejected {
 		t.Fatal("still rejected after the hold")
 	}

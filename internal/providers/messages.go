@@ -2,6 +2,7 @@ package providers
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -28,4 +29,12 @@ func ClientRejectedMessage(r ClientRejection) string {
 		"Secret, the scopes, and the client's registration at the provider (is it allowed this grant?); until then these requests "+
 		"are answered with a permanent error (provider_rejected_client), not retried",
 		who, r.Code, r.Since.UTC().Format(time.RFC3339))
+}
+
+// IDConflictMessage is the status message of a provider whose id is
+// claimed by others too (their descriptions, e.g. from
+// SourceWriter.Conflict).
+func IDConflictMessage(id string, others []string) string {
+	return fmt.Sprintf("provider id %q is also claimed by %s; provider ids must be unique across TokenProviders and the providers file, so neither is served until one of them changes its id (spec.id) or goes away",
+		id, strings.Join(others, " and "))
 }

@@ -25,7 +25,7 @@ const (
 	PKCENone  = "none"
 )
 
-// Metadata is what UIs show about a provider (the seed's IDPn_MD_*).
+// Metadata is what UIs show about a provider (the Flask service's IDPn_MD_*).
 // Empty strings mean "unset"; the API renders them as null.
 type Metadata struct {
 	Name        string
@@ -46,10 +46,13 @@ type ServiceAccount struct {
 // immutable once published: writers build a new *Provider and Set it, so
 // readers may keep and use a pointer without locking.
 type Provider struct {
-	// ID is the provider id used in API paths (the TokenProvider's name).
+	// ID is the provider id used in API paths (the TokenProvider's
+	// spec.id, else its name).
 	ID string
-	// Source says where the configuration came from, e.g. "kubernetes:ns/name"
-	// or "file:/etc/tokenstore/providers.yaml"; for logs and conflict checks.
+	// Source says where the configuration came from, for logs and for the
+	// message of an id conflict: "TokenProvider namespace/name" from
+	// Kubernetes, with " in <file>" added by the file source. Which source
+	// wrote it is the registry's business (SourceWriter), not this text's.
 	Source string
 
 	ClientID string
@@ -89,6 +92,11 @@ type Provider struct {
 	// for them.
 	ServiceAccounts []ServiceAccount
 	ServiceScopes   []string
+
+	// RequireSameSubject refuses an account link whose subject at the
+	// provider differs from the signed-in person's subject (the
+	// TokenProvider's spec.requireSameSubject).
+	RequireSameSubject bool
 
 	// RefreshIdleTimeout is how long the provider keeps an unused refresh
 	// token; zero means no idle expiry.

@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -28,22 +29,32 @@ type snapshot struct {
 	sorted  []*Provider
 }
 
-// Registry is the live set of providers. Readers load the current snapshot
-// through an atomic pointer; writers serialise on a mutex, copy the snapshot,
-// change the copy and swap it in (copy-on-write). Writes are rare (a
+// Registry is the live set of providers, merged from its sources.
+//
+// Each source (the Kubernetes TokenProviders, the providers file) writes
+// through its own SourceWriter (Source), which holds that source's claims
+// and its readiness; one rule (merge) turns the claims of every source into
+// the set that is served. Readers load the current snapshot through an
+// atomic pointer; writers serialise on a mutex, recompute the ids they
+// touched and swap a new snapshot in (copy-on-write). Writes are rare (a
 // TokenProvider or Secret change) and reads happen on every API request, so
 // the copy is the right trade.
 type Registry struct {
-	mu      sync.Mutex // serialises writers
+	mu      sync.Mutex // serialises writers; guards sources and every writer's claims
 	current atomic.Pointer[snapshot]
-	ready   atomic.Bool
+	sources map[SourceKind]*SourceWriter
+	// conflicted is the set of ids claimed by more than one source. Guarded
+	// by mu.
+	conflicted map[string]bool
+	ready      atomic.Bool
+	// forced is set by MarkReady. Guarded by mu.
+	forced bool
 	// changed is closed and replaced on every change, so any number of
 	// subscribers can wait for "something changed" without a queue per
 	// subscriber. Guarded by mu.
 	changed chan struct{}
-	// readyCh is closed once, by MarkReady.
-	readyCh   chan struct{}
-	readyOnce sync.Once
+	// readyCh is closed once, when the registry becomes ready.
+	readyCh chan struct{}
 	// health is how this replica's calls to the token endpoints went.
 	health *TokenEndpointHealth
 }
@@ -53,6 +64,7 @@ var _ Reader = (*Registry)(nil)
 // NewRegistry returns an empty registry that is not ready yet.
 func NewRegistry() *Registry {
 	r := &Registry{changed: make(chan struct{}), readyCh: make(chan struct{}),
+		sources: map[SourceKind]*SourceWriter{}, conflicted: map[string]bool{},
 		health: NewTokenEndpointHealth(HealthOptions{})}
 	r.current.Store(&snapshot{byID: map[string]*Provider{}})
 	return r
@@ -83,16 +95,19 @@ func (r *Registry) TokenEndpoints() *TokenEndpointHealth { return r.health }
 // call it before the registry is shared.
 func (r *Registry) SetTokenEndpointHealth(h *TokenEndpointHealth) { r.health = h }
 
-// Ready reports whether MarkReady has been called.
+// Ready reports whether the registry has been completely filled once:
+// every registered source has marked itself synced (SourceWriter.MarkSynced),
+// or MarkReady was called. It stays true once true.
 func (r *Registry) Ready() bool { return r.ready.Load() }
 
-// MarkReady records that the registry has been completely filled once. The
-// source calls it when it has seen every provider that existed at start.
+// MarkReady makes the registry ready whatever its sources say: for
+// programs and tests that fill it with Set, and for a process that has no
+// source at all.
 func (r *Registry) MarkReady() {
-	r.readyOnce.Do(func() {
-		r.ready.Store(true)
-		close(r.readyCh)
-	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forced = true
+	r.checkReadyLocked()
 }
 
 // ReadyC returns a channel closed once the registry is ready.
@@ -100,88 +115,103 @@ func (r *Registry) ReadyC() <-chan struct{} { return r.readyCh }
 
 // Changed returns a channel that is closed at the next change after the
 // call. Take the channel, read the registry, then wait: no change is missed.
+// A change is one of what is served, or of which ids are in conflict
+// (SourceWriter.Conflict).
 func (r *Registry) Changed() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.changed
 }
 
-// Set adds or replaces p (keyed by p.ID). Setting the very same configuration
-// again (same Version) is a no-op, so that a periodic re-check does not wake
-// subscribers or throw away what readers derived from the old value.
-func (r *Registry) Set(p *Provider) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	old := r.current.Load()
-	if cur, ok := old.byID[p.ID]; ok && (cur == p || (p.Version != "" && cur.Version == p.Version)) {
+// Set puts p through the SourceDirect writer: for programs and tests that
+// fill the registry themselves. Sources use their own writer (Source).
+func (r *Registry) Set(p *Provider) { r.Source(SourceDirect).Put(p) }
+
+// Delete withdraws id from the SourceDirect writer (see Set).
+func (r *Registry) Delete(id string) { r.Source(SourceDirect).Delete(id) }
+
+// checkReadyLocked latches readiness once it is due. mu held.
+func (r *Registry) checkReadyLocked() {
+	if r.ready.Load() {
 		return
 	}
-	byID := make(map[string]*Provider, len(old.byID)+1)
-	for k, v := range old.byID {
-		byID[k] = v
+	due := r.forced
+	if !due {
+		n := 0
+		due = true
+		for kind, w := range r.sources {
+			if kind == SourceDirect {
+				continue
+			}
+			n++
+			if !w.synced {
+				due = false
+			}
+		}
+		due = due && n > 0
 	}
-	byID[p.ID] = p
-	r.publish(old, byID)
+	if due {
+		r.ready.Store(true)
+		close(r.readyCh)
+	}
 }
 
-// Delete removes the provider with the given id, if present.
-func (r *Registry) Delete(id string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	old := r.current.Load()
-	if _, ok := old.byID[id]; !ok {
-		return
-	}
-	byID := make(map[string]*Provider, len(old.byID))
-	for k, v := range old.byID {
-		if k != id {
-			byID[k] = v
+// merge is the one rule that decides what the registry serves under id from
+// the claims of every source: an id claimed by exactly one source serves
+// that source's configuration (none while that source has nothing to serve,
+// e.g. its Secret is missing); an id claimed by two or more sources serves
+// none of them, and each claimant's writer reports the others (Conflict),
+// so that a second declaration of an id can neither take it over nor be
+// silently ignored. conflict reports the second case. mu held.
+func (r *Registry) merge(id string) (p *Provider, conflict bool) {
+	n := 0
+	for _, w := range r.sources {
+		if c, ok := w.claims[id]; ok {
+			n++
+			p = c.p
 		}
 	}
-	r.publish(old, byID)
+	if n > 1 {
+		return nil, true
+	}
+	return p, false
 }
 
-// DeleteIf removes the provider with the given id only if remove returns
-// true for the current value; the check and the delete are atomic with respect to
-// other writers. It reports whether an entry was removed.
-func (r *Registry) DeleteIf(id string, remove func(*Provider) bool) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// apply recomputes the given ids after a writer changed its claims and
+// publishes a snapshot if what is served or which ids conflict changed. mu
+// held.
+func (r *Registry) apply(ids ...string) {
 	old := r.current.Load()
-	cur, ok := old.byID[id]
-	if !ok || !remove(cur) {
-		return false
-	}
-	byID := make(map[string]*Provider, len(old.byID))
-	for k, v := range old.byID {
-		if k != id {
-			byID[k] = v
-		}
-	}
-	r.publish(old, byID)
-	return true
-}
-
-// Replace swaps the whole set at once: providers not in ps disappear. A
-// source that re-reads everything (a file) uses it so that readers never
-// see a half-applied reload. Providers whose Version is unchanged keep
-// their old value.
-func (r *Registry) Replace(ps []*Provider) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	old := r.current.Load()
-	byID := make(map[string]*Provider, len(ps))
-	changed := len(ps) != len(old.byID)
-	for _, p := range ps {
-		if cur, ok := old.byID[p.ID]; ok && p.Version != "" && cur.Version == p.Version {
-			p = cur
-		} else {
+	var byID map[string]*Provider
+	changed := false
+	for _, id := range ids {
+		p, conflict := r.merge(id)
+		if conflict != r.conflicted[id] {
 			changed = true
+			if conflict {
+				r.conflicted[id] = true
+			} else {
+				delete(r.conflicted, id)
+			}
 		}
-		byID[p.ID] = p
+		if cur, ok := old.byID[id]; ok == (p != nil) && cur == p {
+			continue
+		}
+		if byID == nil {
+			byID = maps.Clone(old.byID)
+		}
+		changed = true
+		if p == nil {
+			delete(byID, id)
+		} else {
+			byID[id] = p
+		}
 	}
 	if !changed {
 		return
+	}
+	if byID == nil {
+		byID = old.byID
 	}
 	r.publish(old, byID)
 }

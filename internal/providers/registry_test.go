@@ -88,28 +88,161 @@ func TestRegistrySameVersionIsNoOp(t *testing.T) {
 	}
 }
 
-func TestRegistryReplaceAndDeleteIf(t *testing.T) {
+func TestSourceWriterReplaceAllAndDelete(t *testing.T) {
 	r := NewRegistry()
+	w := r.Source(SourceFile)
 	a := provider("a", "s")
-	r.Set(a)
-	r.Set(provider("b", "s"))
+	w.Put(a)
+	w.Put(provider("b", "s"))
 	v := r.Version()
-	r.Replace([]*Provider{provider("a", "s"), provider("b", "s")})
+	w.ReplaceAll([]*Provider{provider("a", "s"), provider("b", "s")})
 	if r.Version() != v {
-		t.Fatal("Replace with an identical set made a new snapshot")
+		t.Fatal("ReplaceAll with an identical set made a new snapshot")
 	}
-	r.Replace([]*Provider{provider("a", "s"), provider("c", "s")})
+	w.ReplaceAll([]*Provider{provider("a", "s"), provider("c", "s")})
 	if _, ok := r.Get("b"); ok {
-		t.Fatal("b survived a Replace without it")
+		t.Fatal("b survived a ReplaceAll without it")
 	}
 	if p, _ := r.Get("a"); p != a {
-		t.Fatal("Replace did not keep the unchanged value of a")
+		t.Fatal("ReplaceAll did not keep the unchanged value of a")
 	}
-	if r.DeleteIf("a", func(p *Provider) bool { return p.ClientSecret == "other" }) {
-		t.Fatal("DeleteIf removed an entry its predicate refused")
+	// Another source cannot remove what this one put.
+	if r.Source(SourceKubernetes).Delete("a") {
+		t.Fatal("the Kubernetes writer removed the file source's entry")
 	}
-	if !r.DeleteIf("a", func(p *Provider) bool { return true }) {
-		t.Fatal("DeleteIf did not remove a")
+	if _, ok := r.Get("a"); !ok {
+		t.Fatal("a gone after another source's Delete")
+	}
+	if !w.Delete("a") {
+		t.Fatal("Delete did not remove a")
+	}
+	if _, ok := r.Get("a"); ok {
+		t.Fatal("a still served after its source deleted it")
+	}
+	// ReplaceAll withdraws the source's claims only.
+	r.Source(SourceKubernetes).Put(provider("k", "s"))
+	w.ReplaceAll(nil)
+	if got := ids(r); got != "k" {
+		t.Fatalf("after the file source emptied itself: %s, want k", got)
+	}
+}
+
+func ids(r *Registry) string {
+	var out []string
+	for _, p := range r.List() {
+		out = append(out, p.ID)
+	}
+	return strings.Join(out, ",")
+}
+
+// TestMergeRule: an id claimed by one source serves that source's
+// configuration; an id claimed by two serves neither, each writer names the
+// other, and the id serves again once one of them lets it go.
+func TestMergeRule(t *testing.T) {
+	r := NewRegistry()
+	kube, file := r.Source(SourceKubernetes), r.Source(SourceFile)
+	k := provider("shared", "kube-secret")
+	k.Source = "TokenProvider ns/shared"
+	kube.Put(k)
+	if p, ok := r.Get("shared"); !ok || p != k {
+		t.Fatalf("the only claimant is not served: %v", p)
+	}
+	if _, conflict := kube.Conflict("shared"); conflict {
+		t.Fatal("conflict reported with one claimant")
+	}
+	ch := r.Changed()
+	f := provider("shared", "file-secret")
+	f.Source = "TokenProvider default/shared in /etc/providers.yaml"
+	file.Put(f)
+	if p, ok := r.Get("shared"); ok {
+		t.Fatalf("an id claimed by two sources is served (%v)", p)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("a conflict did not wake subscribers")
+	}
+	others, conflict := kube.Conflict("shared")
+	if !conflict || len(others) != 1 || others[0] != "TokenProvider default/shared in /etc/providers.yaml (file source)" {
+		t.Fatalf("Kubernetes writer's conflict = %v, %v", others, conflict)
+	}
+	others, conflict = file.Conflict("shared")
+	if !conflict || len(others) != 1 || others[0] != "TokenProvider ns/shared (kubernetes source)" {
+		t.Fatalf("file writer's conflict = %v, %v", others, conflict)
+	}
+	if got := kube.Conflicts(); len(got) != 1 || got[0] != "shared" {
+		t.Fatalf("Conflicts = %v", got)
+	}
+	// Each source still knows what it offers.
+	if p, ok := kube.Get("shared"); !ok || p != k {
+		t.Fatal("the Kubernetes writer lost its own configuration")
+	}
+	// A claim without a configuration conflicts too.
+	kube.Claim("shared", "TokenProvider ns/shared")
+	if _, ok := r.Get("shared"); ok {
+		t.Fatal("served while a claim without configuration competes for it")
+	}
+	if _, conflict := file.Conflict("shared"); !conflict {
+		t.Fatal("a claim without configuration does not conflict")
+	}
+	// The other claimant goes: the file's configuration serves.
+	ch = r.Changed()
+	kube.Delete("shared")
+	if p, ok := r.Get("shared"); !ok || p != f {
+		t.Fatalf("the remaining claimant is not served: %v", p)
+	}
+	if _, conflict := file.Conflict("shared"); conflict || len(file.Conflicts()) != 0 {
+		t.Fatal("conflict still reported after the other claim went")
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("the end of a conflict did not wake subscribers")
+	}
+	// A claim alone serves nothing.
+	kube.Claim("lonely", "TokenProvider ns/lonely")
+	if _, ok := r.Get("lonely"); ok {
+		t.Fatal("a claim without configuration is served")
+	}
+	// Conflicts between claims that serve nothing still change the version
+	// (status writers wake on Changed).
+	v := r.Version()
+	file.Claim("lonely", "TokenProvider default/lonely in /etc/providers.yaml")
+	if r.Version() == v {
+		t.Fatal("a new conflict did not publish")
+	}
+}
+
+// TestSourceReadiness: the registry is ready once every registered source
+// has synced; SourceDirect does not count, MarkReady forces it.
+func TestSourceReadiness(t *testing.T) {
+	r := NewRegistry()
+	kube, file := r.Source(SourceKubernetes), r.Source(SourceFile)
+	r.Set(provider("direct", "s")) // registers SourceDirect, which is never synced
+	file.MarkSynced()
+	if r.Ready() || !file.Synced() || kube.Synced() {
+		t.Fatal("ready with the Kubernetes source not synced")
+	}
+	if r.Source(SourceFile) != file {
+		t.Fatal("Source returned a second writer for one kind")
+	}
+	kube.MarkSynced()
+	if !r.Ready() {
+		t.Fatal("not ready with every source synced")
+	}
+	select {
+	case <-r.ReadyC():
+	default:
+		t.Fatal("ReadyC not closed")
+	}
+	if NewRegistry().Ready() {
+		t.Fatal("a registry without sources is ready")
+	}
+	forced := NewRegistry()
+	forced.Source(SourceKubernetes)
+	forced.MarkReady()
+	if !forced.Ready() {
+		t.Fatal("MarkReady did not make the registry ready")
 	}
 }
 

@@ -66,11 +66,20 @@ type Settings struct {
 	// CryptoKey is the raw CRYPTOKEY list (see internal/crypto.ParseKeyRing).
 	CryptoKey string
 
-	OIDCDiscoveryURL  string
-	OIDCClientID      string
-	OIDCClientSecret  string
-	OIDCScope         []string
-	OIDCAudience      []string
+	OIDCDiscoveryURL string
+	OIDCClientID     string
+	OIDCClientSecret string
+	OIDCScope        []string
+	OIDCAudience     []string
+	// BearerOpaque is how opaque (non-JWT) bearer tokens from the login
+	// issuer are checked: "refuse" (the default), "introspection" (RFC
+	// 7662, with the login client's credentials) or "userinfo" (any token
+	// the issuer's userinfo endpoint accepts; see README for the risk).
+	BearerOpaque string
+	// BearerVerifyRate bounds the calls made to the login issuer to check
+	// bearer tokens (JWKS fetches, introspection, userinfo), per second
+	// and replica; 0 leaves them unbounded.
+	BearerVerifyRate  float64
 	SessionCookieName string
 	// SessionCookieSecure: "auto" (Secure when EXTERNAL_URL is https), "true", "false".
 	SessionCookieSecure   string
@@ -218,6 +227,23 @@ var options = []option{
 	{name: "OIDC_CLIENT_SECRET", help: "login client secret", secret: true, set: str(func(s *Settings) *string { return &s.OIDCClientSecret })},
 	{name: "OIDC_SCOPE", def: "openid email profile", help: "scopes requested at login (space or comma separated)", set: list(func(s *Settings) *[]string { return &s.OIDCScope })},
 	{name: "OIDC_AUDIENCE", help: "audiences accepted on bearer access tokens from the login issuer (default: the client id)", set: list(func(s *Settings) *[]string { return &s.OIDCAudience })},
+	{name: "BEARER_OPAQUE", def: "refuse", help: "opaque (non-JWT) bearer tokens from the login issuer: refuse, introspection (RFC 7662 at the issuer's introspection_endpoint, with OIDC_CLIENT_ID/OIDC_CLIENT_SECRET; the token must be active and issued to or for OIDC_AUDIENCE) or userinfo (any token the issuer's userinfo endpoint accepts, including other applications' tokens: unsafe unless the issuer serves this service alone)", set: func(s *Settings, v string) error {
+		switch m := strings.ToLower(strings.TrimSpace(v)); m {
+		case "refuse", "introspection", "userinfo":
+			s.BearerOpaque = m
+		default:
+			return fmt.Errorf("want refuse, introspection or userinfo, got %q", v)
+		}
+		return nil
+	}},
+	{name: "BEARER_VERIFY_RATE", def: "10", help: "calls per second (per replica) to the login issuer to check bearer tokens (JWKS refetches, introspection, userinfo); beyond it unchecked tokens are answered 503; 0: unbounded", set: func(s *Settings, v string) error {
+		r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || r < 0 {
+			return fmt.Errorf("want a number of calls per second, 0 or more, got %q", v)
+		}
+		s.BearerVerifyRate = r
+		return nil
+	}},
 	{name: "SESSION_COOKIE_NAME", def: "tokenstore_session", help: "name of the session cookie", set: str(func(s *Settings) *string { return &s.SessionCookieName })},
 	{name: "SESSION_COOKIE_SECURE", def: "auto", help: "auto (Secure when EXTERNAL_URL is https), true or false", set: str(func(s *Settings) *string { return &s.SessionCookieSecure })},
 	{name: "SESSION_COOKIE_SAMESITE", def: "Lax", help: "Lax, Strict or None", set: str(func(s *Settings) *string { return &s.SessionCookieSameSite })},
@@ -250,10 +276,10 @@ var options = []option{
 		}
 		return nil
 	}},
-	{name: "CORS_ORIGINS", help: "origins allowed to call the API from a browser (Flask-Cors' setting); none by default", set: list(func(s *Settings) *[]string { return &s.CORSOrigins })},
+	{name: "CORS_ORIGINS", def: "*", help: "origins allowed to call the API from a browser (Flask-Cors' setting); * (the default) is every origin, never with credentials", set: list(func(s *Settings) *[]string { return &s.CORSOrigins })},
 	{name: "CORS_ALLOW_HEADERS", def: "Authorization,Content-Type,X-CSRF-Token", help: "request headers allowed cross-origin", set: list(func(s *Settings) *[]string { return &s.CORSAllowHeaders })},
 	{name: "CORS_MAX_AGE", def: "10m", help: "how long browsers may cache a preflight answer", set: duration(func(s *Settings) *time.Duration { return &s.CORSMaxAge })},
-	{name: "CORS_SUPPORTS_CREDENTIALS", def: "true", help: "allow cookies on cross-origin requests from CORS_ORIGINS", set: boolean(func(s *Settings) *bool { return &s.CORSSupportsCredentials })},
+	{name: "CORS_SUPPORTS_CREDENTIALS", def: "false", help: "allow cookies on cross-origin requests from an explicit CORS_ORIGINS list (Flask-Cors' default: no)", set: boolean(func(s *Settings) *bool { return &s.CORSSupportsCredentials })},
 	{name: "TRUSTED_PROXIES", help: "CIDRs of reverse proxies whose X-Forwarded-* headers are believed (the Flask service's ProxyFix)", set: list(func(s *Settings) *[]string { return &s.TrustedProxies })},
 	{name: "ALLOWED_RETURN_URLS", help: "origins (scheme://host[:port]) that return_url may point to; EXTERNAL_URL's origin is always allowed", set: list(func(s *Settings) *[]string { return &s.AllowedReturnURLs })},
 	{name: "PROVIDERS_FILE", help: "file or folder of TokenProvider and Secret manifests (the file source)", set: str(func(s *Settings) *string { return &s.ProvidersFile })},

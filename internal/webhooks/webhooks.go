@@ -1,7 +1,8 @@
 // Package webhooks tells an operator's endpoint about credentials and
-// providers that need attention: CloudEvents 1.0 in structured JSON mode,
+// providers that need attention: CloudEvents 1.0 in structured JSON mode
+// (the CloudEvents Go SDK builds, validates and encodes the envelope),
 // POSTed to one URL per install, signed with HMAC-SHA256, retried with
-// exponential backoff.
+// exponential backoff (cenkalti/backoff).
 //
 // Events: credential.needs_reauth (a provider refused a refresh token),
 // credential.recovered (the person linked the account again),
@@ -25,18 +26,20 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"math/big"
 	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/cloudevents/sdk-go/v2/binding/format"
+	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/tokenstore/tokenstore/internal/observability/metrics"
 	"github.com/tokenstore/tokenstore/internal/providers"
@@ -56,17 +59,10 @@ const TypePrefix = "io.tokenstore."
 // SignatureHeader carries the HMAC signature.
 const SignatureHeader = "Tokenstore-Signature"
 
-// Event is one CloudEvent in structured mode.
-type Event struct {
-	SpecVersion     string         `json:"specversion"`
-	ID              string         `json:"id"`
-	Source          string         `json:"source"`
-	Type            string         `json:"type"`
-	Subject         string         `json:"subject,omitempty"`
-	Time            time.Time      `json:"time"`
-	DataContentType string         `json:"datacontenttype"`
-	Data            map[string]any `json:"data"`
-}
+// contentType is the structured JSON mode's media type. The charset
+// parameter is what deliveries have always carried; it is allowed by the
+// CloudEvents HTTP binding and receivers matching the media type ignore it.
+var contentType = format.JSON.MediaType() + "; charset=utf-8"
 
 // Options configure a Sender.
 type Options struct {
@@ -95,7 +91,7 @@ type Options struct {
 type Sender struct {
 	opt   Options
 	log   *slog.Logger
-	queue chan Event
+	queue chan event.Event
 	wg    sync.WaitGroup
 }
 
@@ -107,6 +103,9 @@ func New(opt Options) (*Sender, error) {
 	}
 	if opt.Secret == "" {
 		return nil, errors.New("webhooks: WEBHOOK_SECRET is required with WEBHOOK_URL: receivers must be able to tell our events from forgeries")
+	}
+	if opt.Source == "" {
+		return nil, errors.New("webhooks: the CloudEvents source (EXTERNAL_URL) is required")
 	}
 	if opt.HTTPClient == nil {
 		opt.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -132,7 +131,7 @@ func New(opt Options) (*Sender, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Sender{opt: opt, log: opt.Logger.With("component", "webhooks"), queue: make(chan Event, opt.QueueSize)}, nil
+	return &Sender{opt: opt, log: opt.Logger.With("component", "webhooks"), queue: make(chan event.Event, opt.QueueSize)}, nil
 }
 
 // Send queues an event (name is one of the Event names). A full queue drops
@@ -143,17 +142,27 @@ func (s *Sender) Send(name, subject string, data map[string]any) {
 
 // send queues the event of that id, name and subject.
 func (s *Sender) send(id, name, subject string, data map[string]any) {
-	s.enqueue(Event{SpecVersion: "1.0", ID: id, Source: s.opt.Source, Type: TypePrefix + name,
-		Subject: subject, Time: s.opt.Now().UTC(), DataContentType: "application/json", Data: data})
+	e := event.New(event.CloudEventsVersionV1)
+	e.SetID(id)
+	e.SetSource(s.opt.Source)
+	e.SetType(TypePrefix + name)
+	e.SetSubject(subject)
+	e.SetTime(s.opt.Now().UTC())
+	if err := e.SetData(event.ApplicationJSON, data); err != nil {
+		s.opt.Metrics.WebhookDelivery(e.Type(), "failed")
+		s.log.Error("webhook event data not encodable", "type", e.Type(), "error", err)
+		return
+	}
+	s.enqueue(e)
 }
 
-func (s *Sender) enqueue(e Event) {
+func (s *Sender) enqueue(e event.Event) {
 	select {
 	case s.queue <- e:
 		s.opt.Metrics.WebhookQueue(len(s.queue))
 	default:
-		s.opt.Metrics.WebhookDelivery(e.Type, "dropped")
-		s.log.Warn("webhook queue full; event dropped", "type", e.Type)
+		s.opt.Metrics.WebhookDelivery(e.Type(), "dropped")
+		s.log.Warn("webhook queue full; event dropped", "type", e.Type())
 	}
 }
 
@@ -182,7 +191,7 @@ func (s *Sender) Run(ctx context.Context) error {
 	for {
 		select {
 		case e := <-s.queue:
-			s.opt.Metrics.WebhookDelivery(e.Type, "dropped")
+			s.opt.Metrics.WebhookDelivery(e.Type(), "dropped")
 		default:
 			s.opt.Metrics.WebhookQueue(0)
 			return nil
@@ -198,45 +207,64 @@ func (s *Sender) worker(ctx context.Context) {
 		case e := <-s.queue:
 			s.opt.Metrics.WebhookQueue(len(s.queue))
 			outcome := s.deliver(ctx, e)
-			s.opt.Metrics.WebhookDelivery(e.Type, outcome)
+			s.opt.Metrics.WebhookDelivery(e.Type(), outcome)
 		}
 	}
 }
 
 // deliver POSTs e until it is accepted, refused for good, out of attempts,
 // or ctx ends; it returns the outcome label.
-func (s *Sender) deliver(ctx context.Context, e Event) string {
-	body, err := json.Marshal(e)
-	if err != nil {
-		s.log.Error("webhook event not encodable", "type", e.Type, "error", err)
+func (s *Sender) deliver(ctx context.Context, e event.Event) string {
+	// Validate refuses an event that is not valid CloudEvents (a missing
+	// source, say) before any receiver sees it.
+	if err := e.Validate(); err != nil {
+		s.log.Error("webhook event is not a valid CloudEvent", "type", e.Type(), "id", e.ID(), "error", err)
 		return "failed"
 	}
-	wait := s.opt.Backoff
-	for attempt := 1; ; attempt++ {
-		status, err := s.post(ctx, e.Type, body)
+	body, err := format.JSON.Marshal(&e)
+	if err != nil {
+		s.log.Error("webhook event not encodable", "type", e.Type(), "error", err)
+		return "failed"
+	}
+	// Randomization 0.5 spreads each wait over [½, 1½] of its step, so
+	// many replicas do not retry in step. Attempts, not elapsed time, bound
+	// the retries (the library's default 15-minute cap is turned off).
+	b := &backoff.ExponentialBackOff{InitialInterval: s.opt.Backoff, RandomizationFactor: 0.5,
+		Multiplier: 2, MaxInterval: s.opt.MaxBackoff}
+	attempts := 0
+	_, err = backoff.Retry(ctx, func() (struct{}, error) {
+		attempts++
+		status, err := s.post(ctx, e.Type(), body)
 		switch {
-		case err == nil && status/100 == 2:
-			return "delivered"
-		case err == nil && status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
+		case err != nil:
+			return struct{}{}, err
+		case status/100 == 2:
+			return struct{}{}, nil
+		case status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
 			// The receiver understood and refused (bad signature, unknown
 			// type): the same bytes will be refused again.
-			s.log.Warn("webhook refused", "type", e.Type, "id", e.ID, "status", status)
-			return "failed"
+			return struct{}{}, backoff.Permanent(&refusedError{status: status})
 		}
-		if attempt >= s.opt.MaxAttempts {
-			s.log.Warn("webhook undeliverable; giving up", "type", e.Type, "id", e.ID, "attempts", attempt, "status", status, "error", err)
-			return "failed"
-		}
-		// Full jitter keeps many replicas from retrying in step.
-		d := wait/2 + jitter(wait/2)
-		select {
-		case <-ctx.Done():
-			return "dropped"
-		case <-time.After(d):
-		}
-		wait = min(wait*2, s.opt.MaxBackoff)
+		return struct{}{}, fmt.Errorf("webhook receiver answered %d", status)
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(s.opt.MaxAttempts)), backoff.WithMaxElapsedTime(0))
+	var refused *refusedError
+	switch {
+	case err == nil:
+		return "delivered"
+	case errors.As(err, &refused):
+		s.log.Warn("webhook refused", "type", e.Type(), "id", e.ID(), "status", refused.status)
+		return "failed"
+	case ctx.Err() != nil && attempts < s.opt.MaxAttempts:
+		return "dropped"
 	}
+	s.log.Warn("webhook undeliverable; giving up", "type", e.Type(), "id", e.ID(), "attempts", attempts, "error", err)
+	return "failed"
 }
+
+// refusedError is a 4xx answer that retrying cannot change.
+type refusedError struct{ status int }
+
+func (e *refusedError) Error() string { return "webhook receiver refused: " + strconv.Itoa(e.status) }
 
 // post sends one attempt; status 0 with an error means no answer.
 func (s *Sender) post(ctx context.Context, typ string, body []byte) (int, error) {
@@ -245,7 +273,7 @@ func (s *Sender) post(ctx context.Context, typ string, body []byte) (int, error)
 	if err != nil {
 		return 0, fmt.Errorf("building the webhook request: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/cloudevents+json; charset=utf-8")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set(SignatureHeader, Sign(s.opt.Secret, s.opt.Now(), body))
 	resp, err := s.opt.HTTPClient.Do(req)
 	if err != nil {
@@ -403,15 +431,4 @@ func randomID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func jitter(max time.Duration) time.Duration {
-	if max <= 0 {
-		return 0
-	}
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(max)))
-	if err != nil {
-		return max / 2
-	}
-	return time.Duration(n.Int64())
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -28,7 +29,7 @@ type receiver struct {
 	failFirst int32
 	attempts  atomic.Int32
 	mu        sync.Mutex
-	got       []Event
+	got       []wireEvent
 	done      chan struct{}
 }
 
@@ -40,14 +41,20 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/cloudevents+json") {
+	if ct := r.Header.Get("Content-Type"); ct != "application/cloudevents+json; charset=utf-8" {
 		rc.t.Errorf("Content-Type %q", ct)
 	}
 	if n <= rc.failFirst {
 		http.Error(w, "try later", http.StatusServiceUnavailable)
 		return
 	}
-	var e Event
+	// The SDK's decoder refuses a body that is not a valid CloudEvent;
+	// wireEvent is what a receiver in any language reads.
+	var ce event.Event
+	if err := json.Unmarshal(body, &ce); err != nil {
+		rc.t.Errorf("body is not a valid CloudEvent: %v", err)
+	}
+	var e wireEvent
 	if err := json.Unmarshal(body, &e); err != nil {
 		rc.t.Errorf("body: %v", err)
 	}
@@ -56,6 +63,19 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.mu.Unlock()
 	w.WriteHeader(http.StatusAccepted)
 	rc.done <- struct{}{}
+}
+
+// wireEvent is a delivery as receivers have always read it: the
+// structured-mode attributes and a JSON object as data.
+type wireEvent struct {
+	SpecVersion     string         `json:"specversion"`
+	ID              string         `json:"id"`
+	Source          string         `json:"source"`
+	Type            string         `json:"type"`
+	Subject         string         `json:"subject"`
+	Time            time.Time      `json:"time"`
+	DataContentType string         `json:"datacontenttype"`
+	Data            map[string]any `json:"data"`
 }
 
 func newSender(t *testing.T, url string) (*Sender, prometheus.Gatherer) {
@@ -213,10 +233,48 @@ func TestProviderNotReady(t *testing.T) {
 }
 
 func TestNewRequiresSecret(t *testing.T) {
-	if _, err := New(Options{URL: "https://hooks.example/x"}); err == nil {
+	if _, err := New(Options{URL: "https://hooks.example/x", Source: "https://tokenstore.example"}); err == nil {
 		t.Error("no secret accepted")
 	}
-	if _, err := New(Options{URL: "not a url", Secret: "s"}); err == nil {
+	if _, err := New(Options{URL: "not a url", Secret: "s", Source: "https://tokenstore.example"}); err == nil {
 		t.Error("bad URL accepted")
+	}
+	if _, err := New(Options{URL: "https://hooks.example/x", Secret: "s"}); err == nil {
+		t.Error("no CloudEvents source accepted")
+	}
+}
+
+// TestGivesUpAfterMaxAttempts: a receiver that keeps answering 503 gets
+// MaxAttempts POSTs, and the event counts as failed.
+func TestGivesUpAfterMaxAttempts(t *testing.T) {
+	var attempts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attempts.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	s, reg := newSender(t, srv.URL)
+	s.Send(CredentialExpiring, "credentials/x", map[string]any{"provider": "x"})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _ := testutil.GatherAndCount(reg, "tokenstore_webhook_deliveries_total")
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no outcome recorded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := attempts.Load(); n != 4 {
+		t.Errorf("%d attempts, want MaxAttempts (4)", n)
+	}
+	want := `
+# HELP tokenstore_webhook_deliveries_total Webhook events by type and final outcome (delivered, failed, dropped).
+# TYPE tokenstore_webhook_deliveries_total counter
+tokenstore_webhook_deliveries_total{event="io.tokenstore.credential.expiring",outcome="failed"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenstore_webhook_deliveries_total"); err != nil {
+		t.Error(err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -91,15 +90,7 @@ type devServer struct {
 	done              chan error
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // startDev runs `tokenstore dev` (the README's first command) with a
 // temporary data dir and free loopback ports, waits for /readyz, and stops it
@@ -124,26 +115,13 @@ func startDevEnv(t *testing.T, dataDir, api, idp string, env ...string) *devServ
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("starting tokenstore dev: %v", err)
 	}
-	go func() { d.done <- d.cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { d.done <- d.cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { d.stop(t) })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(d.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return d
-			}
-		}
-		select {
-		case err := <-d.done:
-			t.Fatalf("tokenstore dev exited before it was ready (%v); its output:\n%s", err, d.Out)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tokenstore dev did not answer /readyz with 200 within 60 s; its output:\n%s", d.Out)
-		}
+	if err := testutil.WaitReady(d.URL+"/readyz", exited, 60*time.Second); err != nil {
+		t.Fatalf("tokenstore dev: %v; its output:\n%s", err, d.Out)
 	}
+	return d
 }
 
 func (d *devServer) stop(t *testing.T) {

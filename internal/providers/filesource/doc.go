@@ -12,20 +12,20 @@
 //     and the CEL x-kubernetes-validations; see Validator.
 //   - one reconcile path: valid providers are resolved by resolve.Resolve
 //     (internal/providers/resolve), exactly as the Kubernetes reconciler
-//     resolves them, into the same providers.Registry; see Source.
+//     resolves them, into the same providers.Registry, through its
+//     SourceFile writer; see Source.
 //
 // Wiring, for `dev` or `serve` with PROVIDERS_FILE set:
 //
-//	src, err := filesource.New(filesource.Options{
-//		Path:              settings.ProvidersFile,
-//		Registry:          registry,
-//		Discoverer:        discoverer, // shared with the rest of the process
-//		Logger:            log,
-//		MarkRegistryReady: true, // when no Kubernetes source runs
+//	src, err := filesource.New(filesource.Options{ // registers the file writer
+//		Path:       settings.ProvidersFile,
+//		Registry:   registry,
+//		Discoverer: discoverer, // shared with the rest of the process
+//		Logger:     log,
 //	})
 //	if err != nil { ... }            // the path does not exist, or the CRD is broken
 //	go src.Run(ctx)                  // until ctx ends
-//	<-src.ReadyC()                   // or src.Ready() in /readyz
+//	<-src.ReadyC()                   // the file writer is synced: registry.Ready once every source is
 //	src.Statuses(); src.Errors()     // for the dev UI and logs
 //
 // A bad document does not take down the good ones: each is reported (logged

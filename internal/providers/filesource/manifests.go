@@ -83,6 +83,10 @@ type Object struct {
 	// manifest names none) and Name; Name may be empty in a broken document.
 	Namespace string
 	Name      string
+	// ID is a TokenProvider's provider id: spec.id when the document gives
+	// one as a string, else Name. It is read also from a document that
+	// fails validation, so that a broken manifest still holds its id.
+	ID string
 	// Provider is the validated TokenProvider with defaults applied; nil
 	// unless Kind is TokenProvider and Err is nil.
 	Provider *v1alpha1.TokenProvider
@@ -348,7 +352,7 @@ func parseDocument(ctx context.Context, v *Validator, loc Location, data []byte,
 	case kind == kindList && apiVersion == "v1":
 		return parseList(ctx, v, loc, obj, ns)
 	case kind == kindTokenProvider && apiVersion == v1alpha1.GroupVersion.String():
-		o := Object{Location: loc, Kind: kind, Namespace: ns, Name: name}
+		o := Object{Location: loc, Kind: kind, Namespace: ns, Name: name, ID: specID(obj, name)}
 		tp, errs := v.ValidateTokenProvider(ctx, obj, ns)
 		if len(errs) == 0 && tp.Name == "" {
 			errs = field.ErrorList{needName()}
@@ -412,6 +416,16 @@ func parseList(ctx context.Context, v *Validator, loc Location, obj map[string]a
 
 // names reads metadata.name and metadata.namespace, tolerating any shape:
 // they are only used to label messages until validation has run.
+// specID is the provider id a TokenProvider document claims: spec.id if it
+// is a non-empty string, else name.
+func specID(obj map[string]any, name string) string {
+	spec, _ := obj["spec"].(map[string]any)
+	if id, _ := spec["id"].(string); id != "" {
+		return id
+	}
+	return name
+}
+
 func names(obj map[string]any) (name, namespace string) {
 	m, _ := obj["metadata"].(map[string]any)
 	name, _ = m["name"].(string)

@@ -25,11 +25,6 @@ import (
 	"github.com/tokenstore/tokenstore/internal/providers/resolve"
 )
 
-// SourcePrefix starts the Provider.Source of every provider this package
-// publishes ("file:" and the manifest file), so that it only ever removes
-// its own registry entries.
-const SourcePrefix = "file:"
-
 // maxDebounceRounds bounds how long a stream of changes delays a reload, in
 // multiples of Options.Debounce.
 const maxDebounceRounds = 10
@@ -38,7 +33,9 @@ const maxDebounceRounds = 10
 type Options struct {
 	// Path is a manifest file or a folder of them.
 	Path string
-	// Registry receives the providers.
+	// Registry receives the providers, through its SourceFile writer; its
+	// token-endpoint health turns Ready statuses into ClientRejected or
+	// TokenEndpointFailing ones, as for Kubernetes TokenProviders.
 	Registry *providers.Registry
 	// Discoverer runs OpenID Connect discovery; a new one with default
 	// settings if nil. Share the process's Discoverer so that the cache and
@@ -51,12 +48,6 @@ type Options struct {
 	// Logger for load errors and readiness changes; slog.Default() if nil.
 	// Client secrets never reach it.
 	Logger *slog.Logger
-	// MarkRegistryReady makes the Source call Registry.MarkReady after its
-	// first load. Set it when the file is the only source of providers (dev,
-	// installs without Kubernetes); leave it off when a Kubernetes source
-	// also fills the registry and owns its readiness.
-	MarkRegistryReady bool
-
 	// Debounce is how long the Source waits after a change to the file
 	// before reading it, so that an editor's write-rename-chmod sequence is
 	// read once (default 200ms).
@@ -107,7 +98,7 @@ func (o Options) withDefaults() Options {
 // condition (as a Kubernetes TokenProvider's status would hold it) and where
 // the provider was declared. For logs and the dev UI.
 type ProviderStatus struct {
-	// ID is the provider id (the TokenProvider's name).
+	// ID is the provider id (the TokenProvider's spec.id, else its name).
 	ID        string
 	Namespace string
 	// Location of the manifest that declared it.
@@ -116,9 +107,10 @@ type ProviderStatus struct {
 	// observedGeneration (counting changes of the manifest or its Secret),
 	// the issuer and endpoints in use and the last discovery time.
 	Status v1alpha1.TokenProviderStatus
-	// Serving is true while the registry holds a configuration from this
+	// Serving is true while the registry serves a configuration from this
 	// Source for the id: a provider whose discovery fails keeps serving its
-	// last good configuration (Serving true, Ready false).
+	// last good configuration (Serving true, Ready false); one whose id
+	// another source claims too is not served (Serving false, IDConflict).
 	Serving bool
 }
 
@@ -138,6 +130,9 @@ func (s ProviderStatus) Ready() (ready bool, reason, message string) {
 // or failing.
 type Source struct {
 	opts Options
+	// w is the registry's SourceFile writer: everything this Source puts
+	// in the registry goes through it.
+	w *providers.SourceWriter
 	// dir is the directory watched: Path itself, or the file's folder, since
 	// editors save by writing a new file and renaming it over the old one,
 	// which ends a watch on the file itself.
@@ -157,9 +152,9 @@ type Source struct {
 
 // entry is the Source's state of one provider id.
 type entry struct {
-	id, namespace string
-	loc           Location
-	tp            *v1alpha1.TokenProvider
+	id, namespace, name string
+	loc                 Location
+	tp                  *v1alpha1.TokenProvider
 	// input fingerprints everything Resolve reads (spec, namespace, file,
 	// the referenced Secret value): when it is unchanged after a reload the
 	// provider is not resolved again.
@@ -211,6 +206,7 @@ func New(opts Options) (*Source, error) {
 	}
 	return &Source{
 		opts:    opts,
+		w:       opts.Registry.Source(providers.SourceFile),
 		dir:     dir,
 		entries: map[string]*entry{},
 		readyCh: make(chan struct{}),
@@ -240,9 +236,36 @@ func (s *Source) Statuses() []ProviderStatus {
 	for i, st := range s.statuses {
 		out[i] = st
 		out[i].Status = *st.Status.DeepCopy()
-		s.overlayTokenEndpoint(&out[i])
+		if !s.overlayConflict(&out[i]) {
+			s.overlayTokenEndpoint(&out[i])
+		}
 	}
 	return out
+}
+
+// overlayConflict turns the status of an id that another source (the
+// Kubernetes TokenProviders) claims too into Ready=False, IDConflict, not
+// serving, as the registry's merge rule has it. It reports whether it did.
+// Read at the time of asking, like overlayTokenEndpoint; the transition time
+// is the time of asking, since the registry does not keep one.
+func (s *Source) overlayConflict(st *ProviderStatus) bool {
+	others, conflict := s.w.Conflict(st.ID)
+	if !conflict {
+		return false
+	}
+	st.Serving = false
+	c := apimeta.FindStatusCondition(st.Status.Conditions, v1alpha1.ConditionReady)
+	if c == nil {
+		apimeta.SetStatusCondition(&st.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady})
+		c = apimeta.FindStatusCondition(st.Status.Conditions, v1alpha1.ConditionReady)
+	}
+	if c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonIDConflict {
+		c.LastTransitionTime = metav1.Now()
+	}
+	c.Status = metav1.ConditionFalse
+	c.Reason = v1alpha1.ReasonIDConflict
+	c.Message = providers.IDConflictMessage(st.ID, others)
+	return true
 }
 
 // overlayTokenEndpoint turns a Ready provider whose token endpoint refused
@@ -304,9 +327,7 @@ func (s *Source) Run(ctx context.Context) error {
 	s.reload(ctx, log)
 	s.readyOnce.Do(func() {
 		// The registry first: whoever waits on ReadyC may check it next.
-		if s.opts.MarkRegistryReady {
-			s.opts.Registry.MarkReady()
-		}
+		s.w.MarkSynced()
 		close(s.readyCh)
 	})
 
@@ -443,12 +464,12 @@ func (s *Source) reload(ctx context.Context, log *slog.Logger) {
 		if o.Err != nil {
 			loadErrs = append(loadErrs, o.Err)
 		}
-		if o.Kind != kindTokenProvider || o.Name == "" {
+		if o.Kind != kindTokenProvider || o.ID == "" {
 			continue
 		}
-		if prev, dup := want[o.Name]; dup {
+		if prev, dup := want[o.ID]; dup {
 			err := &ManifestError{Location: o.Location, Kind: o.Kind, Name: o.Name,
-				Err: fmt.Errorf("provider id %q is already declared at %s; provider ids (names) must be unique across namespaces and files", o.Name, prev.obj.Location)}
+				Err: fmt.Errorf("provider id %q is already declared at %s; provider ids (spec.id, else the name) must be unique across namespaces and files", o.ID, prev.obj.Location)}
 			loadErrs = append(loadErrs, err)
 			continue
 		}
@@ -461,14 +482,14 @@ func (s *Source) reload(ctx context.Context, log *slog.Logger) {
 			}
 			d.input = inputFingerprint(o, d.lookup)
 		}
-		want[o.Name] = d
+		want[o.ID] = d
 	}
 	s.logErrors(log, loadErrs)
 
 	// Removed ids leave the registry.
-	for id, e := range s.entries {
+	for id := range s.entries {
 		if _, ok := want[id]; !ok {
-			s.unpublish(e)
+			s.w.Delete(id)
 			delete(s.entries, id)
 			log.Info("provider removed", "provider", id)
 		}
@@ -480,7 +501,12 @@ func (s *Source) reload(ctx context.Context, log *slog.Logger) {
 			e = &entry{id: id}
 			s.entries[id] = e
 		}
-		e.namespace, e.loc = d.obj.Namespace, d.obj.Location
+		e.namespace, e.name, e.loc = d.obj.Namespace, d.obj.Name, d.obj.Location
+		if e.published == nil {
+			// Declared, even if broken or not resolved yet: the id is this
+			// file's, and conflicts with another source's claim of it.
+			s.w.Claim(id, e.origin())
+		}
 		if d.invalid != nil {
 			if e.invalid == nil || e.invalid.Error() != d.invalid.Error() {
 				e.generation++
@@ -556,10 +582,10 @@ func (s *Source) apply(log *slog.Logger, e *entry, res resolve.Result, now time.
 	switch {
 	case res.Provider != nil:
 		p := *res.Provider
-		p.Source = SourcePrefix + e.loc.File
+		p.Source = e.origin()
 		p.Version = providers.Fingerprint(&p)
 		if e.published == nil || e.published.Version != p.Version {
-			s.opts.Registry.Set(&p)
+			s.w.Put(&p)
 			e.published = &p
 			log.Info("provider published", "provider", &p, "ready", res.Ready)
 		}
@@ -581,17 +607,17 @@ func (s *Source) apply(log *slog.Logger, e *entry, res resolve.Result, now time.
 	}
 }
 
-// unpublish removes the entry's provider from the registry, unless another
-// source has replaced it there in the meantime.
+// unpublish withdraws the entry's configuration from the registry; the
+// file still declares the id, so it keeps its claim.
 func (s *Source) unpublish(e *entry) {
-	if e.published == nil {
-		return
-	}
-	mine := e.published
-	s.opts.Registry.DeleteIf(e.id, func(p *providers.Provider) bool {
-		return p == mine || (strings.HasPrefix(p.Source, SourcePrefix) && p.Version == mine.Version)
-	})
+	s.w.Claim(e.id, e.origin())
 	e.published = nil
+}
+
+// origin is the Provider.Source (and claim origin) of the entry: the
+// TokenProvider and the file that declares it.
+func (e *entry) origin() string {
+	return "TokenProvider " + e.namespace + "/" + e.name + " in " + e.loc.File
 }
 
 // publishStatuses copies the entries' states for readers.

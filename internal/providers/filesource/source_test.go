@@ -31,14 +31,13 @@ func start(t *testing.T, path string, tweak func(*Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, reg: providers.NewRegistry(), logs: &testutil.SyncBuffer{}}
 	opts := Options{
-		Path:              path,
-		Registry:          h.reg,
-		Logger:            slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Discoverer:        providers.NewDiscoverer(nil, providers.DiscovererOptions{FailureTTL: time.Millisecond}),
-		MarkRegistryReady: true,
-		Debounce:          20 * time.Millisecond,
-		MinBackoff:        50 * time.Millisecond,
-		MaxBackoff:        200 * time.Millisecond,
+		Path:       path,
+		Registry:   h.reg,
+		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Discoverer: providers.NewDiscoverer(nil, providers.DiscovererOptions{FailureTTL: time.Millisecond}),
+		Debounce:   20 * time.Millisecond,
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond,
 	}
 	if tweak != nil {
 		tweak(&opts)
@@ -182,7 +181,7 @@ func TestSourceLoadsValidAndReportsInvalid(t *testing.T) {
 	if !slices.Equal(p.Scopes, []string{"openid", "email", "offline_access"}) || p.PKCE != "S256" || p.AuthMethod != "client_secret_basic" {
 		t.Errorf("defaults not applied: scopes %v pkce %q auth %q", p.Scopes, p.PKCE, p.AuthMethod)
 	}
-	if p.Metadata.Name != "idp1 display name" || !strings.HasPrefix(p.Source, SourcePrefix) {
+	if f, _ := h.reg.Source(providers.SourceFile).Get("idp1"); p.Metadata.Name != "idp1 display name" || f != p || !strings.HasSuffix(p.Source, " in "+path) {
 		t.Errorf("metadata %q, source %q", p.Metadata.Name, p.Source)
 	}
 	gh, _ := h.reg.Get("github")
@@ -468,5 +467,59 @@ func TestSourcePathMustExist(t *testing.T) {
 	_, err := New(Options{Path: filepath.Join(t.TempDir(), "nope.yaml"), Registry: providers.NewRegistry()})
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Fatalf("missing path: %v", err)
+	}
+}
+
+// TestSourceSpecIDAndConflict: a manifest's spec.id is the provider id the
+// registry serves it under (with requireSameSubject); when the Kubernetes
+// source claims the same id, neither is served and the file's status says
+// IDConflict naming the TokenProvider; when that claim goes, the file's
+// configuration serves again.
+func TestSourceSpecIDAndConflict(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "providers.yaml")
+	save(t, path, `---
+apiVersion: tokenstore.io/v1alpha1
+kind: TokenProvider
+metadata:
+  name: tern-keycloak
+spec:
+  id: tern_keycloak
+  requireSameSubject: true
+  clientID: c
+  tokenEndpointAuthMethod: none
+  endpoints:
+    authorization: https://idp.example.com/authorize
+    token: https://idp.example.com/token
+`)
+	h := start(t, path, nil)
+	if got := h.ids(); !slices.Equal(got, []string{"tern_keycloak"}) {
+		t.Fatalf("registry ids %v, want [tern_keycloak]", got)
+	}
+	fp, _ := h.reg.Get("tern_keycloak")
+	if !fp.RequireSameSubject {
+		t.Error("requireSameSubject did not reach the registry")
+	}
+	if ready, reason, msg := h.status("tern_keycloak"); !ready {
+		t.Fatalf("not ready: %s %s", reason, msg)
+	}
+
+	kube := h.reg.Source(providers.SourceKubernetes)
+	kube.Claim("tern_keycloak", "TokenProvider team/keycloak")
+	if _, ok := h.reg.Get("tern_keycloak"); ok {
+		t.Fatal("served while the Kubernetes source claims the id too")
+	}
+	ready, reason, msg := h.status("tern_keycloak")
+	if ready || reason != v1alpha1.ReasonIDConflict || !strings.Contains(msg, "TokenProvider team/keycloak (kubernetes source)") {
+		t.Fatalf("status %v %s %q, want IDConflict naming the TokenProvider", ready, reason, msg)
+	}
+	if st, _ := h.src.Status("tern_keycloak"); st.Serving {
+		t.Error("Serving while in conflict")
+	}
+	kube.Delete("tern_keycloak")
+	if p, ok := h.reg.Get("tern_keycloak"); !ok || p != fp {
+		t.Fatalf("the file's configuration is not served again: %v", p)
+	}
+	if ready, reason, msg := h.status("tern_keycloak"); !ready {
+		t.Fatalf("not ready after the conflict ended: %s %s", reason, msg)
 	}
 }

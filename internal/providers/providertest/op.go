@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"github.com/zitadel/oidc/v3/pkg/op"
 	"golang.org/x/text/language"
@@ -63,6 +65,7 @@ type OP struct {
 	srv *httptest.Server
 
 	discoveryHits atomic.Int64
+	hits          sync.Map // path → *atomic.Int64
 }
 
 // Start starts an OP with one web client (ClientID, a random secret,
@@ -124,6 +127,8 @@ func New(redirectURL string) (*OP, error) {
 		if r.URL.Path == "/.well-known/openid-configuration" {
 			o.discoveryHits.Add(1)
 		}
+		n, _ := o.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
 		o.provider.ServeHTTP(w, r)
 	})
 	o.serve(ln)
@@ -145,6 +150,40 @@ func (o *OP) DiscoveryURL() string {
 
 // DiscoveryHits is how many times the discovery document was requested.
 func (o *OP) DiscoveryHits() int64 { return o.discoveryHits.Load() }
+
+// Hits is how many requests the OP received at path (such as "/keys",
+// "/oauth/introspect" or "/userinfo").
+func (o *OP) Hits(path string) int64 {
+	if n, ok := o.hits.Load(path); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// SignJWT signs claims with the OP's own signing key (the one its JWKS
+// serves), so tests can present JWTs shaped as other issuers make them
+// (a Dex access token, a token for another audience) that the OP itself
+// would not mint.
+func (o *OP) SignJWT(claims map[string]any) (string, error) {
+	k, err := o.storage.SigningKey(context.Background())
+	if err != nil {
+		return "", err
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.SignatureAlgorithm(), Key: k.Key()},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), k.ID()))
+	if err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
+}
 
 // Running reports whether the OP is serving.
 func (o *OP) Running() bool {
@@ -194,6 +233,20 @@ func (o *OP) Restart() error {
 // would, and returns the query of the final redirect to the client's
 // redirect URL (code and state, or error).
 func (o *OP) Login(ctx context.Context, authURL string) (url.Values, error) {
+	return o.LoginAs(ctx, authURL, Username)
+}
+
+// OtherUsername is the example user store's second user (subject "id1";
+// Username's is "id2"), for tests that need a person whose subject at this
+// OP differs from Username's.
+func (o *OP) OtherUsername() string {
+	u, _ := url.Parse(o.Issuer)
+	return "test-user@" + u.Hostname()
+}
+
+// LoginAs is Login as another user of the example user store (Username or
+// OtherUsername; both have UserPassword).
+func (o *OP) LoginAs(ctx context.Context, authURL, username string) (url.Values, error) {
 	client := &http.Client{
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       10 * time.Second,
@@ -209,7 +262,7 @@ func (o *OP) Login(ctx context.Context, authURL string) (url.Values, error) {
 	if id == "" {
 		return nil, fmt.Errorf("authorization request redirected to %s, not to the login page", loc)
 	}
-	if err := o.storage.CheckUsernamePassword(Username, UserPassword, id); err != nil {
+	if err := o.storage.CheckUsernamePassword(username, UserPassword, id); err != nil {
 		return nil, fmt.Errorf("logging the test user in: %w", err)
 	}
 	cb := op.AuthCallbackURL(o.provider)(op.ContextWithIssuer(ctx, o.Issuer), id)

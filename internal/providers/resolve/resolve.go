@@ -99,9 +99,15 @@ type Result struct {
 	DiscoveryFailures int
 }
 
-// Source is the Provider.Source of a TokenProvider: namespace/name.
+// Source names a TokenProvider in messages: namespace/name.
 func Source(tp *v1alpha1.TokenProvider) string {
 	return tp.Namespace + "/" + tp.Name
+}
+
+// Origin is the Provider.Source of a TokenProvider read from Kubernetes:
+// "TokenProvider namespace/name". The file source adds its file.
+func Origin(tp *v1alpha1.TokenProvider) string {
+	return "TokenProvider " + Source(tp)
 }
 
 // Resolve turns a TokenProvider into a registry entry and a status verdict.
@@ -251,11 +257,12 @@ func build(tp *v1alpha1.TokenProvider, secret, authMethod string, authStyle oaut
 		ep = *spec.Endpoints
 	}
 	p := &providers.Provider{
-		ID:         tp.Name,
-		Source:     Source(tp),
-		ClientID:   spec.ClientID,
-		AuthMethod: authMethod,
-		PKCE:       pkce,
+		ID:                 tp.ProviderID(),
+		Source:             Origin(tp),
+		RequireSameSubject: spec.RequireSameSubject,
+		ClientID:           spec.ClientID,
+		AuthMethod:         authMethod,
+		PKCE:               pkce,
 		Metadata: providers.Metadata{
 			Name:        spec.Metadata.Name,
 			Description: spec.Metadata.Description,

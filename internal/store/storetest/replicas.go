@@ -72,8 +72,14 @@ func testUpdateAcrossReplicas(t *testing.T, a, b store.Store) {
 		})
 	}
 	wg.Wait()
-	got, err := b.GetCredential(t.Context(), "alice", "github")
-	if err != nil {
+	// The committed row, as an update reads it (locked, never from a
+	// cache): a wrapper may serve b's own last write for a while, which
+	// would say nothing about lost updates.
+	var got store.Credential
+	if _, err := b.UpdateCredential(t.Context(), "alice", "github", func(c *store.Credential) (store.Outcome, error) {
+		got = *c
+		return store.Unchanged(), nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if got.TokenType != strconv.Itoa(n) {

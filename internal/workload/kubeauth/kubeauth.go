@@ -76,6 +76,21 @@ type Options struct {
 
 // Authenticator verifies ServiceAccount tokens through TokenReview and looks
 // up ServiceAccounts. Safe for concurrent use.
+//
+// Its verdict cache is its own rather than k8s.io/apiserver's token cache
+// (authentication/token/cache.New, which the API server's webhook token
+// authenticator uses), because that cache cannot keep what callers of this
+// one rely on: it caches a refusal only as (nil, false, nil), so the
+// reason (token_rejected, not_service_account, wrong_audience) would be
+// lost on every cached refusal, unless cacheErrs is set, which caches an
+// unreachable API server too (a 503 for NegativeTTL after a blip); it has
+// no renewal ahead of expiry (TestWorkloadReviewRenewedAhead: a workload
+// calling steadily would wait for a TokenReview every CacheTTL); its clock
+// is not injectable (newWithClock is unexported), so the expiry tests
+// would have to sleep through CacheTTL; its two TTLs are fixed, where an
+// entry here also lapses at the token's exp; its size is unbounded; and
+// New registers its metrics in
+// component-base's legacy registry, which tokenstore does not serve.
 type Authenticator struct {
 	opt    Options
 	client kubernetes.Interface

@@ -270,7 +270,9 @@
 
   async function load() {
     const me = await api('GET', '/api/whoami');
-    if (me.status === 401) {
+    // Not signed in: 403, as the Flask service answered (401 is a refused
+    // bearer token, which the page never sends).
+    if (me.status === 403 || me.status === 401) {
       $('who').hidden = true; $('accounts').hidden = true; $('grants').hidden = true;
       const u = new URL('/api/oidc/login', location.href);
       u.searchParams.set('return_url', here);

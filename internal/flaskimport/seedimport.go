@@ -1,4 +1,4 @@
-// Package seedimport copies the refresh tokens of the old (Flask) tokenstore
+// Package flaskimport copies the refresh tokens of the old (Flask) tokenstore
 // into this one (`tokenstore import`).
 //
 // The old service kept one row per person and provider in its refresh_token
@@ -16,7 +16,7 @@
 // token is skipped, and a credential holding a different token (linked or
 // refreshed in the new service since) is kept, never overwritten by the
 // older token from the old database, unless Overwrite is set.
-package seedimport
+package flaskimport
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package seedimport
+package flaskimport
 
 import (
 	"bytes"

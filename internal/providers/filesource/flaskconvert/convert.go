@@ -1,4 +1,4 @@
-package seedconvert
+package flaskconvert
 
 import (
 	"bytes"
