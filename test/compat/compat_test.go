@@ -397,6 +397,11 @@ OIDC_DISCOVERY_URL = (
 )
 OIDC_CLIENT_ID = %q
 OIDC_CLIENT_SECRET = %q
+# The login issuer's access tokens are opaque: the one setting a Flask-era
+# deployment adds so that programs' bearer tokens keep working (RFC 7662
+# introspection; the Flask service asked userinfo, which BEARER_OPAQUE =
+# "userinfo" still does, with the risk docs/security.md describes).
+BEARER_OPAQUE = "introspection"
 
 CRYPTOKEY = "%s, %s"
 
