@@ -15,7 +15,7 @@ func TestHTTPHardeningSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.MetricsAddress != ":9090" || s.HTTPReadTimeout != 30*time.Second || s.HTTPWriteTimeout != time.Minute ||
-		s.HTTPIdleTimeout != 2*time.Minute || s.RateLimitPerAddress != 600 || s.RateLimitPerPrincipal != 600 || s.RateLimitBurst != 100 {
+		s.HTTPIdleTimeout != 2*time.Minute || s.RateLimitPerAddress != 600 || s.RateLimitPerPrincipal != 6000 || s.RateLimitBurst != 100 {
 		t.Fatalf("defaults: %+v", s)
 	}
 	if s, err := Load(nil, env(map[string]string{"TOKENSTORE_METRICS_ADDRESS": "", "TOKENSTORE_RATE_LIMIT_PER_ADDRESS": "0"})); err != nil ||
