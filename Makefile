@@ -86,7 +86,7 @@ test: ## Run every test (PostgreSQL on 127.0.0.1:5432, envtest, Chromium, genera
 	hack/ensure-packages.sh
 	$(MAKE) verify
 	KUBEBUILDER_ASSETS="$$(hack/build-envtest.sh | tail -n1)" go test $(GO_TEST_FLAGS) ./...
-	go test $(GO_TEST_FLAGS) -tags dev ./cmd/tokenstore/ ./internal/devidp/
+	go test $(GO_TEST_FLAGS) -tags dev ./cmd/tokenstore/ ./internal/app/ ./internal/devidp/
 	$(MAKE) e2e-cluster
 	$(MAKE) fuzz
 
@@ -104,8 +104,8 @@ lint: ## gofmt, go vet and staticcheck.
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	bin/staticcheck ./...
-	go vet -tags dev ./cmd/tokenstore/ ./internal/devidp/ ./test/cluster/testidp/
-	bin/staticcheck -tags dev ./cmd/tokenstore/ ./internal/devidp/ ./test/cluster/testidp/
+	go vet -tags dev ./cmd/tokenstore/ ./internal/app/ ./internal/devidp/ ./test/cluster/testidp/
+	bin/staticcheck -tags dev ./cmd/tokenstore/ ./internal/app/ ./internal/devidp/ ./test/cluster/testidp/
 	go vet -tags cluster ./test/cluster/
 	bin/staticcheck -tags cluster ./test/cluster/
 
