@@ -15,6 +15,7 @@ import (
 	"github.com/tokenstore/tokenstore/internal/store/sqlite"
 	"github.com/tokenstore/tokenstore/internal/store/storetest"
 	"github.com/tokenstore/tokenstore/internal/store/storetest/pgtest"
+	"github.com/tokenstore/tokenstore/internal/testutil"
 )
 
 func migrate(tb testing.TB, url string) {
@@ -100,24 +101,6 @@ func TestConformanceReplicasPostgres(t *testing.T) {
 	})
 }
 
-// clock is a test clock, moved by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // counting counts the hot path's reads on their way to the database.
 type counting struct {
 	store.Store
@@ -146,7 +129,7 @@ func (s *counting) FindUsableGrant(ctx context.Context, userID, provider, ns, na
 type replicas struct {
 	a, b         *cached.Store
 	ca, cb       *counting
-	clockA, clkB *clock
+	clockA, clkB *testutil.Clock
 	other        store.Store
 }
 
@@ -155,10 +138,10 @@ const ttl = time.Second
 func newReplicas(t *testing.T) *replicas {
 	path := sqliteFile(t)
 	start := time.Now()
-	r := &replicas{clockA: &clock{t: start}, clkB: &clock{t: start}, other: openSQLite(t, path)}
+	r := &replicas{clockA: testutil.NewClock(start), clkB: testutil.NewClock(start), other: openSQLite(t, path)}
 	r.ca, r.cb = &counting{Store: openSQLite(t, path)}, &counting{Store: openSQLite(t, path)}
-	r.a = cached.New(r.ca, cached.Options{TTL: ttl, Now: r.clockA.now})
-	r.b = cached.New(r.cb, cached.Options{TTL: ttl, Now: r.clkB.now})
+	r.a = cached.New(r.ca, cached.Options{TTL: ttl, Now: r.clockA.Now})
+	r.b = cached.New(r.cb, cached.Options{TTL: ttl, Now: r.clkB.Now})
 	return r
 }
 
@@ -213,11 +196,11 @@ func TestCredentials(t *testing.T) {
 
 	// Another replica's write: B serves its cached row until the TTL ends,
 	// then the new one.
-	r.clkB.add(ttl - time.Millisecond)
+	r.clkB.Add(ttl - time.Millisecond)
 	if c := mustGet(t, r.b, "alice", "github"); string(c.AccessToken) != "at1" {
 		t.Fatalf("B within the TTL reads %q: the row was not cached", c.AccessToken)
 	}
-	r.clkB.add(time.Millisecond)
+	r.clkB.Add(time.Millisecond)
 	if c := mustGet(t, r.b, "alice", "github"); string(c.AccessToken) != "at2" {
 		t.Fatalf("B after the TTL reads %q, want at2", c.AccessToken)
 	}
@@ -266,7 +249,7 @@ func TestCredentials(t *testing.T) {
 	if _, err := r.a.GetCredential(ctx, "alice", "github"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("A after its own delete: %v, want ErrNotFound", err)
 	}
-	r.clkB.add(ttl)
+	r.clkB.Add(ttl)
 	if _, err := r.b.GetCredential(ctx, "alice", "github"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("B a TTL after the delete: %v, want ErrNotFound", err)
 	}
@@ -286,9 +269,9 @@ func TestCredentials(t *testing.T) {
 func TestReadAcrossWrite(t *testing.T) {
 	path := sqliteFile(t)
 	raw := openSQLite(t, path)
-	clk := &clock{t: time.Now()}
+	clk := testutil.NewClock(time.Now())
 	slow := &slowReads{Store: raw, read: make(chan struct{}), release: make(chan struct{})}
-	c := cached.New(slow, cached.Options{TTL: ttl, Now: clk.now})
+	c := cached.New(slow, cached.Options{TTL: ttl, Now: clk.Now})
 	ctx := t.Context()
 	if _, err := raw.UpsertCredential(ctx, credential("alice", "github", "old")); err != nil {
 		t.Fatal(err)
@@ -385,7 +368,7 @@ func TestSessions(t *testing.T) {
 	if _, err := r.b.GetSession(ctx, "h1", now); err != nil {
 		t.Fatalf("B within the TTL: %v (the row was not cached)", err)
 	}
-	r.clkB.add(ttl)
+	r.clkB.Add(ttl)
 	if _, err := r.b.GetSession(ctx, "h1", now); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("B a TTL after the logout: %v, want ErrNotFound", err)
 	}
@@ -450,7 +433,7 @@ func TestGrants(t *testing.T) {
 	if _, err := find(r.b, "uid-1", now); err != nil {
 		t.Fatalf("B within the TTL: %v (the grant was not cached)", err)
 	}
-	r.clkB.add(ttl)
+	r.clkB.Add(ttl)
 	if _, err := find(r.b, "uid-1", now); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("B a TTL after the revoke: %v, want ErrNotFound", err)
 	}
