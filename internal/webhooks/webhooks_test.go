@@ -166,11 +166,15 @@ tokenstore_webhook_attempts_total{event="io.tokenstore.credential.recovered",res
 	}
 }
 
-func TestRefusedIsNotRetried(t *testing.T) {
+// sendUntilOutcome sends one event to a receiver that always answers
+// status and waits (5 s at most) until the event's outcome is recorded; it
+// returns how many POSTs the receiver saw and the sender's metrics.
+func sendUntilOutcome(t *testing.T, status int) (int32, prometheus.Gatherer) {
+	t.Helper()
 	var attempts atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		attempts.Add(1)
-		w.WriteHeader(http.StatusUnauthorized)
+		w.WriteHeader(status)
 	}))
 	defer srv.Close()
 	s, reg := newSender(t, srv.URL)
@@ -179,14 +183,18 @@ func TestRefusedIsNotRetried(t *testing.T) {
 	for {
 		n, _ := testutil.GatherAndCount(reg, "tokenstore_webhook_deliveries_total")
 		if n == 1 {
-			break
+			return attempts.Load(), reg
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no outcome recorded")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := attempts.Load(); n != 1 {
+}
+
+func TestRefusedIsNotRetried(t *testing.T) {
+	attempts, _ := sendUntilOutcome(t, http.StatusUnauthorized)
+	if n := attempts; n != 1 {
 		t.Errorf("%d attempts for a 401, want 1", n)
 	}
 }
@@ -247,26 +255,8 @@ func TestNewRequiresSecret(t *testing.T) {
 // TestGivesUpAfterMaxAttempts: a receiver that keeps answering 503 gets
 // MaxAttempts POSTs, and the event counts as failed.
 func TestGivesUpAfterMaxAttempts(t *testing.T) {
-	var attempts atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		attempts.Add(1)
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}))
-	defer srv.Close()
-	s, reg := newSender(t, srv.URL)
-	s.Send(CredentialExpiring, "credentials/x", map[string]any{"provider": "x"})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, _ := testutil.GatherAndCount(reg, "tokenstore_webhook_deliveries_total")
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no outcome recorded")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := attempts.Load(); n != 4 {
+	attempts, reg := sendUntilOutcome(t, http.StatusServiceUnavailable)
+	if n := attempts; n != 4 {
 		t.Errorf("%d attempts, want MaxAttempts (4)", n)
 	}
 	want := `
