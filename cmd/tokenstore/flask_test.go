@@ -181,4 +181,11 @@ IDP1_CLIENT_SECRET = os.environ["IDP1_SECRET_hunter2"]
 	if err != nil || !strings.Contains(out, "clientSecret: from-env") || !strings.Contains(out, "settings.py:1: an import") {
 		t.Fatalf("with the environment: %v\n%s", err, out)
 	}
+	if n := strings.Count(out, "settings.py:1: an import"); n != 1 {
+		t.Errorf("the unreadable import is noted %d times, want once:\n%s", n, out)
+	}
+	// The line the environment made up for is not noted at all.
+	if strings.Contains(out, "settings.py:5:") {
+		t.Errorf("the unreadable IDP1_CLIENT_SECRET line is noted although the environment set it:\n%s", out)
+	}
 }

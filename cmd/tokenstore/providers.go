@@ -89,13 +89,13 @@ keep it out of shared logs.`,
 			// A provider setting on a line that cannot be read, and not
 			// given by the environment either, stops the conversion: read
 			// as missing, a client secret would turn the provider into a
-			// public client. Other unreadable lines are only noted.
+			// public client. Other unreadable lines are only noted, once,
+			// with s.Problems() below (which leaves out the ones a later
+			// source set).
 			var stop []string
 			for _, u := range unread {
 				if u.Name != "" && s.Origin(u.Name) == "" && isProviderSetting(u.Name) {
 					stop = append(stop, u.Msg)
-				} else if u.Name == "" || s.Origin(u.Name) == "" {
-					fmt.Fprintln(stderr, "warning:", u.Msg)
 				}
 			}
 			if len(stop) > 0 {
