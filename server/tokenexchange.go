@@ -130,7 +130,10 @@ func (s *Server) exchange(c *gin.Context) (issued, error) {
 			return issued{}, err
 		}
 	case TokenTypeAccessToken:
-		id, err := s.authenticatePerson(ctx, subject)
+		// As the API's bearer authentication: auth's refusals and outages
+		// carry their OAuth answers (invalid_token 401; 503 for an issuer
+		// that cannot be asked or a spent verification budget).
+		id, err := s.auth.Bearer(ctx, subject)
 		if err != nil {
 			return issued{}, s.unidentified(c, err)
 		}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/tokenstore/tokenstore/internal/fault"
 
-	"github.com/tokenstore/tokenstore/internal/auth"
 	"github.com/tokenstore/tokenstore/internal/broker"
 	"github.com/tokenstore/tokenstore/internal/delegation"
 	"github.com/tokenstore/tokenstore/internal/providers"
@@ -91,27 +89,6 @@ func (s *Server) personToken(ctx context.Context, userID, provider, actor string
 // ReasonProviderRejectedClient is the reason (token exchange) and the
 // error code (REST API) of a provider's refusal of tokenstore's client.
 const ReasonProviderRejectedClient = providers.ReasonClientRejected
-
-// authenticatePerson verifies a person's access token from the login
-// issuer (as the API's bearer authentication does). For the token
-// exchange, an unusable login issuer is a 503 (RFC 6749's
-// temporarily_unavailable) and a refused token a 401 invalid_token.
-func (s *Server) authenticatePerson(ctx context.Context, token string) (*auth.Identity, error) {
-	id, err := s.auth.Bearer(ctx, token)
-	if err == nil {
-		return id, nil
-	}
-	var ue *auth.UnavailableError
-	if errors.As(err, &ue) || errors.Is(err, auth.ErrLoginNotConfig) {
-		return nil, &fault.Error{Status: http.StatusServiceUnavailable, OAuth: "temporarily_unavailable", Code: "login_provider_unavailable", Err: err,
-			Message: "The login provider could not be asked about the access token; try again shortly."}
-	}
-	if fe := fault.As(err); fe == nil {
-		return nil, err
-	}
-	return nil, &fault.Error{Status: http.StatusUnauthorized, OAuth: "invalid_request", OAuthStatus: http.StatusUnauthorized, Code: "invalid_token",
-		Message: "The access token was not accepted by the login issuer."}
-}
 
 // auditCtx appends an event through the group-commit writer (concurrent
 // requests' events share one insert and commit) and returns once it is
